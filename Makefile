@@ -1,0 +1,67 @@
+# Every set-up step lives here: a fresh machine needs only python3.11 and pip.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+AIRFLOW3 ?= 3.3.2
+AIRFLOW2 ?= 2.11.2
+VENV3 := .venv
+VENV2 := .venv-af2
+
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONDONTWRITEBYTECODE := 1
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: help venv venv2 lint typecheck unit unit-af2 integration test demo bench clean
+
+help:
+	@echo "make demo   - segment sample images through the local emulator with the example DAG"
+	@echo "make test   - ruff, mypy, unit tests on Airflow $(AIRFLOW3) and $(AIRFLOW2), integration tests"
+
+$(UV):
+	$(PYTHON) -m pip install -q --user uv || $(PYTHON) -m pip install -q uv
+
+# The stamp depends on pyproject.toml so that a changed dependency reinstalls.
+$(VENV3)/.installed: pyproject.toml | $(UV)
+	test -x $(VENV3)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV3)
+	VIRTUAL_ENV=$(VENV3) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
+		"apache-airflow==$(AIRFLOW3)"
+	touch $@
+
+$(VENV2)/.installed: pyproject.toml | $(UV)
+	test -x $(VENV2)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV2)
+	VIRTUAL_ENV=$(VENV2) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
+		"apache-airflow==$(AIRFLOW2)"
+	touch $@
+
+venv: $(VENV3)/.installed
+venv2: $(VENV2)/.installed
+
+lint: venv
+	$(VENV3)/bin/ruff check .
+	$(VENV3)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV3)/bin/mypy
+
+unit: venv
+	$(VENV3)/bin/python -m pytest -q tests/unit
+
+unit-af2: venv2
+	$(VENV2)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
+integration: venv
+	$(VENV3)/bin/python -m pytest -q tests/integration
+
+test: lint typecheck unit unit-af2 integration
+
+demo: venv
+	$(VENV3)/bin/python -m airflow_provider_hitpaw.emulator.demo
+
+bench: venv
+	$(VENV3)/bin/python benchmarks/poll_cost.py
+
+clean:
+	rm -rf $(VENV3) $(VENV2) .pytest_cache .mypy_cache .ruff_cache demo-output test-artifacts

@@ -1,0 +1,98 @@
+"""What the operator and the sensor share on the Airflow side: reading trigger events, failing tasks the
+right way, and remembering facts across task tries.
+
+Kept apart from both so that neither decides alone what an event means.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw.exceptions import (
+    HitPawError,
+    HitPawJobFailedError,
+    HitPawTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+#: The keys of every trigger event, as :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationTrigger`
+#: writes them.
+EVENT_STATUS_FIELDS: Final = ("job_id", "res_url", "mask_url", "original_url")
+_OUTCOMES: Final = frozenset({"success", "error", "timeout"})
+
+
+def fail_without_retry(err: HitPawError) -> AirflowFailException:
+    """The task failure for an error that no retry can mend (a bad key, no coins, bad input).
+
+    ``AirflowFailException`` skips the task's remaining retries, which would only spend time (and, for a
+    submission, nothing useful).
+    """
+    failure = AirflowFailException(str(err))
+    failure.__cause__ = err
+    return failure
+
+
+def task_failure(err: HitPawError) -> Exception:
+    """Retryable faults stay as they are (Airflow's retries apply); permanent ones skip retries."""
+    if err.retryable or isinstance(err, HitPawJobFailedError | HitPawTimeoutError):
+        return err
+    return fail_without_retry(err)
+
+
+def status_from_event(event: Any) -> dict[str, Any]:
+    """Return the job's status fields from a successful event; raise the event's error otherwise.
+
+    An event that is missing or not ours is an error of its own: guessing a result from it could
+    report a segmentation that never happened.
+    """
+    if not isinstance(event, dict) or event.get("status") not in _OUTCOMES:
+        raise AirflowException(f"HitPaw trigger sent no usable event: {event!r}")
+    outcome = event["status"]
+    message = str(event.get("message") or "")
+    if outcome == "success":
+        return {**{name: event.get(name) for name in EVENT_STATUS_FIELDS}, "status": event.get("job_status")}
+    if outcome == "timeout":
+        raise HitPawTimeoutError(message)
+    if event.get("job_status") == _api.JobStatus.ERROR:
+        raise HitPawJobFailedError(message)
+    raise _api.error_for_code(event.get("code"), event.get("http_status"), message)
+
+
+def recall(context: Context, key: str) -> Any:
+    """A value an earlier try of this task instance remembered, or None.
+
+    Backed by Airflow 3.3's ``task_state_store``, which lives in Airflow's metadata (not on a worker's
+    disk) and outlives retries. Older Airflow has no such store: there this returns None.
+    """
+    store = _state_store(context)
+    if store is None:
+        return None
+    return store.get(key)
+
+
+def remember(context: Context, key: str, value: Any) -> bool:
+    """Keep ``value`` for later tries of this task instance; False where Airflow cannot."""
+    store = _state_store(context)
+    if store is None:
+        return False
+    store.set(key, value)
+    return True
+
+
+def _state_store(context: Context) -> Any:
+    try:
+        return context.get("task_state_store")  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
+
+def try_started_at(context: Context) -> float:
+    """When the current try of the task started, as a Unix time (now, if Airflow does not say)."""
+    start = getattr(context.get("ti"), "start_date", None)
+    return start.timestamp() if start is not None else time.time()

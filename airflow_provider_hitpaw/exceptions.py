@@ -1,0 +1,123 @@
+"""The error families of HitPaw's API, shared by both hooks, the trigger, the sensor and the operators.
+
+Each family says one thing a caller must decide on: whether trying again can help (``retryable``). HitPaw's
+own numeric code and message are kept so that a failed task shows what the service said; the API key is
+never part of any of them (callers scrub it before building one from foreign text).
+
+This module imports nothing from Airflow, so the protocol module and the tests can use it anywhere.
+"""
+
+from __future__ import annotations
+
+
+class HitPawError(Exception):
+    """Anything that went wrong talking to HitPaw.
+
+    :param message: HitPaw's message, or a description of the network or protocol fault.
+    :param code: HitPaw's numeric ``code``; None for a network fault or a bare HTTP error.
+    :param http_status: the HTTP status of the answer; None when there was no answer.
+    """
+
+    #: Whether the same request may succeed if sent again later.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        parts = []
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        if self.http_status is not None:
+            parts.append(f"HTTP {self.http_status}")
+        where = f" ({', '.join(parts)})" if parts else ""
+        return f"HitPaw{where}: {self.message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling, which Airflow uses for some
+        # exceptions crossing process boundaries.
+        return (_rebuild, (type(self), self.message, self.code, self.http_status))
+
+
+def _rebuild(cls: type[HitPawError], message: str, code: int | None, http_status: int | None) -> HitPawError:
+    return cls(message, code=code, http_status=http_status)
+
+
+class HitPawAuthenticationError(HitPawError):
+    """The key is wrong, expired, or may not use this API (100400000, 100401000, 110400000)."""
+
+
+class HitPawInsufficientCoinsError(HitPawError):
+    """The account cannot pay for the job (110402000): retrying only burns time until it is topped up."""
+
+
+class HitPawInvalidRequestError(HitPawError):
+    """HitPaw refused this input (100400001 Invalid URL, 100400002 Bad Request): it fails again as it is."""
+
+
+class HitPawRateLimitError(HitPawError):
+    """Too many requests (HTTP 429, 100429000): back off and try again.
+
+    :param retry_after: seconds the server asked us to wait (``Retry-After``), when it said.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class HitPawServerError(HitPawError):
+    """HitPaw failed on its side (100500000, HTTP 5xx): usually gone on the next try."""
+
+    retryable = True
+
+
+class HitPawConnectionError(HitPawError):
+    """No usable answer arrived: refused, reset or timed-out connection."""
+
+    retryable = True
+
+
+class HitPawResponseError(HitPawError):
+    """An answer that does not follow HitPaw's documented envelope (not JSON, cut short, fields missing).
+
+    Treated as transient: such answers come from proxies and half-written responses, not from a
+    decision of the service about our request.
+    """
+
+    retryable = True
+
+
+class HitPawJobFailedError(HitPawError):
+    """The job ended with status ``ERROR``: HitPaw could not process the image."""
+
+
+class HitPawTimeoutError(HitPawError):
+    """The job was still running when the caller's deadline passed."""
+
+
+class HitPawConfigurationError(HitPawError, ValueError):
+    """The connection or an argument is unusable; raised before anything is sent.
+
+    :param field: the name of the argument or connection field at fault, so the message can say it.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+    def __reduce__(self) -> tuple[object, ...]:
+        field, _, problem = self.message.partition(": ")
+        return (type(self), (field, problem))

@@ -1,0 +1,366 @@
+"""Hooks that speak HitPaw's API: :class:`HitPawHook` (requests) and :class:`HitPawAsyncHook` (aiohttp).
+
+Both only move bytes: what to send and what an answer means comes from :mod:`airflow_provider_hitpaw._api`,
+and how to retry from its :class:`~airflow_provider_hitpaw._api.RetryPolicy`. aiohttp is imported only
+when an asynchronous hook opens its client, so a worker that never runs a trigger never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from airflow.providers.common.compat.sdk import BaseHook
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw.exceptions import (
+    HitPawAuthenticationError,
+    HitPawConnectionError,
+    HitPawError,
+    HitPawJobFailedError,
+    HitPawTimeoutError,
+)
+from airflow_provider_hitpaw.validation import validate_job_id
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from airflow_provider_hitpaw._api import ConnectionSettings, SegmentationJob, TaskStatus
+
+T = TypeVar("T")
+Parser = Callable[[int, bytes, str | None], T]
+
+log = logging.getLogger(__name__)
+
+#: Seconds to open a TCP/TLS connection, and to wait for an answer once the request is sent.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+
+#: A job id HitPaw cannot know: asking for its status proves the key without spending coins.
+_PROBE_JOB_ID = "airflow-connection-test-00000000"
+
+_HIDDEN_FIELDS = ["schema", "login", "port", "extra"]
+_RELABELING = {"host": "Base URL", "password": "API key"}
+_PLACEHOLDERS = {
+    "host": "empty for https://api-base.hitpaw.com, or a full URL such as http://127.0.0.1:8090",
+    "password": "your HitPaw API key",
+    "ca_bundle": "path of a CA bundle to verify HitPaw's certificate (optional)",
+}
+
+
+def connection_ui_field_behaviour() -> dict[str, Any]:
+    """The connection form layout, in the form Airflow 2.11 reads from the hook."""
+    return {
+        "hidden_fields": list(_HIDDEN_FIELDS),
+        "relabeling": dict(_RELABELING),
+        "placeholders": dict(_PLACEHOLDERS),
+    }
+
+
+def connection_provider_info() -> dict[str, Any]:
+    """The same layout in the declarative form Airflow 3 reads from the provider info."""
+    return {
+        "hook-class-name": "airflow_provider_hitpaw.hooks.hitpaw.HitPawHook",
+        "hook-name": "HitPaw",
+        "connection-type": HitPawHook.conn_type,
+        "ui-field-behaviour": {
+            "hidden-fields": list(_HIDDEN_FIELDS),
+            "relabeling": dict(_RELABELING),
+            "placeholders": dict(_PLACEHOLDERS),
+        },
+        "conn-fields": {
+            "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
+        },
+    }
+
+
+def _scrub(text: str, secret: str) -> str:
+    """Remove the key from foreign text (an exception message) before it can reach a log or a task."""
+    return text.replace(secret, "***") if secret else text
+
+
+class _HitPawHookBase(BaseHook):
+    """What both hooks share: the connection type, its form, and the settings read from it."""
+
+    conn_name_attr = "hitpaw_conn_id"
+    default_conn_name = "hitpaw_default"
+    conn_type = "hitpaw"
+    hook_name = "HitPaw"
+
+    def __init__(
+        self,
+        hitpaw_conn_id: str = default_conn_name,
+        *,
+        retry_policy: _api.RetryPolicy | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.retry_policy = retry_policy or _api.RetryPolicy()
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return connection_ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        # Imported here: only the Airflow 2 webserver builds forms, and wtforms is not installed elsewhere.
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+
+        return {"ca_bundle": StringField(lazy_gettext("CA bundle path"), widget=BS3TextFieldWidget())}
+
+    @staticmethod
+    def _settings_from(conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
+        settings = _api.ConnectionSettings.from_connection_fields(
+            host=conn.host, port=conn.port, password=conn.password, extra=extra
+        )
+        _mask(settings.api_key)
+        return settings
+
+    def _log_retry(self, error: HitPawError, attempt: int, delay: float) -> None:
+        self.log.warning(
+            "HitPaw call failed (%s); attempt %d of %d, retrying in %.1f s",
+            error,
+            attempt,
+            self.retry_policy.max_attempts,
+            delay,
+        )
+
+
+def _mask(secret: str) -> None:
+    """Register the key with Airflow's log masker, so that a log line that slips it shows ``***``."""
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    mask_secret(secret)
+
+
+class HitPawHook(_HitPawHookBase):
+    """Synchronous access to HitPaw, for operators and sensors running on a worker.
+
+    One :class:`requests.Session` serves every call of the hook, so polls reuse a kept-alive connection
+    instead of paying a TCP and TLS handshake each time.
+
+    :param hitpaw_conn_id: the ``hitpaw`` connection: API key as password, optional base URL as host.
+    :param retry_policy: how transient faults are retried; the default tries 5 times over about 15 s.
+    """
+
+    def __init__(self, hitpaw_conn_id: str = _HitPawHookBase.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(hitpaw_conn_id, **kwargs)
+        self._sleep: Callable[[float], None] = time.sleep
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        conn = self.get_connection(self.hitpaw_conn_id)
+        return self._settings_from(conn, conn.extra_dejson)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        # Retries are ours (the policy knows HitPaw's codes); urllib3's own would double them.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update(_api.request_headers(self.settings.api_key))
+        session.verify = self.settings.verify
+        return session
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+            del self.__dict__["session"]
+
+    def __enter__(self) -> HitPawHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def get_conn(self) -> requests.Session:
+        return self.session
+
+    def submit_segmentation(self, file_url: str) -> SegmentationJob:
+        """Start a job for the image at ``file_url``; HitPaw charges for it."""
+        return self._call(_api.submit_request(file_url), _api.parse_submission)
+
+    def get_task_status(self, job_id: str) -> TaskStatus:
+        return self._call(_api.task_status_request(validate_job_id(job_id)), _api.parse_task_status)
+
+    def wait_for_completion(
+        self, job_id: str, poll_interval: float = 3.0, timeout: float = 3600.0
+    ) -> TaskStatus:
+        """Poll until the job is ``COMPLETED`` and return its status, holding this process meanwhile.
+
+        Transient faults that outlast a call's own retries do not end the wait: until HitPaw says
+        ``ERROR``, the job has not failed, and the next poll may well get through.
+        """
+        deadline = time.monotonic() + timeout
+        last_status: str | None = None
+        while True:
+            try:
+                status = self.get_task_status(job_id)
+            except HitPawError as err:
+                if not err.retryable:
+                    raise
+                self.log.warning("Polling job %s failed (%s); polling on", job_id, err)
+            else:
+                if status.status != last_status:
+                    self.log.info("HitPaw job %s is %s", job_id, status.status)
+                    last_status = status.status
+                if status.is_completed:
+                    return status
+                if status.is_failed:
+                    raise HitPawJobFailedError(f"HitPaw job {job_id} ended with status ERROR")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HitPawTimeoutError(
+                    f"HitPaw job {job_id} was still {last_status or 'unknown'} after {timeout:g} s"
+                )
+            self._sleep(min(poll_interval, remaining))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Prove the key without spending coins: HitPaw answers a status query for an unknown job
+        with an authentication error under a bad key and with a request error under a good one."""
+        try:
+            self.get_task_status(_PROBE_JOB_ID)
+        except HitPawAuthenticationError as err:
+            return False, f"HitPaw refused the API key: {err}"
+        except HitPawError as err:
+            if err.retryable:
+                return False, f"HitPaw could not be reached: {err}"
+            return True, "HitPaw accepted the API key."
+        except Exception as err:
+            return False, _scrub(f"{type(err).__name__}: {err}", self._api_key_or_empty())
+        return True, "HitPaw accepted the API key."
+
+    def _api_key_or_empty(self) -> str:
+        return self.settings.api_key if "settings" in self.__dict__ else ""
+
+    def _call(self, request: _api.ApiRequest, parse: Parser[T]) -> T:
+        url = request.url(self.settings.base_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.post(
+                    url, json=request.body, timeout=(self.connect_timeout, self.read_timeout)
+                )
+                result = parse(response.status_code, response.content, response.headers.get("Retry-After"))
+            except requests.RequestException as err:
+                error: HitPawError = HitPawConnectionError(
+                    _scrub(f"{type(err).__name__}: {err}", self.settings.api_key)
+                )
+            except HitPawError as err:
+                error = err
+            else:
+                return result
+            if not self.retry_policy.should_retry(error, attempt):
+                raise error
+            delay = self.retry_policy.delay(error, attempt)
+            self._log_retry(error, attempt, delay)
+            self._sleep(delay)
+
+
+class HitPawAsyncHook(_HitPawHookBase):
+    """Asynchronous access to HitPaw, for triggers: the same calls as :class:`HitPawHook`, as coroutines.
+
+    The connection is read with ``get_async_connection`` and the client is opened on first use, on the
+    running loop, so nothing blocks the triggerer's event loop. One client serves every call until
+    :meth:`close`; use the hook as ``async with`` so that it is closed on every path.
+    """
+
+    def __init__(self, hitpaw_conn_id: str = _HitPawHookBase.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(hitpaw_conn_id, **kwargs)
+        self._settings: ConnectionSettings | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def get_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.hitpaw_conn_id)
+            extra = await get_async_extra_dejson(conn)
+            self._settings = self._settings_from(conn, extra)
+        return self._settings
+
+    async def _get_client(self) -> aiohttp.ClientSession:
+        if self._client is None or self._client.closed:
+            import aiohttp
+
+            settings = await self.get_settings()
+            ssl_context = await asyncio.to_thread(_ssl_context, settings.verify)
+            self._client = aiohttp.ClientSession(
+                headers=_api.request_headers(settings.api_key),
+                connector=aiohttp.TCPConnector(limit=32, ssl=ssl_context),
+                timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout),
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def __aenter__(self) -> HitPawAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def submit_segmentation(self, file_url: str) -> SegmentationJob:
+        return await self._call(_api.submit_request(file_url), _api.parse_submission)
+
+    async def get_task_status(self, job_id: str) -> TaskStatus:
+        return await self._call(_api.task_status_request(validate_job_id(job_id)), _api.parse_task_status)
+
+    async def _call(self, request: _api.ApiRequest, parse: Parser[T]) -> T:
+        import aiohttp
+
+        client = await self._get_client()
+        settings = await self.get_settings()
+        url = request.url(settings.base_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with client.post(url, json=request.body) as response:
+                    body = await response.read()
+                result = parse(response.status, body, response.headers.get("Retry-After"))
+            except (TimeoutError, aiohttp.ClientError) as err:
+                error: HitPawError = HitPawConnectionError(
+                    _scrub(f"{type(err).__name__}: {err}", settings.api_key)
+                )
+            except HitPawError as err:
+                error = err
+            else:
+                return result
+            if not self.retry_policy.should_retry(error, attempt):
+                raise error
+            delay = self.retry_policy.delay(error, attempt)
+            self._log_retry(error, attempt, delay)
+            await self._sleep(delay)
+
+
+def _ssl_context(verify: bool | str) -> Any:
+    """aiohttp's ``ssl`` argument for requests' ``verify`` (True, False, or a CA bundle path)."""
+    import ssl
+
+    if verify is True:
+        return True
+    if verify is False:
+        return False
+    return ssl.create_default_context(cafile=verify)

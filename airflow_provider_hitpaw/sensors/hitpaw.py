@@ -1,0 +1,139 @@
+"""A sensor that waits for a HitPaw job, deferring to the triggerer by default."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
+
+from airflow_provider_hitpaw import _task_support
+from airflow_provider_hitpaw.exceptions import HitPawError, HitPawJobFailedError, HitPawTimeoutError
+from airflow_provider_hitpaw.validation import validate_job_id, validate_positive_seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+#: Where the sensor keeps the start of its first try, so that a retry does not restart the clock.
+_FIRST_START_KEY = "hitpaw_sensor_first_start"
+#: How long after the trigger's own deadline Airflow gives up on the trigger (a triggerer that is down at
+#: the deadline cannot send the timeout event itself).
+_DEFERRAL_GRACE = timedelta(seconds=60)
+
+
+class SegmentationSensor(BaseSensorOperator):
+    """Wait until a HitPaw job is ``COMPLETED``; return its status fields (to XCom).
+
+    Deferrable by default: after one quick status check, the wait moves to
+    :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationTrigger` and frees the worker slot. The
+    deadline is ``timeout`` counted from the sensor's first start: on Airflow 3.3 that start is kept in
+    the task state store, so neither a retry nor a triggerer restart extends it; on older Airflow the
+    current try's start counts.
+
+    A job that ended in ``ERROR`` fails the sensor without retries: that job will never change.
+
+    :param job_id: the job to wait for (templated), usually ``SegmentImageOperator``'s XCom.
+    :param hitpaw_conn_id: the ``hitpaw`` connection.
+    :param poll_interval: seconds between two status polls; also the poke interval when not deferrable.
+    :param deferrable: wait in the triggerer (True) or as a classic sensor in ``mode`` poke/reschedule.
+    """
+
+    template_fields: Sequence[str] = ("job_id",)
+    ui_color = "#d5f5e3"
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        hitpaw_conn_id: str = "hitpaw_default",
+        poll_interval: float = 3,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        self.deferrable = deferrable
+
+    def _hook(self) -> HitPawHook:
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+        return HitPawHook(self.hitpaw_conn_id)
+
+    def _validated_job_id(self) -> str:
+        try:
+            return validate_job_id(self.job_id)
+        except HitPawError as err:
+            raise _task_support.fail_without_retry(err) from err
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        job_id = self._validated_job_id()
+        try:
+            with self._hook() as hook:
+                status = hook.get_task_status(job_id)
+        except HitPawError as err:
+            if err.retryable:
+                self.log.warning("Could not poll HitPaw job %s (%s); poking again later", job_id, err)
+                return False
+            raise _task_support.fail_without_retry(err) from err
+        self.log.info("HitPaw job %s is %s", job_id, status.status)
+        if status.is_failed:
+            raise _task_support.fail_without_retry(
+                HitPawJobFailedError(f"HitPaw job {job_id} ended with status ERROR")
+            )
+        if status.is_completed:
+            return PokeReturnValue(is_done=True, xcom_value=status.to_dict())
+        return False
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        job_id = self._validated_job_id()
+        # One quick look first: a job that is already done needs no trigger at all.
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
+        end_time = self._deadline(context)
+        from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
+
+        self.defer(
+            trigger=SegmentationTrigger(
+                job_id=job_id,
+                hitpaw_conn_id=self.hitpaw_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
+        )
+
+    def _deadline(self, context: Context) -> float:
+        first_start = _task_support.recall(context, _FIRST_START_KEY)
+        if not isinstance(first_start, int | float):
+            first_start = _task_support.try_started_at(context)
+            _task_support.remember(context, _FIRST_START_KEY, first_start)
+        return float(first_start) + self.timeout
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Turn the trigger's event into the task's result, or into the right kind of failure."""
+        try:
+            return _task_support.status_from_event(event)
+        except HitPawTimeoutError as err:
+            if self.soft_fail:
+                raise AirflowSkipException(f"{err} (soft_fail)") from err
+            raise AirflowSensorTimeout(str(err)) from err
+        except HitPawError as err:
+            # Job ERROR and permanent API errors alike: waiting again on this job cannot help.
+            raise _task_support.fail_without_retry(err) from err
