@@ -2,7 +2,7 @@
 
 Airflow 3 builds the ``hitpaw`` connection form from the declarative ``conn-fields`` and
 ``ui-field-behaviour`` here; Airflow 2.11 asks the hook's classmethods. Both come from one definition in
-the hooks module, so the two forms cannot drift apart.
+``_connection_form``, so the two forms cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 
 def get_provider_info() -> dict[str, Any]:
     from airflow_provider_hitpaw import __version__
-    from airflow_provider_hitpaw.hooks.hitpaw import connection_provider_info
+    from airflow_provider_hitpaw._connection_form import connection_type_info
 
     return {
         "package-name": "airflow-provider-hitpaw",
         "name": "HitPaw",
         "description": "Image segmentation (background removal) with HitPaw's API.",
         "versions": [__version__],
-        "connection-types": [connection_provider_info()],
+        "connection-types": [connection_type_info()],
         "integrations": [
             {
                 "integration-name": "HitPaw",

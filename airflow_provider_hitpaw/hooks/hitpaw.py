@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +18,7 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
-from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw import _api, _connection_form
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConnectionError,
@@ -45,39 +45,14 @@ DEFAULT_READ_TIMEOUT = 30.0
 #: A job id HitPaw cannot know: asking for its status proves the key without spending coins.
 _PROBE_JOB_ID = "airflow-connection-test-00000000"
 
-_HIDDEN_FIELDS = ["schema", "login", "port", "extra"]
-_RELABELING = {"host": "Base URL", "password": "API key"}
-_PLACEHOLDERS = {
-    "host": "empty for https://api-base.hitpaw.com, or a full URL such as http://127.0.0.1:8090",
-    "password": "your HitPaw API key",
-    "ca_bundle": "path of a CA bundle to verify HitPaw's certificate (optional)",
-}
+
+def _pause(seconds: float) -> None:
+    """The hooks' only way to wait, so that tests can record back-off delays instead of sleeping them."""
+    time.sleep(seconds)
 
 
-def connection_ui_field_behaviour() -> dict[str, Any]:
-    """The connection form layout, in the form Airflow 2.11 reads from the hook."""
-    return {
-        "hidden_fields": list(_HIDDEN_FIELDS),
-        "relabeling": dict(_RELABELING),
-        "placeholders": dict(_PLACEHOLDERS),
-    }
-
-
-def connection_provider_info() -> dict[str, Any]:
-    """The same layout in the declarative form Airflow 3 reads from the provider info."""
-    return {
-        "hook-class-name": "airflow_provider_hitpaw.hooks.hitpaw.HitPawHook",
-        "hook-name": "HitPaw",
-        "connection-type": HitPawHook.conn_type,
-        "ui-field-behaviour": {
-            "hidden-fields": list(_HIDDEN_FIELDS),
-            "relabeling": dict(_RELABELING),
-            "placeholders": dict(_PLACEHOLDERS),
-        },
-        "conn-fields": {
-            "ca_bundle": {"label": "CA bundle path", "schema": {"type": ["string", "null"]}},
-        },
-    }
+async def _pause_async(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -90,8 +65,8 @@ class _HitPawHookBase(BaseHook):
 
     conn_name_attr = "hitpaw_conn_id"
     default_conn_name = "hitpaw_default"
-    conn_type = "hitpaw"
-    hook_name = "HitPaw"
+    conn_type = _connection_form.CONN_TYPE
+    hook_name = _connection_form.HOOK_NAME
 
     def __init__(
         self,
@@ -109,7 +84,7 @@ class _HitPawHookBase(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return connection_ui_field_behaviour()
+        return _connection_form.ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -118,7 +93,10 @@ class _HitPawHookBase(BaseHook):
         from flask_babel import lazy_gettext
         from wtforms import StringField
 
-        return {"ca_bundle": StringField(lazy_gettext("CA bundle path"), widget=BS3TextFieldWidget())}
+        return {
+            name: StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
+            for name, label in _connection_form.EXTRA_FIELDS.items()
+        }
 
     @staticmethod
     def _settings_from(conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
@@ -154,10 +132,6 @@ class HitPawHook(_HitPawHookBase):
     :param hitpaw_conn_id: the ``hitpaw`` connection: API key as password, optional base URL as host.
     :param retry_policy: how transient faults are retried; the default tries 5 times over about 15 s.
     """
-
-    def __init__(self, hitpaw_conn_id: str = _HitPawHookBase.default_conn_name, **kwargs: Any) -> None:
-        super().__init__(hitpaw_conn_id, **kwargs)
-        self._sleep: Callable[[float], None] = time.sleep
 
     @cached_property
     def settings(self) -> ConnectionSettings:
@@ -226,7 +200,7 @@ class HitPawHook(_HitPawHookBase):
                 raise HitPawTimeoutError(
                     f"HitPaw job {job_id} was still {last_status or 'unknown'} after {timeout:g} s"
                 )
-            self._sleep(min(poll_interval, remaining))
+            _pause(min(poll_interval, remaining))
 
     def test_connection(self) -> tuple[bool, str]:
         """Prove the key without spending coins: HitPaw answers a status query for an unknown job
@@ -268,7 +242,7 @@ class HitPawHook(_HitPawHookBase):
                 raise error
             delay = self.retry_policy.delay(error, attempt)
             self._log_retry(error, attempt, delay)
-            self._sleep(delay)
+            _pause(delay)
 
 
 class HitPawAsyncHook(_HitPawHookBase):
@@ -283,7 +257,6 @@ class HitPawAsyncHook(_HitPawHookBase):
         super().__init__(hitpaw_conn_id, **kwargs)
         self._settings: ConnectionSettings | None = None
         self._client: aiohttp.ClientSession | None = None
-        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
@@ -352,7 +325,7 @@ class HitPawAsyncHook(_HitPawHookBase):
                 raise error
             delay = self.retry_policy.delay(error, attempt)
             self._log_retry(error, attempt, delay)
-            await self._sleep(delay)
+            await _pause_async(delay)
 
 
 def _ssl_context(verify: bool | str) -> Any:

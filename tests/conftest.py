@@ -1,0 +1,167 @@
+"""Fixtures shared by every test: a distinctive API key, a connection that holds it, fake HTTP clients."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+#: Distinctive on purpose: a test can then search any text for it and find a leak.
+SECRET_KEY = "hp-SECRET-7f3a9c2e-do-not-log"
+BASE_URL = "http://127.0.0.1:8090"
+CONN_ID = "hitpaw_default"
+
+
+@pytest.fixture
+def api_key() -> str:
+    return SECRET_KEY
+
+
+@pytest.fixture
+def hitpaw_conn(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A ``hitpaw_default`` connection from the environment, the one kind a bare unit test can see."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HITPAW_DEFAULT",
+        json.dumps({"conn_type": "hitpaw", "host": BASE_URL, "password": SECRET_KEY}),
+    )
+    return CONN_ID
+
+
+def envelope(data: dict[str, Any] | None = None, code: int = 200, message: str = "OK") -> bytes:
+    return json.dumps({"code": code, "message": message, "data": data or {}}).encode()
+
+
+def status_body(job_id: str = "job-1", status: str = "CONVERTING", done: bool | None = None) -> bytes:
+    done = status == "COMPLETED" if done is None else done
+    return envelope(
+        {
+            "job_id": job_id,
+            "status": status,
+            "res_url": f"{BASE_URL}/results/{job_id}/cutout.png" if done else "",
+            "mask_url": f"{BASE_URL}/results/{job_id}/mask.png" if done else "",
+            "original_url": "http://127.0.0.1:9/shoe.jpg",
+        }
+    )
+
+
+@dataclass
+class Answer:
+    """One scripted HTTP answer, or an exception to raise instead of answering."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    raises: BaseException | None = None
+
+
+class FakeAsyncResponse:
+    def __init__(self, answer: Answer) -> None:
+        self.status = answer.status
+        self.headers = answer.headers
+        self._body = answer.body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def __aenter__(self) -> FakeAsyncResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class FakeAsyncClient:
+    """Stands in for ``aiohttp.ClientSession``: plays scripted answers, records requests and closing."""
+
+    def __init__(self, answers: list[Answer] | None = None, default: Answer | None = None) -> None:
+        self.answers = list(answers or [])
+        self.default = default
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.closed = False
+        self.close_calls = 0
+
+    def post(self, url: str, json: dict[str, Any]) -> FakeAsyncResponse:
+        self.requests.append((url, json))
+        answer = self.answers.pop(0) if self.answers else self.default
+        assert answer is not None, f"unscripted request to {url}"
+        if answer.raises is not None:
+            raise answer.raises
+        return FakeAsyncResponse(answer)
+
+    async def close(self) -> None:
+        self.closed = True
+        self.close_calls += 1
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the hooks' back-off delays instead of sleeping them."""
+    delays: list[float] = []
+
+    async def fake_async_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+
+    monkeypatch.setattr(hooks, "_pause", delays.append)
+    monkeypatch.setattr(hooks, "_pause_async", fake_async_sleep)
+    return delays
+
+
+@pytest.fixture
+def log_text(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Any:
+    """All that was logged so far, whichever way this Airflow logs.
+
+    Airflow 3's ``self.log`` goes through structlog to the process's stdout; Airflow 2's through logging.
+    Both are read, so a test that searches the logs (for a leaked key, say) searches them all.
+    """
+    caplog.set_level(logging.DEBUG)
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        # Keep what was read visible to pytest's own report.
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        return "\n".join([caplog.text, out, err])
+
+    return read
+
+
+class FakeStateStore:
+    """Stands in for Airflow 3.3's ``task_state_store``: what one try sets, the next try gets."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **kwargs: Any) -> None:
+        json.dumps(value)  # the real store keeps JSON only
+        self.values[key] = value
+
+
+def task_context(started_at: float | None = None, store: FakeStateStore | None = None) -> dict[str, Any]:
+    """The part of a task's context that the operator and the sensor read."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    start = datetime.fromtimestamp(started_at, tz=timezone.utc) if started_at is not None else None
+    context: dict[str, Any] = {"ti": SimpleNamespace(start_date=start, try_number=1)}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+@pytest.fixture
+def fake_hook(mocker: Any) -> Any:
+    """A synchronous hook double; tests script ``submit_segmentation`` and ``get_task_status`` on it."""
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+    hook = mocker.MagicMock(spec=HitPawHook)
+    hook.__enter__.return_value = hook
+    return hook

@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow_provider_hitpaw._api import SegmentationJob, TaskStatus
+from airflow_provider_hitpaw.exceptions import (
+    HitPawAuthenticationError,
+    HitPawInsufficientCoinsError,
+    HitPawInvalidRequestError,
+    HitPawJobFailedError,
+    HitPawServerError,
+    HitPawTimeoutError,
+)
+from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
+from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
+from tests.conftest import SECRET_KEY, FakeStateStore, task_context
+
+URL = "https://images.example.test/shoe-042.jpg"
+JOB = "job-1"
+SUBMISSION = {"job_id": JOB, "consume_coins": 20, "file_url": URL}
+CONVERTING = TaskStatus(job_id=JOB, status="CONVERTING", original_url=URL)
+COMPLETED = TaskStatus(
+    job_id=JOB, status="COMPLETED", res_url="http://h/r.png", mask_url="http://h/m.png", original_url=URL
+)
+
+
+@pytest.fixture
+def hook(fake_hook: Any, mocker: Any) -> Any:
+    mocker.patch.object(SegmentImageOperator, "_hook", return_value=fake_hook)
+    fake_hook.submit_segmentation.return_value = SegmentationJob(job_id=JOB, consume_coins=20)
+    return fake_hook
+
+
+def operator(**kwargs: Any) -> SegmentImageOperator:
+    return SegmentImageOperator(**{"task_id": "segment", "file_url": URL, **kwargs})
+
+
+def test_submits_then_defers_to_the_trigger(hook: Any) -> None:
+    started = time.time() - 10
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(poll_interval=4, timeout=300).execute(task_context(started_at=started))
+    hook.submit_segmentation.assert_called_once_with(URL)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SegmentationTrigger)
+    assert trigger.serialize()[1] == {
+        "job_id": JOB,
+        "hitpaw_conn_id": "hitpaw_default",
+        "poll_interval": 4.0,
+        "end_time": pytest.approx(started + 300),
+    }
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.kwargs == {"submission": SUBMISSION}
+
+
+def test_without_waiting_returns_the_submission(hook: Any) -> None:
+    assert operator(wait_for_completion=False).execute(task_context()) == SUBMISSION
+    hook.get_task_status.assert_not_called()
+    hook.wait_for_completion.assert_not_called()
+
+
+def test_not_deferrable_waits_in_process(hook: Any) -> None:
+    hook.wait_for_completion.return_value = COMPLETED
+    result = operator(deferrable=False, poll_interval=2, timeout=50).execute(task_context())
+    assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+    hook.wait_for_completion.assert_called_once_with(JOB, poll_interval=2.0, timeout=50.0)
+
+
+def test_not_deferrable_job_error_fails_normally_so_retries_resubmit(hook: Any) -> None:
+    hook.wait_for_completion.side_effect = HitPawJobFailedError("ended with status ERROR")
+    with pytest.raises(HitPawJobFailedError):
+        operator(deferrable=False).execute(task_context())
+
+
+@pytest.mark.parametrize(
+    ("error", "fails_without_retry"),
+    [
+        (HitPawAuthenticationError("api_key is not valid", code=110400000, http_status=400), True),
+        (HitPawInsufficientCoinsError("The coins are not enough", code=110402000, http_status=402), True),
+        (HitPawServerError("Internal error", code=100500000, http_status=500), False),
+    ],
+    ids=["bad-key", "no-coins", "server-error-after-retries"],
+)
+def test_submission_errors(hook: Any, error: Exception, fails_without_retry: bool) -> None:
+    hook.submit_segmentation.side_effect = error
+    expected = AirflowFailException if fails_without_retry else type(error)
+    with pytest.raises(expected) as raised:
+        operator().execute(task_context())
+    assert str(getattr(error, "code", "")) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "file_url",
+    [
+        "",
+        "   ",
+        "ftp://h/a.jpg",
+        "file:///tmp/a.jpg",
+        "javascript:alert(1)",
+        "images/a.jpg",
+        "https://h/a.gif",
+    ],
+    ids=["empty", "blank", "ftp", "file", "javascript", "relative", "gif"],
+)
+def test_bad_url_fails_before_any_request(hook: Any, file_url: str) -> None:
+    with pytest.raises(AirflowFailException, match="file_url"):
+        operator(file_url=file_url).execute(task_context())
+    hook.submit_segmentation.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": -3}, "poll_interval"),
+        ({"timeout": -1}, "timeout"),
+    ],
+    ids=["zero-poll", "negative-poll", "negative-timeout"],
+)
+def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        operator(**kwargs)
+
+
+class TestExecuteComplete:
+    def event(self, **overrides: Any) -> dict[str, Any]:
+        return {
+            "status": "success",
+            "job_id": JOB,
+            "message": "done",
+            "job_status": "COMPLETED",
+            "res_url": "http://h/r.png",
+            "mask_url": "http://h/m.png",
+            "original_url": URL,
+            **overrides,
+        }
+
+    def test_success_merges_submission_and_status(self) -> None:
+        result = operator().execute_complete(task_context(), self.event(), submission=SUBMISSION)
+        assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+
+    def test_job_error_fails_normally(self) -> None:
+        with pytest.raises(HitPawJobFailedError):
+            operator().execute_complete(
+                task_context(), self.event(status="error", job_status="ERROR"), submission=SUBMISSION
+            )
+
+    def test_timeout_fails_normally(self) -> None:
+        with pytest.raises(HitPawTimeoutError):
+            operator().execute_complete(
+                task_context(), self.event(status="timeout", job_status="CONVERTING"), submission=SUBMISSION
+            )
+
+    def test_permanent_api_error_fails_without_retry(self) -> None:
+        event = self.event(
+            status="error", job_status=None, message="Token is expired", code=100401000, http_status=401
+        )
+        with pytest.raises(AirflowFailException, match="100401000"):
+            operator().execute_complete(task_context(), event, submission=SUBMISSION)
+
+    def test_missing_event(self) -> None:
+        with pytest.raises(AirflowException):
+            operator().execute_complete(task_context(), None, submission=SUBMISSION)
+
+
+class TestRetryDoesNotPayTwice:
+    """A retry finds the job of the earlier try in Airflow's task state store (Airflow 3.3)."""
+
+    def test_submission_is_remembered(self, hook: Any) -> None:
+        store = FakeStateStore()
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
+        assert list(store.values.values()) == [SUBMISSION]
+
+    def test_retry_waits_for_the_running_job(self, hook: Any) -> None:
+        store = FakeStateStore()
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
+        hook.get_task_status.return_value = CONVERTING
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(task_context(store=store))
+        assert hook.submit_segmentation.call_count == 1
+        assert deferred.value.kwargs == {"submission": SUBMISSION}
+
+    def test_retry_returns_a_finished_job_at_once(self, hook: Any) -> None:
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        hook.get_task_status.return_value = COMPLETED
+        assert operator().execute(task_context(store=store)) == {**SUBMISSION, **COMPLETED.to_dict()}
+        assert hook.submit_segmentation.call_count == 1
+
+    @pytest.mark.parametrize(
+        "earlier",
+        [
+            {"return_value": TaskStatus(job_id=JOB, status="ERROR")},
+            {"side_effect": HitPawInvalidRequestError("Bad Request", code=100400002, http_status=400)},
+        ],
+        ids=["job-error", "job-gone"],
+    )
+    def test_retry_submits_again_when_the_earlier_job_cannot_end_well(
+        self, hook: Any, earlier: dict[str, Any]
+    ) -> None:
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        hook.get_task_status.configure_mock(**earlier)
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        assert hook.submit_segmentation.call_count == 2
+
+    def test_a_different_url_is_a_new_submission(self, hook: Any) -> None:
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        operator(file_url="https://images.example.test/other.png", wait_for_completion=False).execute(
+            task_context(store=store)
+        )
+        assert hook.submit_segmentation.call_count == 2
+        hook.get_task_status.assert_not_called()
+
+    def test_without_a_store_every_try_submits(self, hook: Any) -> None:
+        for _ in range(2):
+            operator(wait_for_completion=False).execute(task_context())
+        assert hook.submit_segmentation.call_count == 2
+
+
+def test_file_url_is_templated_and_mappable() -> None:
+    from airflow.providers.common.compat.sdk import DAG
+
+    assert "file_url" in SegmentImageOperator.template_fields
+    with DAG(dag_id="mapped", schedule=None):
+        mapped = SegmentImageOperator.partial(task_id="segment", poll_interval=2).expand(
+            file_url=["https://h/a.jpg", "https://h/b.png"]
+        )
+    assert mapped.partial_kwargs["poll_interval"] == 2
+    assert mapped.expand_input.value == {"file_url": ["https://h/a.jpg", "https://h/b.png"]}
+
+
+def test_no_secret_in_xcom_trigger_or_logs(hook: Any, hitpaw_conn: str, log_text: Any) -> None:
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(task_context())
+    result = operator().execute_complete(task_context(), TestExecuteComplete().event(), submission=SUBMISSION)
+    assert SECRET_KEY not in repr(result)
+    assert SECRET_KEY not in repr(deferred.value.trigger.serialize())
+    assert SECRET_KEY not in repr(deferred.value.kwargs)
+    assert SECRET_KEY not in log_text()

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
+from airflow_provider_hitpaw._api import TaskStatus
+from airflow_provider_hitpaw.exceptions import HitPawAuthenticationError, HitPawServerError
+from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
+from tests.conftest import SECRET_KEY, FakeStateStore, task_context
+
+JOB = "job-1"
+CONVERTING = TaskStatus(job_id=JOB, status="CONVERTING", original_url="http://h/a.jpg")
+COMPLETED = TaskStatus(
+    job_id=JOB,
+    status="COMPLETED",
+    res_url="http://h/r.png",
+    mask_url="http://h/m.png",
+    original_url="http://h/a.jpg",
+)
+ERROR = TaskStatus(job_id=JOB, status="ERROR", original_url="http://h/a.jpg")
+
+
+@pytest.fixture
+def sensor(fake_hook: Any, mocker: Any) -> SegmentationSensor:
+    sensor = SegmentationSensor(task_id="wait", job_id=JOB, poll_interval=2, timeout=600)
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    return sensor
+
+
+def success_event(**overrides: Any) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "job_id": JOB,
+        "message": "done",
+        "job_status": "COMPLETED",
+        "res_url": "http://h/r.png",
+        "mask_url": "http://h/m.png",
+        "original_url": "http://h/a.jpg",
+        **overrides,
+    }
+
+
+def test_defers_to_the_trigger_with_the_deadline_of_the_first_start(
+    sensor: SegmentationSensor, fake_hook: Any
+) -> None:
+    fake_hook.get_task_status.return_value = CONVERTING
+    started = time.time() - 100
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(started_at=started))
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SegmentationTrigger)
+    assert trigger.serialize()[1] == {
+        "job_id": JOB,
+        "hitpaw_conn_id": "hitpaw_default",
+        "poll_interval": 2.0,
+        "end_time": pytest.approx(started + 600),
+    }
+    assert deferred.value.method_name == "execute_complete"
+    # Airflow's own backstop lies a little after the trigger's deadline, never before it.
+    assert deferred.value.timeout is not None
+    assert timedelta(seconds=499) < deferred.value.timeout <= timedelta(seconds=560)
+    fake_hook.get_task_status.assert_called_once_with(JOB)
+
+
+def test_a_retry_keeps_the_first_start_where_airflow_can_remember(
+    sensor: SegmentationSensor, fake_hook: Any
+) -> None:
+    fake_hook.get_task_status.return_value = CONVERTING
+    store = FakeStateStore()
+    first_start = time.time() - 500
+    with pytest.raises(TaskDeferred):
+        sensor.execute(task_context(started_at=first_start, store=store))
+    # The second try starts much later; its deadline is still the first try's.
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(started_at=time.time(), store=store))
+    assert deferred.value.trigger.end_time == pytest.approx(first_start + 600)
+
+
+def test_done_at_the_first_look_needs_no_trigger(sensor: SegmentationSensor, fake_hook: Any) -> None:
+    fake_hook.get_task_status.return_value = COMPLETED
+    assert sensor.execute(task_context(started_at=time.time())) == COMPLETED.to_dict()
+
+
+def test_job_error_at_the_first_look_fails_without_retry(sensor: SegmentationSensor, fake_hook: Any) -> None:
+    fake_hook.get_task_status.return_value = ERROR
+    with pytest.raises(AirflowFailException, match="ERROR"):
+        sensor.execute(task_context(started_at=time.time()))
+
+
+def test_transient_fault_at_the_first_look_still_defers(sensor: SegmentationSensor, fake_hook: Any) -> None:
+    fake_hook.get_task_status.side_effect = HitPawServerError("down", code=100500000, http_status=500)
+    with pytest.raises(TaskDeferred):
+        sensor.execute(task_context(started_at=time.time()))
+
+
+def test_permanent_fault_fails_without_retry(sensor: SegmentationSensor, fake_hook: Any) -> None:
+    fake_hook.get_task_status.side_effect = HitPawAuthenticationError(
+        "api_key is not valid", code=110400000, http_status=400
+    )
+    with pytest.raises(AirflowFailException, match="110400000"):
+        sensor.execute(task_context(started_at=time.time()))
+
+
+@pytest.mark.parametrize("job_id", ["", "   ", None], ids=["empty", "blank", "none"])
+def test_bad_job_id_fails_before_any_request(job_id: Any, fake_hook: Any, mocker: Any) -> None:
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    sensor = SegmentationSensor(task_id="wait", job_id=job_id)
+    with pytest.raises(AirflowFailException, match="job_id"):
+        sensor.execute(task_context(started_at=time.time()))
+    fake_hook.get_task_status.assert_not_called()
+
+
+def test_poll_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        SegmentationSensor(task_id="wait", job_id=JOB, poll_interval=0)
+
+
+class TestExecuteComplete:
+    def test_success_returns_the_status_fields(self, sensor: SegmentationSensor) -> None:
+        result = sensor.execute_complete(task_context(), success_event())
+        assert result == COMPLETED.to_dict()
+
+    def test_job_error_fails_without_retry(self, sensor: SegmentationSensor) -> None:
+        event = success_event(status="error", job_status="ERROR", message="job ended with status ERROR")
+        with pytest.raises(AirflowFailException, match="ERROR"):
+            sensor.execute_complete(task_context(), event)
+
+    def test_api_error_keeps_hitpaw_code_and_message(self, sensor: SegmentationSensor) -> None:
+        event = success_event(
+            status="error",
+            job_status=None,
+            message="The coins are not enough",
+            code=110402000,
+            http_status=402,
+        )
+        with pytest.raises(AirflowFailException, match=r"110402000.*coins are not enough"):
+            sensor.execute_complete(task_context(), event)
+
+    def test_timeout(self, sensor: SegmentationSensor) -> None:
+        with pytest.raises(AirflowSensorTimeout):
+            sensor.execute_complete(task_context(), success_event(status="timeout", job_status="CONVERTING"))
+
+    def test_timeout_with_soft_fail_skips(self, fake_hook: Any) -> None:
+        sensor = SegmentationSensor(task_id="wait", job_id=JOB, soft_fail=True)
+        with pytest.raises(AirflowSkipException):
+            sensor.execute_complete(task_context(), success_event(status="timeout", job_status="CONVERTING"))
+
+    @pytest.mark.parametrize(
+        "event",
+        [None, {}, {"status": "weird"}, "success", ["success"]],
+        ids=["missing", "empty", "unknown-status", "string", "list"],
+    )
+    def test_missing_or_unknown_event_raises(self, sensor: SegmentationSensor, event: Any) -> None:
+        with pytest.raises(AirflowException):
+            sensor.execute_complete(task_context(), event)
+
+
+class TestClassicSensor:
+    def test_poke_mode_waits_in_the_worker(self, fake_hook: Any, mocker: Any) -> None:
+        mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+        fake_hook.get_task_status.side_effect = [CONVERTING, CONVERTING, COMPLETED]
+        sensor = SegmentationSensor(
+            task_id="wait", job_id=JOB, deferrable=False, mode="poke", poll_interval=0.01, timeout=30
+        )
+        result = sensor.execute(task_context(started_at=time.time()))
+        assert result == COMPLETED.to_dict()
+        assert fake_hook.get_task_status.call_count == 3
+
+    def test_poke_reports_progress_faults_and_end(self, sensor: SegmentationSensor, fake_hook: Any) -> None:
+        fake_hook.get_task_status.side_effect = [
+            CONVERTING,
+            HitPawServerError("busy", http_status=503),
+            COMPLETED,
+        ]
+        assert sensor.poke(task_context()) is False
+        assert sensor.poke(task_context()) is False
+        done = sensor.poke(task_context())
+        assert not isinstance(done, bool)
+        assert done.is_done
+        assert done.xcom_value == COMPLETED.to_dict()
+
+    def test_reschedule_mode_is_accepted(self) -> None:
+        sensor = SegmentationSensor(task_id="wait", job_id=JOB, deferrable=False, mode="reschedule")
+        assert sensor.reschedule
+
+
+def test_no_secret_in_results_logs_or_errors(
+    sensor: SegmentationSensor, fake_hook: Any, log_text: Any, hitpaw_conn: str
+) -> None:
+    fake_hook.get_task_status.return_value = CONVERTING
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(started_at=time.time()))
+    assert SECRET_KEY not in repr(deferred.value.trigger.serialize())
+    assert SECRET_KEY not in repr(sensor.execute_complete(task_context(), success_event()))
+    assert SECRET_KEY not in log_text()

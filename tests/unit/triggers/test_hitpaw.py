@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow.triggers.base import TriggerEvent
+from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
+from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
+from tests.conftest import SECRET_KEY, Answer, FakeAsyncClient, envelope, status_body
+
+JOB = "job-1"
+
+
+def make_trigger(end_in: float = 60.0, poll_interval: float = 0.01) -> SegmentationTrigger:
+    return SegmentationTrigger(
+        job_id=JOB,
+        hitpaw_conn_id="hitpaw_default",
+        poll_interval=poll_interval,
+        end_time=time.time() + end_in,
+    )
+
+
+@pytest.fixture
+def fake_client(hitpaw_conn: str, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch) -> FakeAsyncClient:
+    """Every trigger's hook talks to this client; the connection still comes from the environment."""
+    client = FakeAsyncClient()
+    real_make_hook = SegmentationTrigger._make_hook
+
+    def make_hook(self: SegmentationTrigger) -> HitPawAsyncHook:
+        hook = real_make_hook(self)
+        hook._client = client  # type: ignore[assignment]
+        return hook
+
+    monkeypatch.setattr(SegmentationTrigger, "_make_hook", make_hook)
+    return client
+
+
+async def collect(trigger: SegmentationTrigger) -> list[TriggerEvent]:
+    return [event async for event in trigger.run()]
+
+
+def test_serialize_round_trips_every_argument_and_no_secret() -> None:
+    trigger = make_trigger()
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_provider_hitpaw.triggers.hitpaw.SegmentationTrigger"
+    assert kwargs == {
+        "job_id": JOB,
+        "hitpaw_conn_id": "hitpaw_default",
+        "poll_interval": 0.01,
+        "end_time": trigger.end_time,
+    }
+    rebuilt = SegmentationTrigger(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+    assert SECRET_KEY not in json.dumps(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"job_id": ""}, "job_id"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": -1}, "poll_interval"),
+    ],
+    ids=["empty-job-id", "zero-interval", "negative-interval"],
+)
+def test_bad_arguments_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    arguments: dict[str, object] = {
+        "job_id": JOB,
+        "hitpaw_conn_id": "c",
+        "poll_interval": 1,
+        "end_time": 0,
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=field):
+        SegmentationTrigger(**arguments)  # type: ignore[arg-type]
+
+
+async def test_success_after_converting(fake_client: FakeAsyncClient) -> None:
+    fake_client.answers = [Answer(body=status_body(JOB, "CONVERTING"))] * 2 + [
+        Answer(body=status_body(JOB, "COMPLETED"))
+    ]
+    events = await collect(make_trigger())
+    assert len(events) == 1
+    payload = events[0].payload
+    assert payload["status"] == "success"
+    assert payload["job_status"] == "COMPLETED"
+    assert payload["job_id"] == JOB
+    assert payload["res_url"].endswith(f"/results/{JOB}/cutout.png")
+    assert payload["mask_url"].endswith(f"/results/{JOB}/mask.png")
+    assert payload["original_url"] == "http://127.0.0.1:9/shoe.jpg"
+    json.dumps(payload)  # JSON-able, as Airflow stores it
+    assert len(fake_client.requests) == 3
+    assert fake_client.requests[0] == ("http://127.0.0.1:8090/api/task-status", {"job_id": JOB})
+    assert fake_client.closed
+
+
+async def test_job_error_ends_in_one_error_event(fake_client: FakeAsyncClient) -> None:
+    fake_client.answers = [Answer(body=status_body(JOB, "ERROR"))]
+    (event,) = await collect(make_trigger())
+    assert event.payload["status"] == "error"
+    assert event.payload["job_status"] == "ERROR"
+    assert "ERROR" in event.payload["message"]
+    assert fake_client.closed
+
+
+async def test_permanent_api_error_ends_at_once_with_hitpaw_code(fake_client: FakeAsyncClient) -> None:
+    fake_client.answers = [Answer(status=400, body=envelope(code=110400000, message="api_key is not valid"))]
+    (event,) = await collect(make_trigger())
+    assert event.payload["status"] == "error"
+    assert event.payload["code"] == 110400000
+    assert event.payload["http_status"] == 400
+    assert "api_key is not valid" in event.payload["message"]
+    assert len(fake_client.requests) == 1
+    assert SECRET_KEY not in json.dumps(event.payload)
+
+
+async def test_timeout_when_the_deadline_passes(fake_client: FakeAsyncClient) -> None:
+    fake_client.default = Answer(body=status_body(JOB, "CONVERTING"))
+    (event,) = await collect(make_trigger(end_in=0.05))
+    assert event.payload["status"] == "timeout"
+    assert event.payload["job_status"] == "CONVERTING"
+    assert fake_client.closed
+
+
+async def test_deadline_in_the_past_still_polls_once(fake_client: FakeAsyncClient) -> None:
+    """A triggerer that comes back after the deadline gives the job one last look before timing out."""
+    fake_client.answers = [Answer(body=status_body(JOB, "COMPLETED"))]
+    (event,) = await collect(make_trigger(end_in=-10))
+    assert event.payload["status"] == "success"
+
+
+async def test_transient_faults_are_survived(fake_client: FakeAsyncClient, no_sleep: list[float]) -> None:
+    import aiohttp
+
+    # More consecutive faults than one call's retries (5), so the trigger itself must poll on.
+    faults = [Answer(status=500, body=b"<html>oops</html>")] * 4 + [
+        Answer(raises=aiohttp.ClientConnectionError("reset")),
+        Answer(
+            status=429,
+            body=envelope(code=100429000, message="Too Many Requests"),
+            headers={"Retry-After": "2"},
+        ),
+        Answer(status=200, body=b'{"code": 200, "data": {"job_'),
+    ]
+    fake_client.answers = [*faults, Answer(body=status_body(JOB, "COMPLETED"))]
+    (event,) = await collect(make_trigger())
+    assert event.payload["status"] == "success"
+    assert len(fake_client.requests) == len(faults) + 1
+    assert 2 in [round(d) for d in no_sleep if d >= 2], "Retry-After was not honoured"
+
+
+async def test_unknown_status_is_not_a_failure(fake_client: FakeAsyncClient) -> None:
+    fake_client.answers = [
+        Answer(body=status_body(JOB, "PAUSED")),
+        Answer(body=status_body(JOB, "COMPLETED")),
+    ]
+    (event,) = await collect(make_trigger())
+    assert event.payload["status"] == "success"
+
+
+async def test_client_closed_on_cancellation(fake_client: FakeAsyncClient) -> None:
+    fake_client.default = Answer(body=status_body(JOB, "CONVERTING"))
+    trigger = make_trigger(poll_interval=30)
+
+    async def consume() -> None:
+        async for _ in trigger.run():
+            pytest.fail("no event expected before cancellation")
+
+    task = asyncio.create_task(consume())
+    while not fake_client.requests:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake_client.closed
+    assert fake_client.close_calls == 1
+
+
+async def test_logs_status_changes_not_every_poll(fake_client: FakeAsyncClient, log_text: Any) -> None:
+    fake_client.answers = [Answer(body=status_body(JOB, "CONVERTING"))] * 5 + [
+        Answer(body=status_body(JOB, "COMPLETED"))
+    ]
+    await collect(make_trigger())
+    logs = log_text()
+    assert logs.count("is CONVERTING") == 1
+    assert logs.count("is COMPLETED") == 1
+    assert SECRET_KEY not in logs
+
+
+async def test_connection_read_without_blocking_call(
+    fake_client: FakeAsyncClient, mocker: pytest.FixtureRequest
+) -> None:
+    """The connection must come from common.compat's get_async_connection, not a blocking lookup."""
+    from airflow.providers.common.compat import connection
+
+    spy = mocker.spy(connection, "get_async_connection")  # type: ignore[attr-defined]
+    fake_client.answers = [Answer(body=status_body(JOB, "COMPLETED"))]
+    await collect(make_trigger())
+    spy.assert_awaited_once()
+    assert spy.call_args.args[0] == "hitpaw_default"
