@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -147,10 +148,10 @@ class FakeStateStore:
 
 def task_context(started_at: float | None = None, store: FakeStateStore | None = None) -> dict[str, Any]:
     """The part of a task's context that the operator and the sensor read."""
-    from datetime import datetime, timezone
+    from datetime import datetime
     from types import SimpleNamespace
 
-    start = datetime.fromtimestamp(started_at, tz=timezone.utc) if started_at is not None else None
+    start = datetime.fromtimestamp(started_at, tz=UTC) if started_at is not None else None
     context: dict[str, Any] = {"ti": SimpleNamespace(start_date=start, try_number=1)}
     if store is not None:
         context["task_state_store"] = store

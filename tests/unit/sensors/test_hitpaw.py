@@ -5,7 +5,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -13,6 +12,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
     TaskDeferred,
 )
+
 from airflow_provider_hitpaw._api import TaskStatus
 from airflow_provider_hitpaw.exceptions import HitPawAuthenticationError, HitPawServerError
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import pytest
-
 from airflow.triggers.base import TriggerEvent
+
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 from tests.conftest import SECRET_KEY, Answer, FakeAsyncClient, envelope, status_body
