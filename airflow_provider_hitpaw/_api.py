@@ -307,7 +307,8 @@ class ConnectionSettings:
                 "password (API key)", "the HitPaw connection has no API key; put it in the password field"
             )
         base_url = base_url_from_host(host, port)
-        ca_bundle = extra.get("ca_bundle")
+        # Airflow 2.11's form may store the field under its prefixed name.
+        ca_bundle = extra.get("ca_bundle") or extra.get("extra__hitpaw__ca_bundle")
         verify: bool | str = True
         if ca_bundle:
             if not isinstance(ca_bundle, str):

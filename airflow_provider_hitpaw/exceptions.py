@@ -77,6 +77,15 @@ class HitPawRateLimitError(HitPawError):
         super().__init__(message, code=code, http_status=http_status)
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_rate_limit, (self.message, self.code, self.http_status, self.retry_after))
+
+
+def _rebuild_rate_limit(
+    message: str, code: int | None, http_status: int | None, retry_after: float | None
+) -> HitPawRateLimitError:
+    return HitPawRateLimitError(message, code=code, http_status=http_status, retry_after=retry_after)
+
 
 class HitPawServerError(HitPawError):
     """HitPaw failed on its side (100500000, HTTP 5xx): usually gone on the next try."""

@@ -82,22 +82,6 @@ class _HitPawHookBase(BaseHook):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return _connection_form.ui_field_behaviour()
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        # Imported here: only the Airflow 2 webserver builds forms, and wtforms is not installed elsewhere.
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        return {
-            name: StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
-            for name, label in _connection_form.EXTRA_FIELDS.items()
-        }
-
     @staticmethod
     def _settings_from(conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
         settings = _api.ConnectionSettings.from_connection_fields(
@@ -132,6 +116,23 @@ class HitPawHook(_HitPawHookBase):
     :param hitpaw_conn_id: the ``hitpaw`` connection: API key as password, optional base URL as host.
     :param retry_policy: how transient faults are retried; the default tries 5 times over about 15 s.
     """
+
+    # Airflow 2.11 reads the form from these two only when the hook class defines them itself.
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return _connection_form.ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        # Imported here: only the Airflow 2 webserver builds forms, and wtforms is not installed elsewhere.
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+
+        return {
+            name: StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
+            for name, label in _connection_form.EXTRA_FIELDS.items()
+        }
 
     @cached_property
     def settings(self) -> ConnectionSettings:

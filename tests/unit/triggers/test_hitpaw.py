@@ -186,8 +186,10 @@ async def test_logs_status_changes_not_every_poll(fake_client: FakeAsyncClient, 
     ]
     await collect(make_trigger())
     logs = log_text()
-    assert logs.count("is CONVERTING") == 1
-    assert logs.count("is COMPLETED") == 1
+    # Five polls saw CONVERTING and one COMPLETED; a line per poll would log the first five times as often.
+    # (A line may show in more than one captured channel, hence the comparison, not a count of 1.)
+    assert logs.count("is COMPLETED") >= 1
+    assert logs.count("is CONVERTING") == logs.count("is COMPLETED")
     assert SECRET_KEY not in logs
 
 

@@ -1,0 +1,21 @@
+"""Where the example DAGs find their images and put their results.
+
+The defaults point at the local emulator's sample images (``make demo`` starts it on port 8090); set
+``HITPAW_EXAMPLE_IMAGE_URLS`` (comma separated) to segment your own images through the real HitPaw.
+"""
+
+from __future__ import annotations
+
+import os
+
+SAMPLE_BASE_URL = os.environ.get("HITPAW_EXAMPLE_SAMPLE_BASE_URL", "http://127.0.0.1:8090/samples")
+SAMPLE_NAMES = ("shoe.jpg", "portrait.png", "product.webp", "mug.jpg")
+
+IMAGE_URLS: list[str] = [
+    url.strip()
+    for url in os.environ.get(
+        "HITPAW_EXAMPLE_IMAGE_URLS", ",".join(f"{SAMPLE_BASE_URL}/{name}" for name in SAMPLE_NAMES)
+    ).split(",")
+    if url.strip()
+]
+OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_OUTPUT_DIR", "demo-output")
