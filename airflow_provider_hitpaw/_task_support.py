@@ -69,11 +69,18 @@ def recall(context: Context, key: str) -> Any:
 
     Backed by Airflow 3.3's ``task_state_store``, which lives in Airflow's metadata (not on a worker's
     disk) and outlives retries. Older Airflow has no such store: there this returns None.
+
+    Values belong to one *clearing* of the task: clearing a task raises its ``max_tries``, and a user who
+    clears a task means to start over, so what the tries before the clearing remembered is ignored (the
+    same rule Airflow's own reschedule sensors follow to find their first start).
     """
     store = _state_store(context)
     if store is None:
         return None
-    return store.get(key)
+    kept = store.get(key)
+    if not isinstance(kept, dict) or kept.get("max_tries") != _max_tries(context):
+        return None
+    return kept.get("value")
 
 
 def remember(context: Context, key: str, value: Any) -> bool:
@@ -81,8 +88,13 @@ def remember(context: Context, key: str, value: Any) -> bool:
     store = _state_store(context)
     if store is None:
         return False
-    store.set(key, value)
+    store.set(key, {"value": value, "max_tries": _max_tries(context)})
     return True
+
+
+def _max_tries(context: Context) -> int | None:
+    max_tries = getattr(context.get("ti"), "max_tries", None)
+    return max_tries if isinstance(max_tries, int) else None
 
 
 def _state_store(context: Context) -> Any:

@@ -146,13 +146,15 @@ class FakeStateStore:
         self.values[key] = value
 
 
-def task_context(started_at: float | None = None, store: FakeStateStore | None = None) -> dict[str, Any]:
+def task_context(
+    started_at: float | None = None, store: FakeStateStore | None = None, max_tries: int = 2
+) -> dict[str, Any]:
     """The part of a task's context that the operator and the sensor read."""
     from datetime import datetime
     from types import SimpleNamespace
 
     start = datetime.fromtimestamp(started_at, tz=UTC) if started_at is not None else None
-    context: dict[str, Any] = {"ti": SimpleNamespace(start_date=start, try_number=1)}
+    context: dict[str, Any] = {"ti": SimpleNamespace(start_date=start, try_number=1, max_tries=max_tries)}
     if store is not None:
         context["task_state_store"] = store
     return context

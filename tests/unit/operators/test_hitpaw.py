@@ -173,7 +173,7 @@ class TestRetryDoesNotPayTwice:
         store = FakeStateStore()
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
-        assert list(store.values.values()) == [SUBMISSION]
+        assert [kept["value"] for kept in store.values.values()] == [SUBMISSION]
 
     def test_retry_waits_for_the_running_job(self, hook: Any) -> None:
         store = FakeStateStore()
@@ -215,6 +215,15 @@ class TestRetryDoesNotPayTwice:
         operator(file_url="https://images.example.test/other.png", wait_for_completion=False).execute(
             task_context(store=store)
         )
+        assert hook.submit_segmentation.call_count == 2
+        hook.get_task_status.assert_not_called()
+
+    def test_clearing_the_task_starts_over(self, hook: Any) -> None:
+        """Clearing raises max_tries: the user asks for a new run, not for the old job."""
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store, max_tries=2))
+        hook.get_task_status.return_value = CONVERTING
+        operator(wait_for_completion=False).execute(task_context(store=store, max_tries=5))
         assert hook.submit_segmentation.call_count == 2
         hook.get_task_status.assert_not_called()
 

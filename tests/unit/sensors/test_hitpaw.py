@@ -87,6 +87,17 @@ def test_a_retry_keeps_the_first_start_where_airflow_can_remember(
     assert deferred.value.trigger.end_time == pytest.approx(first_start + 600)
 
 
+def test_clearing_the_sensor_restarts_the_clock(sensor: SegmentationSensor, fake_hook: Any) -> None:
+    fake_hook.get_task_status.return_value = CONVERTING
+    store = FakeStateStore()
+    with pytest.raises(TaskDeferred):
+        sensor.execute(task_context(started_at=time.time() - 5000, store=store, max_tries=1))
+    now = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(started_at=now, store=store, max_tries=3))
+    assert deferred.value.trigger.end_time == pytest.approx(now + 600)
+
+
 def test_done_at_the_first_look_needs_no_trigger(sensor: SegmentationSensor, fake_hook: Any) -> None:
     fake_hook.get_task_status.return_value = COMPLETED
     assert sensor.execute(task_context(started_at=time.time())) == COMPLETED.to_dict()
