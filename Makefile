@@ -58,7 +58,7 @@ integration: venv
 test: lint typecheck unit unit-af2 integration
 
 demo: venv
-	$(VENV3)/bin/python -m airflow_provider_hitpaw.emulator.demo
+	$(VENV3)/bin/python scripts/demo.py
 
 bench: venv
 	$(VENV3)/bin/python benchmarks/poll_cost.py

@@ -8,6 +8,7 @@ an answer means, and every rule can be tested without a server.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -132,7 +133,7 @@ def parse_submission(http_status: int, body: bytes, retry_after: str | None = No
     data = parse_envelope(http_status, body, retry_after)
     job_id = _required_str(data, "job_id", http_status)
     coins = data.get("consume_coins", COINS_PER_JOB)
-    if isinstance(coins, bool) or not isinstance(coins, int | float):
+    if isinstance(coins, bool) or not isinstance(coins, int | float) or not math.isfinite(coins):
         raise HitPawResponseError(
             f"the answer's consume_coins is not a number: {coins!r}", http_status=http_status
         )
@@ -278,7 +279,8 @@ class RetryPolicy:
         return error.retryable and attempt < self.max_attempts
 
     def delay(self, error: HitPawError, attempt: int) -> float:
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        # The exponent is capped before it is used: a float overflows long before any sane attempt count.
+        ceiling = min(self.max_delay, self.base_delay * 2 ** min(attempt - 1, 32))
         delay = self.rng.uniform(ceiling / 2, ceiling)
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
@@ -314,7 +316,7 @@ class ConnectionSettings:
             if not isinstance(ca_bundle, str):
                 raise HitPawConfigurationError("extra.ca_bundle", "must be the path of a CA bundle file")
             verify = ca_bundle
-        elif extra.get("verify") is False:
+        elif str(extra.get("verify", "true")).strip().lower() in ("false", "0", "no"):
             verify = False
         return cls(base_url=base_url, api_key=api_key, verify=verify)
 
@@ -345,6 +347,10 @@ def base_url_from_host(host: str | None, port: int | None = None) -> str:
             )
         base = f"https://{host}"
     parts = urlsplit(base)
-    if port and parts.port is None:
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise HitPawConfigurationError("host (base URL)", f"the port in {base!r} is not a number") from None
+    if port and url_port is None:
         base = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
     return base

@@ -6,6 +6,7 @@ failure is a :class:`HitPawConfigurationError` that names the field at fault.
 
 from __future__ import annotations
 
+import math
 import posixpath
 from datetime import timedelta
 from typing import Any, Final
@@ -69,8 +70,8 @@ def validate_job_id(job_id: Any, field: str = "job_id") -> str:
 def validate_positive_seconds(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HitPawConfigurationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if not value > 0:
-        raise HitPawConfigurationError(field, f"must be greater than 0, got {value}")
+    if not 0 < value < math.inf:
+        raise HitPawConfigurationError(field, f"must be a finite number greater than 0, got {value}")
     return float(value)
 
 
@@ -80,6 +81,6 @@ def validate_timeout(value: Any, field: str = "timeout") -> float:
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HitPawConfigurationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if value < 0:
+    if not value >= 0:  # also refuses NaN, a deadline that would never pass
         raise HitPawConfigurationError(field, f"must not be negative, got {value}")
     return float(value)

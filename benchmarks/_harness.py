@@ -40,9 +40,9 @@ class EmulatorProcess:
         with requests.Session() as session:
             session.headers["Apikey"] = BENCH_KEY
             return [
-                session.post(f"{self.base_url}/api/image-segmentation", json={"file_url": url}, timeout=30).json()[
-                    "data"
-                ]["job_id"]
+                session.post(
+                    f"{self.base_url}/api/image-segmentation", json={"file_url": url}, timeout=30
+                ).json()["data"]["job_id"]
                 for _ in range(count)
             ]
 

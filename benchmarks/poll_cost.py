@@ -124,7 +124,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--triggers", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=30.0)

@@ -50,7 +50,7 @@ with DAG(
                     target = out / f"{stem}{kind}.png"
                     target.write_bytes(response.content)
                     written.append(str(target))
-                total_coins += int(result["consume_coins"])
+                total_coins += int(result["consume_coins"] or 0)
                 print(f"{result['file_url']} -> job {result['job_id']}, {result['consume_coins']} coins")
         print(f"Wrote {len(written)} files to {out}; {len(results)} jobs cost {total_coins} coins")
         return written

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -21,8 +22,11 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_hitpaw import _api, _connection_form
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
+    HitPawConfigurationError,
     HitPawConnectionError,
     HitPawError,
+    HitPawInsufficientCoinsError,
+    HitPawInvalidRequestError,
     HitPawJobFailedError,
     HitPawTimeoutError,
 )
@@ -53,6 +57,12 @@ def _pause(seconds: float) -> None:
 
 async def _pause_async(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+def _scrub_bytes(body: bytes, secret: str) -> bytes:
+    """Take the key out of an answer before it is parsed: error messages quote answers, and a proxy's error
+    page may echo the request's headers."""
+    return body.replace(secret.encode(), b"***") if secret else body
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -137,7 +147,9 @@ class HitPawHook(_HitPawHookBase):
     @cached_property
     def settings(self) -> ConnectionSettings:
         conn = self.get_connection(self.hitpaw_conn_id)
-        return self._settings_from(conn, conn.extra_dejson)
+        settings = self._settings_from(conn, conn.extra_dejson)
+        _check_ca_bundle(settings.verify)
+        return settings
 
     @cached_property
     def session(self) -> requests.Session:
@@ -210,10 +222,13 @@ class HitPawHook(_HitPawHookBase):
             self.get_task_status(_PROBE_JOB_ID)
         except HitPawAuthenticationError as err:
             return False, f"HitPaw refused the API key: {err}"
+        except (HitPawInvalidRequestError, HitPawInsufficientCoinsError):
+            # Both are answers HitPaw gives only after it accepted the key.
+            return True, "HitPaw accepted the API key."
         except HitPawError as err:
             if err.retryable:
                 return False, f"HitPaw could not be reached: {err}"
-            return True, "HitPaw accepted the API key."
+            return False, str(err)
         except Exception as err:
             return False, _scrub(f"{type(err).__name__}: {err}", self._api_key_or_empty())
         return True, "HitPaw accepted the API key."
@@ -230,7 +245,11 @@ class HitPawHook(_HitPawHookBase):
                 response = self.session.post(
                     url, json=request.body, timeout=(self.connect_timeout, self.read_timeout)
                 )
-                result = parse(response.status_code, response.content, response.headers.get("Retry-After"))
+                result = parse(
+                    response.status_code,
+                    _scrub_bytes(response.content, self.settings.api_key),
+                    response.headers.get("Retry-After"),
+                )
             except requests.RequestException as err:
                 error: HitPawError = HitPawConnectionError(
                     _scrub(f"{type(err).__name__}: {err}", self.settings.api_key)
@@ -313,7 +332,9 @@ class HitPawAsyncHook(_HitPawHookBase):
             try:
                 async with client.post(url, json=request.body) as response:
                     body = await response.read()
-                result = parse(response.status, body, response.headers.get("Retry-After"))
+                result = parse(
+                    response.status, _scrub_bytes(body, settings.api_key), response.headers.get("Retry-After")
+                )
             except (TimeoutError, aiohttp.ClientError) as err:
                 error: HitPawError = HitPawConnectionError(
                     _scrub(f"{type(err).__name__}: {err}", settings.api_key)
@@ -329,6 +350,11 @@ class HitPawAsyncHook(_HitPawHookBase):
             await _pause_async(delay)
 
 
+def _check_ca_bundle(verify: bool | str) -> None:
+    if isinstance(verify, str) and not os.path.isfile(verify):
+        raise HitPawConfigurationError("extra.ca_bundle", f"no CA bundle file at {verify!r}")
+
+
 def _ssl_context(verify: bool | str) -> Any:
     """aiohttp's ``ssl`` argument for requests' ``verify`` (True, False, or a CA bundle path)."""
     import ssl
@@ -337,4 +363,5 @@ def _ssl_context(verify: bool | str) -> Any:
         return True
     if verify is False:
         return False
+    _check_ca_bundle(verify)
     return ssl.create_default_context(cafile=verify)

@@ -153,4 +153,10 @@ class SegmentImageOperator(BaseOperator):
             status = _task_support.status_from_event(event)
         except HitPawError as err:
             raise _task_support.task_failure(err) from err
-        return {**(submission or {}), **status}
+        # ``airflow dags test`` (2.11 and 3.3 alike) resumes with the event alone and drops the kwargs given
+        # to defer(); the task state store still has the submission where Airflow keeps one.
+        submission = submission or _task_support.recall(context, _SUBMITTED_JOB_KEY)
+        if not isinstance(submission, dict):
+            self.log.warning("The submission's details were lost on resuming; the cost is unknown")
+            submission = {"job_id": status["job_id"], "consume_coins": None, "file_url": self.file_url}
+        return {**submission, **status}

@@ -161,6 +161,17 @@ class TestExecuteComplete:
         with pytest.raises(AirflowFailException, match="100401000"):
             operator().execute_complete(task_context(), event, submission=SUBMISSION)
 
+    def test_submission_from_the_state_store_when_airflow_dropped_the_kwargs(self, hook: Any) -> None:
+        store = FakeStateStore()
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
+        result = operator().execute_complete(task_context(store=store), self.event())
+        assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+
+    def test_without_kwargs_or_store_the_cost_is_unknown_not_invented(self) -> None:
+        result = operator().execute_complete(task_context(), self.event())
+        assert result == {**SUBMISSION, "consume_coins": None, **COMPLETED.to_dict()}
+
     def test_missing_event(self) -> None:
         with pytest.raises(AirflowException):
             operator().execute_complete(task_context(), None, submission=SUBMISSION)

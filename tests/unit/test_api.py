@@ -1,0 +1,792 @@
+"""The protocol module, without any HTTP: what each answer means, how to retry, how a connection is read."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw._api import (
+    DEFAULT_BASE_URL,
+    ConnectionSettings,
+    RetryPolicy,
+    SegmentationJob,
+    TaskStatus,
+    base_url_from_host,
+    parse_envelope,
+    parse_submission,
+    parse_task_status,
+)
+from airflow_provider_hitpaw.exceptions import (
+    HitPawAuthenticationError,
+    HitPawConfigurationError,
+    HitPawConnectionError,
+    HitPawError,
+    HitPawInsufficientCoinsError,
+    HitPawInvalidRequestError,
+    HitPawJobFailedError,
+    HitPawRateLimitError,
+    HitPawResponseError,
+    HitPawServerError,
+    HitPawTimeoutError,
+)
+from tests.conftest import SECRET_KEY, envelope, status_body
+
+Parser = Callable[..., Any]
+
+#: The three entry points; each must read an error answer the same way.
+PARSERS = pytest.mark.parametrize(
+    "parse",
+    [parse_envelope, parse_submission, parse_task_status],
+    ids=["envelope", "submission", "task_status"],
+)
+
+#: The error table of the API reference (section 3): code, HTTP status, message, family, retryable.
+DOCUMENTED_ERRORS = [
+    pytest.param(100400000, 400, "No access", HitPawAuthenticationError, False, id="100400000-no-access"),
+    pytest.param(100400001, 400, "Invalid URL", HitPawInvalidRequestError, False, id="100400001-invalid-url"),
+    pytest.param(100400002, 400, "Bad Request", HitPawInvalidRequestError, False, id="100400002-bad-request"),
+    pytest.param(
+        100401000, 401, "Token is expired", HitPawAuthenticationError, False, id="100401000-expired"
+    ),
+    pytest.param(100429000, 429, "Too many requests", HitPawRateLimitError, True, id="100429000-rate-limit"),
+    pytest.param(100500000, 500, "Internal error", HitPawServerError, True, id="100500000-internal"),
+    pytest.param(
+        110400000, 400, "api_key is not valid", HitPawAuthenticationError, False, id="110400000-bad-key"
+    ),
+    pytest.param(
+        110402000, 402, "The coins are not enough", HitPawInsufficientCoinsError, False, id="110402000-coins"
+    ),
+]
+
+
+def raw(document: Any) -> bytes:
+    """Any JSON document as an answer body (``envelope`` always fills in ``data``)."""
+    return json.dumps(document).encode()
+
+
+def parse_error(parse: Parser, http_status: int, body: bytes, retry_after: str | None = None) -> HitPawError:
+    with pytest.raises(HitPawError) as info:
+        parse(http_status, body, retry_after)
+    return info.value
+
+
+# --- error codes ----------------------------------------------------------------------------------
+
+
+@PARSERS
+@pytest.mark.parametrize(("code", "http_status", "message", "family", "retryable"), DOCUMENTED_ERRORS)
+def test_documented_error_code_raises_its_family(
+    parse: Parser, code: int, http_status: int, message: str, family: type[HitPawError], retryable: bool
+) -> None:
+    err = parse_error(parse, http_status, envelope(code=code, message=message))
+    assert type(err) is family
+    assert (err.code, err.http_status, err.message) == (code, http_status, message)
+    assert err.retryable is retryable
+
+
+@PARSERS
+@pytest.mark.parametrize(("code", "http_status", "message", "family", "retryable"), DOCUMENTED_ERRORS)
+def test_documented_error_code_under_http_200_is_still_an_error(
+    parse: Parser, code: int, http_status: int, message: str, family: type[HitPawError], retryable: bool
+) -> None:
+    err = parse_error(
+        parse, 200, envelope({"job_id": "j", "status": "COMPLETED"}, code=code, message=message)
+    )
+    assert type(err) is family
+    assert (err.code, err.http_status, err.message) == (code, 200, message)
+    assert err.retryable is retryable
+
+
+@PARSERS
+def test_unknown_code_under_http_200_is_a_permanent_generic_error(parse: Parser) -> None:
+    err = parse_error(parse, 200, envelope({"job_id": "j", "status": "COMPLETED"}, code=123, message="Odd"))
+    assert type(err) is HitPawError
+    assert (err.code, err.http_status, err.message) == (123, 200, "Odd")
+    assert err.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("http_status", "family"),
+    [
+        pytest.param(400, HitPawInvalidRequestError, id="400"),
+        pytest.param(401, HitPawAuthenticationError, id="401"),
+        pytest.param(402, HitPawInsufficientCoinsError, id="402"),
+        pytest.param(403, HitPawAuthenticationError, id="403"),
+        pytest.param(404, HitPawInvalidRequestError, id="404"),
+        pytest.param(429, HitPawRateLimitError, id="429"),
+        pytest.param(500, HitPawServerError, id="500"),
+        pytest.param(503, HitPawServerError, id="503"),
+    ],
+)
+def test_unknown_code_under_error_status_takes_the_family_of_the_status(
+    http_status: int, family: type[HitPawError]
+) -> None:
+    err = parse_error(parse_envelope, http_status, envelope(code=999000, message="Something new"))
+    assert type(err) is family
+    assert (err.code, err.http_status, err.message) == (999000, http_status, "Something new")
+
+
+def test_success_code_under_error_status_is_an_error() -> None:
+    err = parse_error(parse_envelope, 500, envelope({"job_id": "j"}))
+    assert type(err) is HitPawServerError
+    assert err.http_status == 500
+
+
+@pytest.mark.parametrize(
+    "message",
+    [pytest.param(None, id="null"), pytest.param("", id="empty"), pytest.param(7, id="not-a-string")],
+)
+def test_error_without_a_usable_message_gets_a_default_one(message: Any) -> None:
+    err = parse_error(parse_envelope, 400, raw({"code": 100400001, "message": message, "data": {}}))
+    assert type(err) is HitPawInvalidRequestError
+    assert "100400001" in err.message
+    assert "400" in err.message
+
+
+def test_error_without_message_key_gets_a_default_one() -> None:
+    err = parse_error(parse_envelope, 402, raw({"code": 110402000}))
+    assert type(err) is HitPawInsufficientCoinsError
+    assert "110402000" in err.message
+
+
+# --- answers that are not HitPaw's JSON -----------------------------------------------------------
+
+
+@PARSERS
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"Bad Gateway", id="text"),
+        pytest.param(b"<html><body><h1>502 Bad Gateway</h1></body></html>", id="html"),
+        pytest.param(b"\xff\xfe\x00garbage", id="binary"),
+    ],
+)
+@pytest.mark.parametrize("http_status", [500, 502, 503, 504])
+def test_5xx_without_json_is_a_server_error_without_code(
+    parse: Parser, body: bytes, http_status: int
+) -> None:
+    err = parse_error(parse, http_status, body)
+    assert type(err) is HitPawServerError
+    assert (err.code, err.http_status) == (None, http_status)
+    assert err.retryable is True
+    assert str(http_status) in err.message
+
+
+def test_error_message_quotes_a_short_body() -> None:
+    err = parse_error(parse_envelope, 502, b"upstream connect error")
+    assert "upstream connect error" in err.message
+
+
+def test_error_message_cuts_a_long_body() -> None:
+    err = parse_error(parse_envelope, 502, b"<html>" + b"x" * 10_000 + b"TAIL</html>")
+    assert "TAIL" not in err.message
+    assert "..." in err.message
+    assert len(err.message) < 400
+
+
+@pytest.mark.parametrize(
+    ("http_status", "family"),
+    [
+        pytest.param(400, HitPawInvalidRequestError, id="400"),
+        pytest.param(401, HitPawAuthenticationError, id="401"),
+        pytest.param(402, HitPawInsufficientCoinsError, id="402"),
+        pytest.param(403, HitPawAuthenticationError, id="403"),
+        pytest.param(404, HitPawInvalidRequestError, id="404"),
+    ],
+)
+def test_4xx_without_json_takes_the_family_of_the_status(http_status: int, family: type[HitPawError]) -> None:
+    err = parse_error(parse_envelope, http_status, b"<html>nope</html>")
+    assert type(err) is family
+    assert err.code is None
+
+
+@PARSERS
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(envelope(code=100429000, message="Too many requests"), id="json-code"),
+        pytest.param(b"<html>429 Too Many Requests</html>", id="bare-429"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param("7", 7.0, id="seconds"),
+        pytest.param(" 2.5 ", 2.5, id="fractional-with-spaces"),
+        pytest.param("0", 0.0, id="zero"),
+        pytest.param(None, None, id="absent"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param("-3", None, id="negative"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", None, id="http-date"),
+    ],
+)
+def test_429_carries_retry_after(
+    parse: Parser, body: bytes, header: str | None, expected: float | None
+) -> None:
+    err = parse_error(parse, 429, body, header)
+    assert isinstance(err, HitPawRateLimitError)
+    assert err.retry_after == expected
+    assert err.retryable is True
+
+
+@PARSERS
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"OK", id="text"),
+        pytest.param(b"<!DOCTYPE html><html><body>Welcome to nginx!</body></html>", id="html"),
+        pytest.param(b'{"code": 200, "message": "OK", "data": {"job_id": "f5007c0b', id="truncated-json"),
+        pytest.param(b"\x00\x01\x02", id="binary"),
+        pytest.param(b"[]", id="json-list"),
+        pytest.param(b'"OK"', id="json-string"),
+        pytest.param(b"null", id="json-null"),
+        pytest.param(b"200", id="json-number"),
+        pytest.param(b'{"message": "OK", "data": {"job_id": "j"}}', id="no-code"),
+        pytest.param(b'{"code": "200", "data": {"job_id": "j"}}', id="code-as-string"),
+        pytest.param(b'{"code": true, "data": {"job_id": "j"}}', id="code-as-bool"),
+        pytest.param(b'{"code": 200.0, "data": {"job_id": "j"}}', id="code-as-float"),
+    ],
+)
+def test_body_that_is_not_the_envelope_under_200_is_a_response_error(parse: Parser, body: bytes) -> None:
+    err = parse_error(parse, 200, body)
+    assert type(err) is HitPawResponseError
+    assert (err.code, err.http_status) == (None, 200)
+    assert err.retryable is True
+
+
+@PARSERS
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param({"code": 200, "message": "OK"}, id="missing"),
+        pytest.param({"code": 200, "message": "OK", "data": None}, id="null"),
+        pytest.param({"code": 200, "message": "OK", "data": []}, id="list"),
+        pytest.param({"code": 200, "message": "OK", "data": "f5007c0b"}, id="string"),
+    ],
+)
+def test_missing_data_is_a_response_error(parse: Parser, document: dict[str, Any]) -> None:
+    err = parse_error(parse, 200, raw(document))
+    assert type(err) is HitPawResponseError
+    assert (err.code, err.http_status) == (200, 200)
+    assert "data" in err.message
+
+
+# --- successful answers ---------------------------------------------------------------------------
+
+
+def test_envelope_returns_data() -> None:
+    assert parse_envelope(200, envelope({"job_id": "j", "extra": [1]})) == {"job_id": "j", "extra": [1]}
+
+
+@pytest.mark.parametrize("http_status", [200, 201, 299])
+def test_success_code_under_any_2xx_is_success(http_status: int) -> None:
+    assert parse_submission(http_status, envelope({"job_id": "j", "consume_coins": 20})).job_id == "j"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            {"job_id": "f5007c0b", "consume_coins": 20}, SegmentationJob("f5007c0b", 20), id="documented"
+        ),
+        pytest.param(
+            {"job_id": "f5007c0b", "consume_coins": 35}, SegmentationJob("f5007c0b", 35), id="other-price"
+        ),
+        pytest.param(
+            {"job_id": "f5007c0b", "consume_coins": 20.0}, SegmentationJob("f5007c0b", 20), id="float"
+        ),
+        pytest.param(
+            {"job_id": "f5007c0b"}, SegmentationJob("f5007c0b", _api.COINS_PER_JOB), id="coins-missing"
+        ),
+    ],
+)
+def test_submission_parsed(data: dict[str, Any], expected: SegmentationJob) -> None:
+    assert parse_submission(200, envelope(data)) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"consume_coins": 20}, id="job-id-missing"),
+        pytest.param({"job_id": "", "consume_coins": 20}, id="job-id-empty"),
+        pytest.param({"job_id": 12345, "consume_coins": 20}, id="job-id-number"),
+        pytest.param({"job_id": None, "consume_coins": 20}, id="job-id-null"),
+        pytest.param({"job_id": "j", "consume_coins": "20"}, id="coins-string"),
+        pytest.param({"job_id": "j", "consume_coins": True}, id="coins-bool"),
+        pytest.param({"job_id": "j", "consume_coins": None}, id="coins-null"),
+    ],
+)
+def test_submission_with_bad_fields_is_a_response_error(data: dict[str, Any]) -> None:
+    err = parse_error(parse_submission, 200, raw({"code": 200, "message": "OK", "data": data}))
+    assert type(err) is HitPawResponseError
+    assert err.http_status == 200
+
+
+@pytest.mark.parametrize("coins", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_submission_with_non_finite_coins_is_a_response_error(coins: str) -> None:
+    body = b'{"code": 200, "message": "OK", "data": {"job_id": "j", "consume_coins": %s}}' % coins.encode()
+    err = parse_error(parse_submission, 200, body)
+    assert type(err) is HitPawResponseError
+
+
+@pytest.mark.parametrize(
+    ("status", "completed", "failed"),
+    [
+        pytest.param("CONVERTING", False, False, id="converting"),
+        pytest.param("COMPLETED", True, False, id="completed"),
+        pytest.param("ERROR", False, True, id="error"),
+    ],
+)
+def test_task_status_parsed(status: str, completed: bool, failed: bool) -> None:
+    result = parse_task_status(200, status_body("job-9", status))
+    assert (result.job_id, result.status) == ("job-9", status)
+    assert (result.is_completed, result.is_failed, result.is_finished) == (
+        completed,
+        failed,
+        completed or failed,
+    )
+    assert result.is_known_status is True
+    assert result.original_url == "http://127.0.0.1:9/shoe.jpg"
+
+
+def test_task_status_urls_only_when_filled() -> None:
+    converting = parse_task_status(200, status_body("job-9", "CONVERTING"))
+    assert (converting.res_url, converting.mask_url) == (None, None)
+    completed = parse_task_status(200, status_body("job-9", "COMPLETED"))
+    assert completed.res_url is not None
+    assert completed.res_url.endswith("/results/job-9/cutout.png")
+    assert completed.mask_url is not None
+    assert completed.mask_url.endswith("/results/job-9/mask.png")
+
+
+def test_task_status_ignores_non_string_urls() -> None:
+    body = envelope({"job_id": "j", "status": "COMPLETED", "res_url": 5, "mask_url": None})
+    result = parse_task_status(200, body)
+    assert (result.res_url, result.mask_url, result.original_url) == (None, None, None)
+
+
+def test_task_status_is_upper_cased() -> None:
+    assert parse_task_status(200, envelope({"job_id": "j", "status": "completed"})).is_completed
+
+
+@pytest.mark.parametrize("status", ["QUEUED", "PENDING", "CANCELLED"])
+def test_unknown_status_is_kept_and_is_not_an_end(status: str) -> None:
+    result = parse_task_status(200, envelope({"job_id": "j", "status": status}))
+    assert result.status == status
+    assert result.is_finished is False
+    assert result.is_failed is False
+    assert result.is_known_status is False
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"job_id": "j"}, id="status-missing"),
+        pytest.param({"job_id": "j", "status": ""}, id="status-empty"),
+        pytest.param({"job_id": "j", "status": 3}, id="status-number"),
+        pytest.param({"status": "COMPLETED"}, id="job-id-missing"),
+    ],
+)
+def test_task_status_with_missing_fields_is_a_response_error(data: dict[str, Any]) -> None:
+    err = parse_error(parse_task_status, 200, envelope(data))
+    assert type(err) is HitPawResponseError
+
+
+def test_task_status_to_dict_is_plain_json() -> None:
+    status = TaskStatus("j", "COMPLETED", res_url="https://r/c.png", mask_url="https://r/m.png")
+    as_dict = status.to_dict()
+    assert as_dict == {
+        "job_id": "j",
+        "status": "COMPLETED",
+        "res_url": "https://r/c.png",
+        "mask_url": "https://r/m.png",
+        "original_url": None,
+    }
+    assert TaskStatus(**json.loads(json.dumps(as_dict))) == status
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+def test_submit_request() -> None:
+    request = _api.submit_request("https://example.com/cat.jpg")
+    assert request.body == {"file_url": "https://example.com/cat.jpg"}
+    assert request.url("https://api-base.hitpaw.com/") == "https://api-base.hitpaw.com/api/image-segmentation"
+
+
+def test_task_status_request() -> None:
+    request = _api.task_status_request("job-1")
+    assert request.body == {"job_id": "job-1"}
+    assert request.url("http://127.0.0.1:8090") == "http://127.0.0.1:8090/api/task-status"
+
+
+def test_request_headers_carry_the_key_in_apikey_only() -> None:
+    headers = _api.request_headers(SECRET_KEY)
+    assert headers == {"Content-Type": "application/json", "Apikey": SECRET_KEY}
+
+
+# --- RetryPolicy ----------------------------------------------------------------------------------
+
+
+class _EdgeRng(random.Random):
+    """Always draws one end of the interval, so that the bounds of the jitter can be seen exactly."""
+
+    def __init__(self, upper: bool) -> None:
+        super().__init__(0)
+        self.upper = upper
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.upper else a
+
+
+SERVER_ERROR = HitPawServerError("Internal error", code=100500000, http_status=500)
+
+
+@pytest.mark.parametrize(
+    ("upper", "expected"),
+    [
+        pytest.param(True, [1, 2, 4, 8, 16, 30, 30, 30], id="ceiling"),
+        pytest.param(False, [0.5, 1, 2, 4, 8, 15, 15, 15], id="floor"),
+    ],
+)
+def test_delays_grow_exponentially_up_to_max_delay(upper: bool, expected: list[float]) -> None:
+    policy = RetryPolicy(rng=_EdgeRng(upper))
+    assert [policy.delay(SERVER_ERROR, attempt) for attempt in range(1, 9)] == expected
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (20, 30.0)]
+)
+def test_delays_stay_in_upper_half_of_ceiling(attempt: int, ceiling: float) -> None:
+    policy = RetryPolicy(rng=random.Random(attempt))
+    delays = [policy.delay(SERVER_ERROR, attempt) for _ in range(200)]
+    assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+    assert len(set(delays)) > 1, "the delay must be jittered"
+
+
+@given(
+    attempt=st.integers(1, 200),
+    base=st.floats(0.01, 10),
+    max_delay=st.floats(0.01, 120),
+    seed=st.integers(0, 2**32),
+)
+def test_delay_never_exceeds_max_delay(attempt: int, base: float, max_delay: float, seed: int) -> None:
+    policy = RetryPolicy(base_delay=base, max_delay=max_delay, rng=random.Random(seed))
+    ceiling = min(max_delay, base * 2 ** (attempt - 1))
+    assert ceiling / 2 <= policy.delay(SERVER_ERROR, attempt) <= ceiling
+
+
+def test_delay_of_a_very_late_attempt_is_capped() -> None:
+    policy = RetryPolicy(max_attempts=5000, rng=_EdgeRng(upper=True))
+    assert policy.delay(SERVER_ERROR, 2000) == policy.max_delay
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "attempt", "low", "high"),
+    [
+        pytest.param(10.0, 1, 10.0, 10.0, id="above-jitter-is-honoured"),
+        pytest.param(0.1, 3, 2.0, 4.0, id="below-jitter-changes-nothing"),
+        pytest.param(3600.0, 1, 30.0, 30.0, id="capped-at-max-delay"),
+        pytest.param(None, 1, 0.5, 1.0, id="absent"),
+    ],
+)
+def test_retry_after_is_a_capped_floor(
+    retry_after: float | None, attempt: int, low: float, high: float
+) -> None:
+    error = HitPawRateLimitError("slow down", code=100429000, http_status=429, retry_after=retry_after)
+    policy = RetryPolicy(rng=random.Random(1))
+    for _ in range(50):
+        assert low <= policy.delay(error, attempt) <= high
+
+
+RETRYABLE_ERRORS = [
+    pytest.param(SERVER_ERROR, id="server"),
+    pytest.param(HitPawRateLimitError("slow", http_status=429), id="rate-limit"),
+    pytest.param(HitPawConnectionError("refused"), id="connection"),
+    pytest.param(HitPawResponseError("not json", http_status=200), id="response"),
+]
+PERMANENT_ERRORS = [
+    pytest.param(HitPawAuthenticationError("bad key", code=110400000, http_status=400), id="authentication"),
+    pytest.param(HitPawInsufficientCoinsError("coins", code=110402000, http_status=402), id="coins"),
+    pytest.param(
+        HitPawInvalidRequestError("Invalid URL", code=100400001, http_status=400), id="invalid-request"
+    ),
+    pytest.param(HitPawJobFailedError("ERROR"), id="job-failed"),
+    pytest.param(HitPawTimeoutError("late"), id="timeout"),
+    pytest.param(HitPawConfigurationError("host", "bad"), id="configuration"),
+    pytest.param(HitPawError("unknown code", code=123, http_status=200), id="generic"),
+]
+
+
+@pytest.mark.parametrize("error", RETRYABLE_ERRORS)
+@pytest.mark.parametrize("max_attempts", [1, 3, 5])
+def test_should_retry_stops_at_max_attempts(error: HitPawError, max_attempts: int) -> None:
+    policy = RetryPolicy(max_attempts=max_attempts)
+    decisions = [policy.should_retry(error, attempt) for attempt in range(1, max_attempts + 3)]
+    assert decisions == [True] * (max_attempts - 1) + [False] * 3
+
+
+def test_default_policy_tries_five_times() -> None:
+    assert [RetryPolicy().should_retry(SERVER_ERROR, attempt) for attempt in range(1, 7)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+@pytest.mark.parametrize("error", PERMANENT_ERRORS)
+def test_should_retry_never_for_permanent_errors(error: HitPawError) -> None:
+    policy = RetryPolicy(max_attempts=100)
+    assert not any(policy.should_retry(error, attempt) for attempt in range(1, 10))
+
+
+# --- base_url_from_host ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        pytest.param(None, None, DEFAULT_BASE_URL, id="none"),
+        pytest.param("", None, DEFAULT_BASE_URL, id="empty"),
+        pytest.param("   ", None, DEFAULT_BASE_URL, id="blank"),
+        pytest.param("", 8443, DEFAULT_BASE_URL, id="empty-with-port"),
+        pytest.param("http://127.0.0.1:8090", None, "http://127.0.0.1:8090", id="full-url"),
+        pytest.param("http://127.0.0.1:8090/", None, "http://127.0.0.1:8090", id="trailing-slash"),
+        pytest.param(
+            " https://api.example.com/// ", None, "https://api.example.com", id="slashes-and-spaces"
+        ),
+        pytest.param(
+            "https://proxy.example.com/hitpaw/", None, "https://proxy.example.com/hitpaw", id="with-path"
+        ),
+        pytest.param("HTTPS://api.example.com", None, "HTTPS://api.example.com", id="uppercase-scheme"),
+        pytest.param("api-base.hitpaw.com", None, "https://api-base.hitpaw.com", id="bare-host"),
+        pytest.param("localhost:8090", None, "https://localhost:8090", id="bare-host-with-port"),
+        pytest.param("api.example.com", 8443, "https://api.example.com:8443", id="bare-host-port-field"),
+        pytest.param("http://127.0.0.1", 8090, "http://127.0.0.1:8090", id="full-url-port-field"),
+        pytest.param(
+            "https://proxy.example.com/hitpaw",
+            8443,
+            "https://proxy.example.com:8443/hitpaw",
+            id="path-port-field",
+        ),
+        pytest.param("http://127.0.0.1:8090", 9999, "http://127.0.0.1:8090", id="url-port-wins"),
+    ],
+)
+def test_base_url_from_host(host: str | None, port: int | None, expected: str) -> None:
+    assert base_url_from_host(host, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        pytest.param("ftp://files.example.com", None, id="ftp"),
+        pytest.param("file:///etc/passwd", None, id="file"),
+        pytest.param("ws://api.example.com", None, id="websocket"),
+        pytest.param("http://", None, id="scheme-without-host"),
+        pytest.param("https:///api", None, id="path-without-host"),
+        pytest.param("api.example.com/api", None, id="path-without-scheme"),
+        pytest.param("api.example.com/", None, id="slash-without-scheme"),
+        pytest.param("api example.com", None, id="space"),
+        pytest.param(
+            "http://127.0.0.1:abc",
+            8090,
+            id="bad-port-with-port-field",
+        ),
+        pytest.param(
+            "http://127.0.0.1:abc",
+            None,
+            id="bad-port",
+        ),
+    ],
+)
+def test_base_url_from_bad_host_names_the_field(host: str, port: int | None) -> None:
+    with pytest.raises(HitPawConfigurationError) as info:
+        base_url_from_host(host, port)
+    assert info.value.field == "host (base URL)"
+    assert "host" in str(info.value)
+
+
+def test_base_url_error_says_the_scheme() -> None:
+    with pytest.raises(HitPawConfigurationError, match="ftp"):
+        base_url_from_host("ftp://files.example.com")
+
+
+# --- ConnectionSettings ---------------------------------------------------------------------------
+
+
+def settings_from(
+    password: str | None = SECRET_KEY, host: str | None = None, port: int | None = None, **extra: Any
+) -> ConnectionSettings:
+    return ConnectionSettings.from_connection_fields(host=host, port=port, password=password, extra=extra)
+
+
+def test_settings_from_connection_fields() -> None:
+    settings = settings_from(host="http://127.0.0.1", port=8090)
+    assert settings == ConnectionSettings(base_url="http://127.0.0.1:8090", api_key=SECRET_KEY, verify=True)
+
+
+def test_settings_default_to_hitpaw_service() -> None:
+    assert settings_from().base_url == DEFAULT_BASE_URL
+
+
+def test_settings_strip_the_key() -> None:
+    assert settings_from(password=f"  {SECRET_KEY}\n").api_key == SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    "password", [pytest.param(None, id="none"), pytest.param("", id="empty"), pytest.param(" \t", id="blank")]
+)
+def test_settings_without_key_name_the_password_field(password: str | None) -> None:
+    with pytest.raises(HitPawConfigurationError) as info:
+        settings_from(password=password)
+    assert info.value.field == "password (API key)"
+    assert "password" in str(info.value)
+
+
+def test_settings_bad_host_is_checked() -> None:
+    with pytest.raises(HitPawConfigurationError) as info:
+        settings_from(host="ftp://files.example.com")
+    assert info.value.field == "host (base URL)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "verify"),
+    [
+        pytest.param({}, True, id="default"),
+        pytest.param({"ca_bundle": "/etc/ssl/hitpaw-ca.pem"}, "/etc/ssl/hitpaw-ca.pem", id="ca-bundle"),
+        pytest.param({"ca_bundle": ""}, True, id="empty-ca-bundle"),
+        pytest.param({"verify": False}, False, id="verify-false"),
+        pytest.param({"ca_bundle": "/ca.pem", "verify": False}, "/ca.pem", id="ca-bundle-wins"),
+    ],
+)
+def test_settings_verify(extra: dict[str, Any], verify: bool | str) -> None:
+    assert settings_from(**extra).verify == verify
+
+
+def test_settings_non_string_ca_bundle_names_the_field() -> None:
+    with pytest.raises(HitPawConfigurationError) as info:
+        settings_from(ca_bundle=["/ca.pem"])
+    assert info.value.field == "extra.ca_bundle"
+
+
+def test_settings_never_show_the_key() -> None:
+    settings = settings_from(host="http://127.0.0.1:8090", ca_bundle="/ca.pem")
+    assert settings.api_key == SECRET_KEY
+    assert SECRET_KEY not in repr(settings)
+    assert SECRET_KEY not in str(settings)
+    assert "http://127.0.0.1:8090" in repr(settings)
+
+
+# --- property tests: nothing but HitPawError escapes a parser -------------------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_codes = st.sampled_from(
+    [200, 100400000, 100400001, 100400002, 100401000, 100429000, 100500000, 110400000, 110402000]
+)
+_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "job_id": st.text(max_size=12) | _json_values,
+        "status": st.sampled_from(["CONVERTING", "COMPLETED", "ERROR", "queued", ""]) | _json_values,
+        "consume_coins": st.integers(-(2**70), 2**70) | _json_values,
+        "res_url": st.text(max_size=12) | _json_values,
+        "mask_url": _json_values,
+        "original_url": _json_values,
+    },
+)
+_documents = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "code": _codes | st.integers() | _json_values,
+            "message": st.text(max_size=20) | _json_values,
+            "data": _data | _json_values,
+        },
+    )
+    | _json_values
+)
+_statuses = st.integers(100, 599)
+_retry_after = st.none() | st.text(max_size=12) | st.floats().map(str)
+_parsers = st.sampled_from([parse_envelope, parse_submission, parse_task_status])
+_property = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _parses_or_raises_hitpaw_error(
+    parse: Parser, http_status: int, body: bytes, retry_after: str | None
+) -> None:
+    error: HitPawError | None = None
+    try:
+        result = parse(http_status, body, retry_after)
+    except HitPawError as err:
+        error = err
+    if error is not None:
+        assert isinstance(error.message, str)
+        assert str(error).startswith("HitPaw")
+        if isinstance(error, HitPawRateLimitError) and error.retry_after is not None:
+            assert error.retry_after >= 0
+        return
+    # Only a 2xx answer with code 200 may come out as a result.
+    assert 200 <= http_status < 300
+    assert isinstance(result, dict | SegmentationJob | TaskStatus)
+
+
+@_property
+@given(parse=_parsers, http_status=_statuses, body=st.binary(max_size=300), retry_after=_retry_after)
+def test_any_bytes_parse_or_raise_a_hitpaw_error(
+    parse: Parser, http_status: int, body: bytes, retry_after: str | None
+) -> None:
+    _parses_or_raises_hitpaw_error(parse, http_status, body, retry_after)
+
+
+@_property
+@given(parse=_parsers, http_status=_statuses, document=_documents, retry_after=_retry_after)
+def test_any_json_document_parses_or_raises_a_hitpaw_error(
+    parse: Parser, http_status: int, document: Any, retry_after: str | None
+) -> None:
+    _parses_or_raises_hitpaw_error(parse, http_status, json.dumps(document).encode(), retry_after)
+
+
+@_property
+@given(http_status=st.integers(200, 299), job_id=st.text(min_size=1), coins=st.integers(0, 10**6))
+def test_any_valid_submission_round_trips(http_status: int, job_id: str, coins: int) -> None:
+    job = parse_submission(http_status, envelope({"job_id": job_id, "consume_coins": coins}))
+    assert job == SegmentationJob(job_id=job_id, consume_coins=coins)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param("12", 12.0, id="seconds"),
+        pytest.param("nan", None, id="nan"),
+        pytest.param("-0.5", None, id="negative"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert _api.parse_retry_after(header) == expected

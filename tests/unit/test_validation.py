@@ -1,0 +1,191 @@
+"""Checks on user input, made before any request (and any coin) is spent."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
+from airflow_provider_hitpaw.validation import (
+    MAX_URL_LENGTH,
+    validate_file_url,
+    validate_job_id,
+    validate_positive_seconds,
+    validate_timeout,
+)
+
+
+def _url_of_length(length: int) -> str:
+    prefix, suffix = "https://example.com/", ".jpg"
+    return prefix + "a" * (length - len(prefix) - len(suffix)) + suffix
+
+
+def _rejected(check: Any, value: Any, field: str, *args: Any) -> HitPawConfigurationError:
+    with pytest.raises(HitPawConfigurationError) as info:
+        check(value, *args)
+    assert info.value.field == field
+    assert field in str(info.value)
+    return info.value
+
+
+# --- validate_file_url ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://example.com/cat.jpg", id="https-jpg"),
+        pytest.param("http://example.com/cat.jpeg", id="http-jpeg"),
+        pytest.param("https://example.com/a/b/cat.png", id="png"),
+        pytest.param("https://example.com/cat.webp", id="webp"),
+        pytest.param("https://example.com/CAT.JPG", id="uppercase-extension"),
+        pytest.param("https://cdn.example.com/images/12345", id="no-extension"),
+        pytest.param("https://example.com/", id="root-path"),
+        pytest.param("https://example.com/cat.png?X-Signature=abc&expires=1", id="query-string"),
+        pytest.param("https://example.com/render?format=gif", id="no-extension-query-mentions-gif"),
+        pytest.param("https://example.com:8443/cat.jpg", id="explicit-port"),
+        pytest.param("http://127.0.0.1:9/shoe.jpg", id="ip-address"),
+        pytest.param("https://example.com/my%20cat.jpg", id="percent-encoded-space"),
+        pytest.param(_url_of_length(MAX_URL_LENGTH), id="exactly-max-length"),
+    ],
+)
+def test_file_url_accepted(url: str) -> None:
+    assert validate_file_url(url) == url
+
+
+def test_file_url_is_returned_stripped() -> None:
+    assert validate_file_url("  https://example.com/cat.jpg\n") == "https://example.com/cat.jpg"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("   ", id="blank"),
+        pytest.param(None, id="none"),
+        pytest.param(42, id="int"),
+        pytest.param(b"https://example.com/cat.jpg", id="bytes"),
+        pytest.param("example.com/cat.jpg", id="no-scheme"),
+        pytest.param("images/cat.jpg", id="relative-path"),
+        pytest.param("/images/cat.jpg", id="absolute-path"),
+        pytest.param("//example.com/cat.jpg", id="scheme-relative"),
+        pytest.param("ftp://example.com/cat.jpg", id="ftp"),
+        pytest.param("file:///tmp/cat.jpg", id="file"),
+        pytest.param("javascript:alert(1)", id="javascript"),
+        pytest.param("data:image/png;base64,iVBORw0KGgo=", id="data"),
+        pytest.param("http:///x.jpg", id="no-host"),
+        pytest.param(_url_of_length(MAX_URL_LENGTH + 1), id="too-long"),
+        pytest.param("https://example.com/cat.gif", id="gif"),
+        pytest.param("https://example.com/cat.tiff", id="tiff"),
+        pytest.param("https://example.com/cat.pdf", id="pdf"),
+        pytest.param("https://example.com/cat.GIF?v=1", id="uppercase-gif-with-query"),
+        pytest.param("https://example.com/cat%2Egif", id="percent-encoded-gif"),
+        pytest.param("https://example.com/my cat.jpg", id="space-inside"),
+        pytest.param("https://example.com/cat\t.jpg", id="tab-inside"),
+        pytest.param("https://example.com/\ncat.jpg", id="newline-inside"),
+        pytest.param("https://example.com/\x00cat.jpg", id="control-character"),
+        pytest.param("https://example.com:99999/cat.jpg", id="port-out-of-range"),
+        pytest.param("https://example.com:http/cat.jpg", id="port-not-a-number"),
+    ],
+)
+def test_file_url_rejected_naming_the_field(value: Any) -> None:
+    _rejected(validate_file_url, value, "file_url")
+
+
+def test_file_url_error_names_a_custom_field() -> None:
+    err = _rejected(validate_file_url, "ftp://example.com/cat.jpg", "image_url", "image_url")
+    assert "ftp" in str(err)
+
+
+def test_file_url_error_says_the_length() -> None:
+    err = _rejected(validate_file_url, _url_of_length(MAX_URL_LENGTH + 1), "file_url")
+    assert str(MAX_URL_LENGTH + 1) in str(err)
+
+
+# --- validate_job_id ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("", id="empty"),
+        pytest.param(" \t ", id="blank"),
+        pytest.param(None, id="none"),
+        pytest.param(12345, id="int"),
+    ],
+)
+def test_job_id_rejected_naming_the_field(value: Any) -> None:
+    _rejected(validate_job_id, value, "job_id")
+
+
+def test_job_id_is_returned_stripped() -> None:
+    assert validate_job_id("  f5007c0b-e902  ") == "f5007c0b-e902"
+
+
+# --- validate_positive_seconds --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(0.0, id="zero-float"),
+        pytest.param(-1, id="negative"),
+        pytest.param(-0.5, id="negative-float"),
+        pytest.param(True, id="bool-true"),
+        pytest.param(False, id="bool-false"),
+        pytest.param("5", id="string"),
+        pytest.param(None, id="none"),
+        pytest.param(math.nan, id="nan"),
+    ],
+)
+def test_positive_seconds_rejected_naming_the_field(value: Any) -> None:
+    _rejected(validate_positive_seconds, value, "poll_interval", "poll_interval")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0.5, 0.5), (3, 3.0)], ids=["float", "int"])
+def test_positive_seconds_accepted_as_float(value: float, expected: float) -> None:
+    result = validate_positive_seconds(value, "poll_interval")
+    assert result == expected
+    assert type(result) is float
+
+
+# --- validate_timeout -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(-1, id="negative"),
+        pytest.param(-0.001, id="slightly-negative"),
+        pytest.param(timedelta(seconds=-1), id="negative-timedelta"),
+        pytest.param(True, id="bool"),
+        pytest.param("60", id="string"),
+        pytest.param(None, id="none"),
+        pytest.param(
+            math.nan,
+            id="nan",
+        ),
+    ],
+)
+def test_timeout_rejected_naming_the_field(value: Any) -> None:
+    _rejected(validate_timeout, value, "timeout")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(0, 0.0, id="zero"),
+        pytest.param(0.0, 0.0, id="zero-float"),
+        pytest.param(90, 90.0, id="int"),
+        pytest.param(timedelta(0), 0.0, id="zero-timedelta"),
+        pytest.param(timedelta(minutes=5), 300.0, id="timedelta"),
+    ],
+)
+def test_timeout_accepted_as_seconds(value: Any, expected: float) -> None:
+    result = validate_timeout(value)
+    assert result == expected
+    assert type(result) is float
