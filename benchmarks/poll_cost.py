@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import LoopProbe, connection_env, emulator, peak_rss_mib, print_table, run_child  # noqa: E402
+from _harness import LoopProbe, connection_env, emulator, peak_rss_mib, print_table, run_child
 
 
 def make_httpx_hook_class() -> type:
@@ -151,7 +151,8 @@ def main() -> None:
                 connection_env(emu.base_url),
             )
     print_table(
-        f"poll_cost: {args.triggers} triggers, one client each, every {args.interval:g} s for {args.duration:g} s",
+        f"poll_cost: {args.triggers} triggers, one client each, "
+        f"every {args.interval:g} s for {args.duration:g} s",
         rows,
         [
             "polls",

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from _hitpaw_example_settings import IMAGE_URLS, OUTPUT_DIR
-
 from airflow.providers.common.compat.sdk import DAG, task
+
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 
 with DAG(

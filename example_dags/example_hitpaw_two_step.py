@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from _hitpaw_example_settings import IMAGE_URLS
-
 from airflow.providers.common.compat.sdk import DAG
+
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 
