@@ -50,7 +50,7 @@ unit: venv
 	$(VENV3)/bin/python -m pytest -q tests/unit
 
 unit-af2: venv2
-	$(VENV2)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+	$(VENV2)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_hooks_against_emulator.py
 
 integration: venv
 	$(VENV3)/bin/python -m pytest -q tests/integration
