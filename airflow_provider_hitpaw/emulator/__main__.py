@@ -1,0 +1,130 @@
+"""``hitpaw-emulator`` / ``python -m airflow_provider_hitpaw.emulator``: run the emulator in the foreground.
+
+It prints exactly one line on stdout, ``HitPaw emulator listening on http://HOST:PORT``, once it accepts
+connections (with ``--port 0`` it shows the port the system picked), so that scripts can wait for it
+and read the port. Logs go to stderr. SIGINT and SIGTERM stop it cleanly with exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from airflow_provider_hitpaw.emulator.faults import FaultSpecError, fault_help, parse_fault_spec
+from airflow_provider_hitpaw.emulator.server import Emulator, EmulatorConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_DEFAULT_KEY = "hitpaw-emulator-key"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``--help`` also documents the fault syntax."""
+    parser = argparse.ArgumentParser(
+        prog="hitpaw-emulator",
+        description="A local emulator of HitPaw's image segmentation API (loopback only, no coins spent).",
+        epilog=fault_help()
+        + "\n\ncontrol endpoint (no Apikey): GET /_emulator/state, POST|DELETE /_emulator/faults, "
+        "POST /_emulator/keys|config|down|reset, POST /_emulator/jobs/{job_id}/expire|fail",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="port (default: 8090; 0 picks a free one)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("HITPAW_EMULATOR_API_KEY", _DEFAULT_KEY),
+        help=f"the valid Apikey (default: $HITPAW_EMULATOR_API_KEY or {_DEFAULT_KEY!r})",
+    )
+    parser.add_argument(
+        "--job-seconds", type=_positive_float, default=3.0, help="how long jobs stay CONVERTING (default: 3)"
+    )
+    parser.add_argument("--coins", type=int, default=100_000, help="starting balance (default: 100000)")
+    parser.add_argument(
+        "--result-ttl",
+        type=_positive_float,
+        default=8 * 24 * 3600.0,
+        help="seconds a finished job and its files are kept (default: 8 days)",
+    )
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="SPEC", help="a fault rule (repeatable; see below)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for share= fault rules (default: 0)")
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="base URL put in res_url, upload_url etc. (default: http://HOST:PORT)",
+    )
+    parser.add_argument(
+        "--allow-remote-fetch",
+        action="store_true",
+        help="let jobs fetch images from non-loopback hosts (off by default)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level on stderr (default: INFO)")
+    return parser
+
+
+async def _serve(config: EmulatorConfig) -> None:
+    emulator = Emulator(config)
+    await emulator.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"HitPaw emulator listening on {emulator.internal_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("airflow_provider_hitpaw.emulator").info("stopping")
+        await emulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run until SIGINT/SIGTERM."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        faults = [parse_fault_spec(spec) for spec in args.fault]
+    except FaultSpecError as exc:
+        parser.error(f"--fault: {exc}")
+    if args.coins < 0:
+        parser.error("--coins must be >= 0")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = EmulatorConfig(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        job_seconds=args.job_seconds,
+        coins=args.coins,
+        result_ttl=args.result_ttl,
+        faults=faults,
+        public_url=args.public_url,
+        seed=args.seed,
+        allow_remote_fetch=args.allow_remote_fetch,
+    )
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(f"hitpaw-emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Fault injection for the HitPaw emulator.
+
+The provider has to survive everything a remote HTTP API can do to it: 5xx pages, rate limiting,
+dropped connections, slow answers, bodies that are not JSON, a ``code`` that says "error" under an HTTP
+200, and so on. Each of these is a *rule* here; the server asks :class:`FaultInjector` for every request
+whether a rule fires, and if one does, the rule's answer replaces the request entirely (nothing is
+validated, no job is created, no coin is spent), unless the rule has ``after_commit`` set.
+
+A rule is ``{kind, first_n | share, paths, delay_s, retry_after, after_commit}``:
+
+* ``first_n=N``: the first N requests the rule matches get the fault, then the rule is spent.
+* ``share=P`` (0..1): each matching request gets the fault with probability P, drawn from a
+  ``random.Random`` seeded with a known seed, so a run is reproducible.
+* neither: every matching request gets the fault.
+* ``paths``: exact request paths the rule applies to (a trailing ``*`` matches a prefix, e.g.
+  ``/results/*``); by default every ``/api/*`` path.
+
+Rules are tried in order and the first one that fires wins; a rule only "sees" (and, for ``first_n``,
+only counts) the requests that no earlier rule took.
+
+The textual form used by ``hitpaw-emulator --fault`` is ``KIND[:key=value,key=value,...]``, for example
+``500:first_n=3``, ``429:share=0.2,retry_after=1`` or
+``slow:first_n=2,delay_s=5,paths=/api/task-status``. Several paths are separated by ``|``
+(``paths=/api/task-status|/api/image-segmentation``). ``after_commit`` takes ``true``/``false``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+#: Every fault kind the emulator knows, with what it does to the answer.
+FAULT_KINDS: Final[Mapping[str, str]] = {
+    "500": "HTTP 500 with the JSON body of HitPaw's code 100500000",
+    "503_html": "HTTP 503 with an HTML page (a gateway in front of the API, not the API itself)",
+    "429": "HTTP 429 with the JSON body of code 100429000, and Retry-After when retry_after is set",
+    "drop": "close the TCP connection without sending any answer",
+    "slow": "sleep delay_s seconds, then answer normally",
+    "non_json": "HTTP 200 with the body 'not json'",
+    "truncated_json": "HTTP 200 with a JSON document cut in the middle",
+    "code_under_200": "HTTP 200 whose JSON body carries the error code 100500000",
+    "unknown_status": "task-status answers the undocumented status 'PAUSED' (only /api/task-status)",
+    "missing_fields": "HTTP 200 with the success code but an empty data object",
+}
+
+#: Kinds for which ``after_commit`` makes sense: the request is carried out, then the answer is lost.
+AFTER_COMMIT_KINDS: Final[frozenset[str]] = frozenset({"drop", "500"})
+
+_TASK_STATUS_PATH: Final = "/api/task-status"
+_RULE_KEYS: Final = frozenset({"kind", "first_n", "share", "paths", "delay_s", "retry_after", "after_commit"})
+
+
+class FaultSpecError(ValueError):
+    """A fault rule (textual or JSON) that cannot be understood; the message says why."""
+
+
+@dataclass
+class FaultRule:
+    """One fault rule. ``fired`` counts how often it has fired (it is what ``first_n`` is checked against)."""
+
+    kind: str
+    first_n: int | None = None
+    share: float | None = None
+    paths: tuple[str, ...] | None = None
+    delay_s: float = 0.0
+    retry_after: float | None = None
+    after_commit: bool = False
+    fired: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise FaultSpecError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.first_n is not None and self.share is not None:
+            raise FaultSpecError("a fault rule takes first_n or share, not both")
+        if self.first_n is not None and self.first_n < 0:
+            raise FaultSpecError("first_n must be >= 0")
+        if self.share is not None and not 0.0 <= self.share <= 1.0:
+            raise FaultSpecError("share must be between 0 and 1")
+        if self.delay_s < 0:
+            raise FaultSpecError("delay_s must be >= 0")
+        if self.kind == "slow" and self.delay_s == 0:
+            raise FaultSpecError("a 'slow' fault needs delay_s > 0")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise FaultSpecError("retry_after must be >= 0")
+        if self.after_commit and self.kind not in AFTER_COMMIT_KINDS:
+            raise FaultSpecError(f"after_commit only applies to {sorted(AFTER_COMMIT_KINDS)}")
+        if self.paths is not None:
+            for path in self.paths:
+                if not path.startswith("/"):
+                    raise FaultSpecError(f"fault paths must start with '/': {path!r}")
+
+    def matches(self, path: str) -> bool:
+        """Whether this rule applies to a request for ``path`` (regardless of first_n/share)."""
+        if self.kind == "unknown_status" and path != _TASK_STATUS_PATH:
+            return False
+        if self.paths is None:
+            return path.startswith("/api/")
+        return any(_path_matches(pattern, path) for pattern in self.paths)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as accepted by :meth:`from_dict` (plus the read-only ``fired`` counter)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.first_n is not None:
+            out["first_n"] = self.first_n
+        if self.share is not None:
+            out["share"] = self.share
+        if self.paths is not None:
+            out["paths"] = list(self.paths)
+        if self.delay_s:
+            out["delay_s"] = self.delay_s
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        if self.after_commit:
+            out["after_commit"] = True
+        out["fired"] = self.fired
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FaultRule:
+        """Build a rule from its JSON form; unknown keys are refused so that typos do not pass silently."""
+        if not isinstance(raw, Mapping):
+            raise FaultSpecError(f"a fault rule must be a JSON object, got {type(raw).__name__}")
+        unknown = set(raw) - _RULE_KEYS - {"fired"}
+        if unknown:
+            raise FaultSpecError(f"unknown fault rule keys: {sorted(unknown)}")
+        if "kind" not in raw:
+            raise FaultSpecError("a fault rule needs a 'kind'")
+        paths = raw.get("paths")
+        if isinstance(paths, str):
+            paths = [paths]
+        if paths is not None and (
+            not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths)
+        ):
+            raise FaultSpecError("paths must be a list of strings")
+        try:
+            return cls(
+                kind=str(raw["kind"]),
+                first_n=_opt_int(raw.get("first_n"), "first_n"),
+                share=_opt_float(raw.get("share"), "share"),
+                paths=tuple(paths) if paths is not None else None,
+                delay_s=_opt_float(raw.get("delay_s"), "delay_s") or 0.0,
+                retry_after=_opt_float(raw.get("retry_after"), "retry_after"),
+                after_commit=_bool(raw.get("after_commit", False), "after_commit"),
+            )
+        except FaultSpecError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise FaultSpecError(str(exc)) from exc
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    if pattern.endswith("*"):
+        return path.startswith(pattern[:-1])
+    return path == pattern
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FaultSpecError(f"{name} must be an integer")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise FaultSpecError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _opt_float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FaultSpecError(f"{name} must be a number")
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise FaultSpecError(f"{name} must be a number, got {value!r}") from exc
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+        return value.lower() in {"true", "1", "yes"}
+    raise FaultSpecError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_fault_spec(spec: str) -> FaultRule:
+    """Parse the command-line form ``KIND[:key=value,...]`` (see the module docstring) into a rule."""
+    kind, _, params = spec.strip().partition(":")
+    raw: dict[str, Any] = {"kind": kind.strip()}
+    last_key: str | None = None
+    for token in filter(None, (t.strip() for t in params.split(","))):
+        key, sep, value = token.partition("=")
+        if not sep:
+            # "paths=/a,/b" reads naturally, so a bare path continues the preceding paths list.
+            if last_key == "paths" and token.startswith("/"):
+                raw["paths"].append(token)
+                continue
+            raise FaultSpecError(f"expected key=value in fault spec {spec!r}, got {token!r}")
+        key = key.strip()
+        if key in raw:
+            raise FaultSpecError(f"{key!r} given twice in fault spec {spec!r}")
+        raw[key] = [p for p in value.split("|") if p] if key == "paths" else value.strip()
+        last_key = key
+    return FaultRule.from_dict(raw)
+
+
+def parse_fault_rules(raw: Any) -> list[FaultRule]:
+    """Rules from JSON: a list of rule objects or of textual specs (both are accepted for convenience)."""
+    if isinstance(raw, Mapping) and "rules" in raw:
+        raw = raw["rules"]
+    if not isinstance(raw, list):
+        raise FaultSpecError("fault rules must be a JSON list")
+    return [parse_fault_spec(item) if isinstance(item, str) else FaultRule.from_dict(item) for item in raw]
+
+
+class FaultInjector:
+    """The active rules, the seeded random source for ``share`` and the per-kind count of faults served.
+
+    It is only used from the server's event loop, so it needs no lock.
+    """
+
+    def __init__(self, rules: Iterable[FaultRule] = (), seed: int = 0) -> None:
+        self.seed = seed
+        self.rules: list[FaultRule] = []
+        self._random = random.Random(seed)
+        self.served: dict[str, int] = {}
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Iterable[FaultRule], seed: int | None = None) -> None:
+        """Replace the rules; the random source restarts from the seed so the same rules replay alike."""
+        if seed is not None:
+            self.seed = seed
+        # Copies with fresh counters: the caller's rule objects stay untouched.
+        self.rules = [dataclasses.replace(rule, fired=0) for rule in rules]
+        self._random = random.Random(self.seed)
+
+    def clear(self) -> None:
+        """Remove every rule (the counters of faults served stay: they describe the past)."""
+        self.set_rules(())
+
+    def reset_counters(self) -> None:
+        """Forget how many faults were served."""
+        self.served.clear()
+
+    def pick(self, path: str) -> FaultRule | None:
+        """The rule that fires for this request, if any; counts it as served."""
+        for rule in self.rules:
+            if not rule.matches(path):
+                continue
+            if rule.first_n is not None:
+                fire = rule.fired < rule.first_n
+            elif rule.share is not None:
+                fire = self._random.random() < rule.share
+            else:
+                fire = True
+            if fire:
+                rule.fired += 1
+                self.served[rule.kind] = self.served.get(rule.kind, 0) + 1
+                return rule
+        return None
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The rules in their JSON form, with how often each fired."""
+        return [rule.to_dict() for rule in self.rules]
+
+
+def fault_help() -> str:
+    """The ``--fault`` syntax and the list of kinds, for ``hitpaw-emulator --help``."""
+    kinds = "\n".join(f"  {kind:<15} {what}" for kind, what in FAULT_KINDS.items())
+    return (
+        "fault rules (--fault, repeatable): KIND[:key=value,...] with keys\n"
+        "  first_n=N       the first N matching requests get the fault, then it stops\n"
+        "  share=P         each matching request gets it with probability P (seeded, see --seed)\n"
+        "                  (neither first_n nor share: every matching request)\n"
+        "  paths=P1|P2     exact paths (trailing * = prefix); default: every /api/* path\n"
+        "  delay_s=S       for 'slow'\n"
+        "  retry_after=S   for '429': send a Retry-After header\n"
+        "  after_commit=true  for 'drop' and '500': carry the request out (job created, coins\n"
+        "                  charged) and only then lose or replace the answer\n"
+        "examples: --fault 500:first_n=3  --fault 429:share=0.2,retry_after=1\n"
+        "          --fault slow:first_n=2,delay_s=5,paths=/api/task-status\n"
+        f"kinds:\n{kinds}"
+    )

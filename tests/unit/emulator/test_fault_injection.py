@@ -1,0 +1,288 @@
+"""Every fault kind as a client sees it over HTTP, plus down(), connection counts and the control endpoint."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+if TYPE_CHECKING:
+    from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
+
+SUBMIT = "/api/image-segmentation"
+STATUS = "/api/task-status"
+
+
+def post(emu: HitPawEmulatorHandle, path: str, body: Any, timeout: float = 5) -> requests.Response:
+    return requests.post(emu.url(path), json=body, headers={"Apikey": emu.api_key}, timeout=timeout)
+
+
+def submit_body(emu: HitPawEmulatorHandle) -> dict[str, str]:
+    return {"file_url": emu.sample_url("shoe.jpg")}
+
+
+def test_500(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults([{"kind": "500", "first_n": 1}])
+    response = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator))
+    assert response.status_code == 500
+    assert response.json() == {"code": 100500000, "message": "Internal error", "data": {}}
+
+
+def test_503_html(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["503_html:first_n=1"])
+    response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "<html>" in response.text
+    with pytest.raises(requests.JSONDecodeError):
+        response.json()
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(None, None), (1, "1"), (2.5, "2.5")])
+def test_429(hitpaw_emulator: HitPawEmulatorHandle, retry_after: float | None, header: str | None) -> None:
+    rule: dict[str, Any] = {"kind": "429", "first_n": 1}
+    if retry_after is not None:
+        rule["retry_after"] = retry_after
+    hitpaw_emulator.set_faults([rule])
+    response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    assert response.status_code == 429
+    assert response.json() == {"code": 100429000, "message": "Too Many Requests", "data": {}}
+    assert response.headers.get("Retry-After") == header
+
+
+def test_drop(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["drop:first_n=1"])
+    with pytest.raises(requests.ConnectionError):
+        post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator))
+    state = hitpaw_emulator.state()
+    assert state["jobs"] == []
+    assert state["coins"] == 100_000
+    assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 200
+
+
+def test_slow(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=0.4,paths=/api/task-status"])
+    started = time.monotonic()
+    response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    assert time.monotonic() - started >= 0.4
+    assert response.json()["code"] == 100400002  # answered normally, just late
+    hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=0.5"])
+    with pytest.raises(requests.Timeout):
+        post(hitpaw_emulator, STATUS, {"job_id": "x"}, timeout=0.2)
+
+
+def test_non_json(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["non_json:first_n=1"])
+    response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    assert response.status_code == 200
+    assert response.text == "not json"
+
+
+def test_truncated_json(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["truncated_json:first_n=1"])
+    response = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator))
+    assert response.status_code == 200
+    assert response.text.startswith('{"code": 200')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+    assert hitpaw_emulator.state()["jobs"] == []
+
+
+def test_code_under_200(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["code_under_200:first_n=1"])
+    response = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator))
+    assert response.status_code == 200
+    assert response.json() == {"code": 100500000, "message": "Internal error", "data": {}}
+    assert hitpaw_emulator.state()["coins"] == 100_000
+
+
+def test_unknown_status(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["unknown_status:first_n=1"])
+    job = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).json()["data"]["job_id"]
+    data = post(hitpaw_emulator, STATUS, {"job_id": job}).json()["data"]
+    assert data["status"] == "PAUSED"
+    assert data["job_id"] == job
+    assert data["original_url"] == hitpaw_emulator.sample_url("shoe.jpg")
+    assert post(hitpaw_emulator, STATUS, {"job_id": job}).json()["data"]["status"] in {
+        "CONVERTING",
+        "COMPLETED",
+    }
+
+
+@pytest.mark.parametrize(("path", "code"), [(STATUS, 200), (SUBMIT, 200), ("/api/oss/presign-put", 0)])
+def test_missing_fields(hitpaw_emulator: HitPawEmulatorHandle, path: str, code: int) -> None:
+    hitpaw_emulator.set_faults(["missing_fields:first_n=1"])
+    response = post(hitpaw_emulator, path, {"job_id": "x", "file_url": "http://x/y.jpg", "filename": "a.jpg"})
+    assert response.status_code == 200
+    assert response.json()["code"] == code
+    assert response.json()["data"] == {}
+
+
+def test_faults_replace_even_a_bad_key(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["500:first_n=1"])
+    response = requests.post(hitpaw_emulator.url(STATUS), json={}, headers={"Apikey": "bad"}, timeout=5)
+    assert response.status_code == 500
+
+
+def test_first_n_and_counters(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["500:first_n=3"])
+    codes = [post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code for _ in range(5)]
+    assert codes == [500, 500, 500, 200, 200]
+    state = hitpaw_emulator.state()
+    assert len(state["jobs"]) == 2
+    assert state["coins"] == 100_000 - 40
+    assert state["faults_served"] == {"500": 3}
+    assert state["requests"][SUBMIT] == 5
+    assert state["faults"][0]["fired"] == 3
+
+
+def test_share_is_reproducible(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    def run() -> list[int]:
+        hitpaw_emulator.set_faults([{"kind": "429", "share": 0.5}], seed=42)
+        with requests.Session() as session:
+            session.headers["Apikey"] = hitpaw_emulator.api_key
+            return [
+                session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code
+                for _ in range(60)
+            ]
+
+    first = run()
+    assert first == run()
+    assert set(first) == {400, 429}
+    assert 15 < first.count(429) < 45
+
+
+def test_share_zero_and_one(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["500:share=0", "429:share=1"])
+    assert {post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code for _ in range(5)} == {429}
+
+
+def test_paths_restrict_the_fault(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["500:paths=/api/task-status"])
+    assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 200
+    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 500
+
+
+def test_faults_on_result_downloads(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.set_faults(["503_html:first_n=1,paths=/samples/*"])
+    assert requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=5).status_code == 503
+    assert requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["drop", "500"])
+def test_after_commit_creates_the_job_and_charges(hitpaw_emulator: HitPawEmulatorHandle, kind: str) -> None:
+    hitpaw_emulator.set_faults([f"{kind}:first_n=1,after_commit=true"])
+    if kind == "drop":
+        with pytest.raises(requests.ConnectionError):
+            post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator))
+    else:
+        assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 500
+    state = hitpaw_emulator.state()
+    assert len(state["jobs"]) == 1
+    assert state["coins"] == 100_000 - 20
+    # The client retries: a duplicate job is what a non-idempotent submit costs.
+    assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 200
+    assert len(hitpaw_emulator.state()["jobs"]) == 2
+
+
+def test_faults_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    ctl = hitpaw_emulator.url("/_emulator/faults")
+    response = requests.post(ctl, json=[{"kind": "500", "first_n": 1}, "429:share=0.5"], timeout=5)
+    assert response.status_code == 200
+    assert [r["kind"] for r in response.json()["rules"]] == ["500", "429"]
+    assert requests.get(ctl, timeout=5).json()["rules"][0]["kind"] == "500"
+    assert requests.post(ctl, json=[{"kind": "teapot"}], timeout=5).status_code == 400
+    assert requests.post(ctl, data=b"{", timeout=5).status_code == 400
+    assert requests.post(ctl, json={"rules": ["500"], "seed": 3}, timeout=5).status_code == 200
+    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 500
+    # control requests are never faulted
+    assert requests.get(hitpaw_emulator.url("/_emulator/state"), timeout=5).status_code == 200
+    assert requests.delete(ctl, timeout=5).json() == {"rules": []}
+    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 400
+
+
+def test_config_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    ctl = hitpaw_emulator.url("/_emulator/config")
+    response = requests.post(ctl, json={"coins": 30, "job_seconds": 0.1, "result_ttl": 60}, timeout=5)
+    assert response.status_code == 200
+    assert response.json()["coins"] == 30
+    assert requests.post(ctl, json={"colour": 1}, timeout=5).status_code == 400
+    assert requests.post(ctl, json={"coins": -1}, timeout=5).status_code == 400
+    assert requests.post(hitpaw_emulator.url("/_emulator/reset"), timeout=5).status_code == 200
+    assert hitpaw_emulator.state()["coins"] == 100_000
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_down_refuses_connections_then_comes_back(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    port = hitpaw_emulator.server.port
+    with requests.Session() as session:  # a kept-alive connection is cut as well
+        session.headers["Apikey"] = hitpaw_emulator.api_key
+        assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
+        hitpaw_emulator.down(0.5)
+        assert _refused(port)
+        with pytest.raises(requests.ConnectionError):
+            session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5)
+        assert hitpaw_emulator.state()["listening"] is False
+        time.sleep(0.7)
+        assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
+    assert hitpaw_emulator.server.port == port
+
+
+def test_down_through_the_control_endpoint_and_reset_brings_it_back(
+    hitpaw_emulator: HitPawEmulatorHandle,
+) -> None:
+    response = requests.post(hitpaw_emulator.url("/_emulator/down"), json={"seconds": 30}, timeout=5)
+    assert response.json() == {"down_for": 30}
+    assert _refused(hitpaw_emulator.server.port)
+    hitpaw_emulator.reset()
+    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 400
+
+
+def test_jobs_keep_running_while_down(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    job = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).json()["data"]["job_id"]
+    hitpaw_emulator.down(0.4)
+    time.sleep(0.5)
+    data = post(hitpaw_emulator, STATUS, {"job_id": job}).json()["data"]
+    assert data["status"] == "COMPLETED"
+
+
+def test_connection_counts(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    with requests.Session() as session:
+        session.headers["Apikey"] = hitpaw_emulator.api_key
+        for _ in range(3):
+            session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5)
+        assert hitpaw_emulator.state()["connections"] == {"accepted": 1, "open": 1}
+    for _ in range(2):
+        post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    deadline = time.monotonic() + 2
+    while hitpaw_emulator.state()["connections"]["open"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert hitpaw_emulator.state()["connections"] == {"accepted": 3, "open": 0}
+
+
+def test_own_fetches_do_not_count_as_client_connections(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    with requests.Session() as session:
+        session.headers["Apikey"] = hitpaw_emulator.api_key
+        job = session.post(hitpaw_emulator.url(SUBMIT), json=submit_body(hitpaw_emulator), timeout=5)
+        job_id = job.json()["data"]["job_id"]
+        while (
+            session.post(hitpaw_emulator.url(STATUS), json={"job_id": job_id}, timeout=5).json()["data"][
+                "status"
+            ]
+            == "CONVERTING"
+        ):
+            time.sleep(0.05)
+        state = hitpaw_emulator.state()
+    assert state["connections"]["accepted"] == 1
+    assert state["requests"]["/samples/{name}"] == 1  # but the fetch itself is seen
