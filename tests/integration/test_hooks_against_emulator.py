@@ -105,12 +105,12 @@ class TestErrorCodes:
         if key_state != "invalid":
             hitpaw_emulator.set_key(key, key_state)
         conn_id = connection(monkeypatch, hitpaw_emulator, key)
-        with pytest.raises(family) as raised:
-            if side == "sync":
-                with sync_hook(conn_id) as hook:
-                    hook.submit_segmentation(hitpaw_emulator.sample_url())
-            else:
-                async with async_hook(conn_id) as ahook:
+        if side == "sync":
+            with sync_hook(conn_id) as hook, pytest.raises(family) as raised:
+                hook.submit_segmentation(hitpaw_emulator.sample_url())
+        else:
+            async with async_hook(conn_id) as ahook:
+                with pytest.raises(family) as raised:
                     await ahook.submit_segmentation(hitpaw_emulator.sample_url())
         assert raised.value.code == code
         assert key not in str(raised.value)

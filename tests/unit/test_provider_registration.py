@@ -41,7 +41,7 @@ def test_the_hitpaw_connection_type_is_registered(tmp_path: Path) -> None:
 def test_the_connection_form_is_labelled_for_this_airflow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Airflow 2.11 takes the form from the hook class, Airflow 3 from the provider info; check the one in use."""
+    """Airflow 2.11 reads the form from the hook class, Airflow 3 from the provider info: check this one."""
     import airflow
 
     if airflow.__version__.startswith("2."):

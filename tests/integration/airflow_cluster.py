@@ -1,0 +1,226 @@
+"""Real Airflow 3 components for integration tests: api-server, scheduler, dag-processor and triggerer.
+
+They run on SQLite in their own AIRFLOW_HOME, bound to 127.0.0.1, in one new process group that is
+stopped as a whole (TERM, then KILL), with every descendant that left the group stopped too. Their logs
+are kept under ``test-artifacts/`` when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def airflow_env(home: Path, dags: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Fewer worker slots than the DAG has images: deferral must free them.
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **extra,
+        }
+    )
+    return env
+
+
+@dataclass
+class AirflowCluster:
+    """A running set of components, and a small client of their REST API."""
+
+    home: Path
+    env: dict[str, str]
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    token: str = ""
+    started_pids: set[int] = field(default_factory=set)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v2"
+
+    def airflow(self, *args: str, timeout: float = 120) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{output}")
+        return result.stdout
+
+    def start(self) -> None:
+        self.airflow("db", "migrate", timeout=300)
+        logs = self.home / "component-logs"
+        logs.mkdir(exist_ok=True)
+        airflow = f"{sys.executable} -m airflow"
+        script = "\n".join(
+            [
+                f"{airflow} api-server --host 127.0.0.1 --port {self.port} > {logs}/api-server.log 2>&1 &",
+                f"{airflow} scheduler > {logs}/scheduler.log 2>&1 &",
+                f"{airflow} dag-processor > {logs}/dag-processor.log 2>&1 &",
+                f"{airflow} triggerer > {logs}/triggerer.log 2>&1 &",
+                "wait",
+            ]
+        )
+        # One new session, hence one new process group, for all four: stopped together.
+        self.process = subprocess.Popen(["bash", "-c", script], env=self.env, start_new_session=True)
+        self.wait_healthy()
+        self.token = self.login()
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            self.started_pids |= self.descendants()
+            try:
+                last = requests.get(f"{self.api}/monitor/health", timeout=5).json()
+                if all(
+                    last.get(name, {}).get("status") == "healthy"
+                    for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ):
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(1)
+        raise RuntimeError(f"Airflow components did not become healthy: {last}")
+
+    def login(self) -> str:
+        passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+        username, password = next(iter(passwords.items()))
+        answer = requests.post(
+            f"http://127.0.0.1:{self.port}/auth/token",
+            json={"username": username, "password": password},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["access_token"])
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        answer = requests.request(method, f"{self.api}{path}", headers=headers, timeout=30, **kwargs)
+        answer.raise_for_status()
+        return answer.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", f"/dags/{dag_id}")
+                return
+            except requests.HTTPError:
+                time.sleep(1)
+        raise RuntimeError(f"the dag-processor never parsed {dag_id}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        run = self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_states(self, dag_id: str, run_id: str) -> list[tuple[str, int, str | None]]:
+        answer = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        return [(ti["task_id"], ti["map_index"], ti["state"]) for ti in answer["task_instances"]]
+
+    def descendants(self) -> set[int]:
+        """Every live process below the wrapper, found through /proc (api-server workers leave the group)."""
+        if self.process is None:
+            return set()
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+        found: set[int] = set()
+        todo = [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            for child in children.get(pid, []):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.started_pids |= self.descendants()
+        pgid = self.process.pid
+        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            for pid in self.started_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and (self.process.poll() is None or self._alive()):
+                time.sleep(0.2)
+            if self.process.poll() is not None and not self._alive():
+                break
+        self.process = None
+
+    def _alive(self) -> bool:
+        alive = False
+        for pid in self.started_pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                alive = True
+        return alive
+
+    def keep_logs(self, name: str) -> Path:
+        target = ARTIFACTS / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(self.home / "component-logs", target / "component-logs", dirs_exist_ok=True)
+        if (self.home / "logs").exists():
+            shutil.copytree(self.home / "logs", target / "task-logs", dirs_exist_ok=True)
+        return target
