@@ -13,10 +13,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
 
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """Keep each phase's report on the test item, so fixtures can tell whether their test failed."""
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
