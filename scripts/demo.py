@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUT = ROOT / "demo-output"
+OUTPUT = Path(os.environ.get("HITPAW_DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 DAG_ID = "example_hitpaw_mapped"
 DEMO_KEY = "demo-key-not-a-real-one"
 
@@ -100,7 +100,7 @@ def main() -> int:
     files = sorted(OUTPUT.glob("*.png"))
     print(f"\nDAG {DAG_ID} succeeded in {elapsed:.0f} s; {len(files)} PNGs in {OUTPUT}:")
     for path in files:
-        print(f"  {path.relative_to(ROOT)}  ({path.stat().st_size:,} bytes)")
+        print(f"  {path}  ({path.stat().st_size:,} bytes)")
     return 0 if files else 1
 
 
