@@ -12,25 +12,27 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv runs as a module of the interpreter that installed it: no PATH assumptions on a fresh machine.
+UV := $(PYTHON) -m uv
 
-.PHONY: help venv venv2 lint typecheck unit unit-af2 integration test demo bench clean
+.PHONY: help venv venv2 uv lint typecheck unit unit-af2 integration test demo bench clean
 
 help:
 	@echo "make demo   - segment sample images through the local emulator with the example DAG"
 	@echo "make test   - ruff, mypy, unit tests on Airflow $(AIRFLOW3) and $(AIRFLOW2), integration tests"
 
-$(UV):
-	$(PYTHON) -m pip install -q --user uv || $(PYTHON) -m pip install -q uv
+.PHONY: uv
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 
 # The stamp depends on pyproject.toml so that a changed dependency reinstalls.
-$(VENV3)/.installed: pyproject.toml | $(UV)
+$(VENV3)/.installed: pyproject.toml | uv
 	test -x $(VENV3)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV3)
 	VIRTUAL_ENV=$(VENV3) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$(AIRFLOW3)"
 	touch $@
 
-$(VENV2)/.installed: pyproject.toml | $(UV)
+$(VENV2)/.installed: pyproject.toml | uv
 	test -x $(VENV2)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV2)
 	VIRTUAL_ENV=$(VENV2) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$(AIRFLOW2)"
