@@ -12,7 +12,8 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-# uv runs as a module of the interpreter that installed it: no PATH assumptions on a fresh machine.
+# uv runs as a module of the interpreter that installed it: no PATH assumptions on a fresh machine. Run so,
+# it prefers that interpreter over VIRTUAL_ENV: every install names its target with --python.
 UV := $(PYTHON) -m uv
 
 .PHONY: help venv venv2 uv lint typecheck unit unit-af2 integration test demo bench clean
@@ -28,13 +29,13 @@ uv:
 # The stamp depends on pyproject.toml so that a changed dependency reinstalls.
 $(VENV3)/.installed: pyproject.toml | uv
 	test -x $(VENV3)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV3)
-	VIRTUAL_ENV=$(VENV3) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
+	$(UV) pip install --python $(VENV3)/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$(AIRFLOW3)"
 	touch $@
 
 $(VENV2)/.installed: pyproject.toml | uv
 	test -x $(VENV2)/bin/python || $(UV) venv -q -p $(PYTHON) $(VENV2)
-	VIRTUAL_ENV=$(VENV2) $(UV) pip install -q --compile-bytecode -e ".[emulator]" --group test \
+	$(UV) pip install --python $(VENV2)/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$(AIRFLOW2)"
 	touch $@
 
