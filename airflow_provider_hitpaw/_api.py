@@ -7,6 +7,7 @@ an answer means, and every rule can be tested without a server.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import random
@@ -309,16 +310,44 @@ class ConnectionSettings:
                 "password (API key)", "the HitPaw connection has no API key; put it in the password field"
             )
         base_url = base_url_from_host(host, port)
-        # Airflow 2.11's form may store the field under its prefixed name.
-        ca_bundle = extra.get("ca_bundle") or extra.get("extra__hitpaw__ca_bundle")
+        if not _is_true(extra.get("allow_insecure_http")):
+            refuse_clear_text_to_remote(base_url)
+        ca_bundle = extra.get("ca_bundle")
         verify: bool | str = True
         if ca_bundle:
             if not isinstance(ca_bundle, str):
                 raise HitPawConfigurationError("extra.ca_bundle", "must be the path of a CA bundle file")
             verify = ca_bundle
-        elif str(extra.get("verify", "true")).strip().lower() in ("false", "0", "no"):
+        elif not _is_true(extra.get("verify", True)):
             verify = False
         return cls(base_url=base_url, api_key=api_key, verify=verify)
+
+
+def _is_true(value: Any) -> bool:
+    """A connection extra's boolean, which the UI and JSON may spell as a string."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+def refuse_clear_text_to_remote(base_url: str) -> None:
+    """Plain http only to this machine: elsewhere the key would cross a network in clear text."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        raise HitPawConfigurationError(
+            "host (base URL)",
+            f"plain http to {parts.hostname} would send the API key in clear text; use https, or set "
+            '"allow_insecure_http": true in the connection extra if that network is trusted',
+        )
+
+
+def is_loopback_host(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def base_url_from_host(host: str | None, port: int | None = None) -> str:

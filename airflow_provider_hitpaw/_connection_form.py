@@ -19,8 +19,11 @@ _PLACEHOLDERS: Final = {
     "password": "your HitPaw API key",
     "ca_bundle": "path of a CA bundle to verify HitPaw's certificate (optional)",
 }
-#: Extra fields of the form, stored as keys of the connection's extra.
-EXTRA_FIELDS: Final = {"ca_bundle": "CA bundle path"}
+#: Extra fields of the form, stored as keys of the connection's extra: name -> (label, JSON type).
+EXTRA_FIELDS: Final = {
+    "ca_bundle": ("CA bundle path", "string"),
+    "allow_insecure_http": ("Allow plain http to a non-loopback host", "boolean"),
+}
 
 
 def ui_field_behaviour() -> dict[str, Any]:
@@ -44,7 +47,7 @@ def connection_type_info() -> dict[str, Any]:
             "placeholders": dict(_PLACEHOLDERS),
         },
         "conn-fields": {
-            name: {"label": label, "schema": {"type": ["string", "null"]}}
-            for name, label in EXTRA_FIELDS.items()
+            name: {"label": label, "schema": {"type": [kind, "null"]}}
+            for name, (label, kind) in EXTRA_FIELDS.items()
         },
     }

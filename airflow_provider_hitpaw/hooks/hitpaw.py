@@ -137,17 +137,19 @@ class HitPawHook(_HitPawHookBase):
         # Imported here: only the Airflow 2 webserver builds forms, and wtforms is not installed elsewhere.
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import StringField
+        from wtforms import BooleanField, StringField
 
         return {
-            name: StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
-            for name, label in _connection_form.EXTRA_FIELDS.items()
+            name: BooleanField(lazy_gettext(label))
+            if kind == "boolean"
+            else StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
+            for name, (label, kind) in _connection_form.EXTRA_FIELDS.items()
         }
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         conn = self.get_connection(self.hitpaw_conn_id)
-        settings = self._settings_from(conn, conn.extra_dejson)
+        settings = self._settings_from(conn, _without_form_prefix(conn.extra_dejson))
         _check_ca_bundle(settings.verify)
         return settings
 
@@ -287,7 +289,7 @@ class HitPawAsyncHook(_HitPawHookBase):
 
             conn = await get_async_connection(self.hitpaw_conn_id)
             extra = await get_async_extra_dejson(conn)
-            self._settings = self._settings_from(conn, extra)
+            self._settings = self._settings_from(conn, _without_form_prefix(extra))
         return self._settings
 
     async def _get_client(self) -> aiohttp.ClientSession:
@@ -348,6 +350,12 @@ class HitPawAsyncHook(_HitPawHookBase):
             delay = self.retry_policy.delay(error, attempt)
             self._log_retry(error, attempt, delay)
             await _pause_async(delay)
+
+
+def _without_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:
+    """Airflow 2.11's form may store extra fields as ``extra__hitpaw__<name>``: read both spellings."""
+    prefix = f"extra__{_connection_form.CONN_TYPE}__"
+    return {**{k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}, **extra}
 
 
 def _check_ca_bundle(verify: bool | str) -> None:

@@ -790,3 +790,46 @@ def test_any_valid_submission_round_trips(http_status: int, job_id: str, coins: 
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert _api.parse_retry_after(header) == expected
+
+
+# --- TLS: the key never crosses a network in clear text -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:8090",
+        "http://127.8.9.10",
+        "http://localhost:1",
+        "http://[::1]:8090",
+        "https://10.1.2.3",
+    ],
+    ids=["loopback", "loopback-range", "localhost", "ipv6-loopback", "https-anywhere"],
+)
+def test_http_to_loopback_and_https_anywhere_are_accepted(host: str) -> None:
+    settings = ConnectionSettings.from_connection_fields(host=host, port=None, password="k", extra={})
+    assert settings.base_url == host
+    assert settings.verify is True
+
+
+@pytest.mark.parametrize("host", ["http://10.1.2.3:8090", "http://api.example.com", "http://192.168.0.2"])
+def test_plain_http_elsewhere_is_refused_naming_the_field(host: str) -> None:
+    with pytest.raises(HitPawConfigurationError, match=r"host \(base URL\).*clear text") as raised:
+        ConnectionSettings.from_connection_fields(host=host, port=None, password="k", extra={})
+    assert raised.value.field == "host (base URL)"
+
+
+@pytest.mark.parametrize("flag", [True, "true", "True", "1"])
+def test_plain_http_elsewhere_when_explicitly_allowed(flag: object) -> None:
+    settings = ConnectionSettings.from_connection_fields(
+        host="http://10.1.2.3:8090", port=None, password="k", extra={"allow_insecure_http": flag}
+    )
+    assert settings.base_url == "http://10.1.2.3:8090"
+
+
+@pytest.mark.parametrize("flag", [False, "false", "0", "no"])
+def test_verification_can_be_turned_off_only_explicitly(flag: object) -> None:
+    settings = ConnectionSettings.from_connection_fields(
+        host=None, port=None, password="k", extra={"verify": flag}
+    )
+    assert settings.verify is False

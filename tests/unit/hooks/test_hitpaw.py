@@ -892,7 +892,7 @@ async def test_async_connection_read_through_get_async_connection(mocker: Any) -
     from airflow.providers.common.compat.sdk import Connection
 
     conn = Connection(
-        conn_id="hitpaw_x", conn_type="hitpaw", host="http://10.0.0.7:9000", password=SECRET_KEY
+        conn_id="hitpaw_x", conn_type="hitpaw", host="https://hitpaw.test:9000", password=SECRET_KEY
     )
     get_async_connection = mocker.patch(
         "airflow.providers.common.compat.connection.get_async_connection",
@@ -904,7 +904,7 @@ async def test_async_connection_read_through_get_async_connection(mocker: Any) -
     await hook.get_task_status("job-1")
     await hook.get_task_status("job-1")
     get_async_connection.assert_awaited_once_with("hitpaw_x")
-    assert [url for url, _ in client.requests] == ["http://10.0.0.7:9000/api/task-status"] * 2
+    assert [url for url, _ in client.requests] == ["https://hitpaw.test:9000/api/task-status"] * 2
 
 
 async def test_async_connection_from_environment(hitpaw_conn: str) -> None:
