@@ -99,6 +99,16 @@ class HitPawConnectionError(HitPawError):
     retryable = True
 
 
+class HitPawTLSError(HitPawConnectionError):
+    """HitPaw's certificate could not be verified: a configuration problem (or an attack), never transient.
+
+    Retrying would only repeat the refusal; set a CA bundle on the connection if the certificate is
+    legitimately signed by a private authority.
+    """
+
+    retryable = False
+
+
 class HitPawResponseError(HitPawError):
     """An answer that does not follow HitPaw's documented envelope (not JSON, cut short, fields missing).
 

@@ -29,6 +29,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInvalidRequestError,
     HitPawJobFailedError,
     HitPawTimeoutError,
+    HitPawTLSError,
 )
 from airflow_provider_hitpaw.validation import validate_job_id
 
@@ -253,9 +254,10 @@ class HitPawHook(_HitPawHookBase):
                     response.headers.get("Retry-After"),
                 )
             except requests.RequestException as err:
-                error: HitPawError = HitPawConnectionError(
-                    _scrub(f"{type(err).__name__}: {err}", self.settings.api_key)
+                family = (
+                    HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
                 )
+                error: HitPawError = family(_scrub(f"{type(err).__name__}: {err}", self.settings.api_key))
             except HitPawError as err:
                 error = err
             else:
@@ -338,9 +340,8 @@ class HitPawAsyncHook(_HitPawHookBase):
                     response.status, _scrub_bytes(body, settings.api_key), response.headers.get("Retry-After")
                 )
             except (TimeoutError, aiohttp.ClientError) as err:
-                error: HitPawError = HitPawConnectionError(
-                    _scrub(f"{type(err).__name__}: {err}", settings.api_key)
-                )
+                family = HitPawTLSError if isinstance(err, aiohttp.ClientSSLError) else HitPawConnectionError
+                error: HitPawError = family(_scrub(f"{type(err).__name__}: {err}", settings.api_key))
             except HitPawError as err:
                 error = err
             else:
