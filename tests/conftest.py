@@ -82,11 +82,13 @@ class FakeAsyncClient:
         self.answers = list(answers or [])
         self.default = default
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.request_headers: list[dict[str, str]] = []
         self.closed = False
         self.close_calls = 0
 
-    def post(self, url: str, json: dict[str, Any]) -> FakeAsyncResponse:
+    def post(self, url: str, json: dict[str, Any], **kwargs: Any) -> FakeAsyncResponse:
         self.requests.append((url, json))
+        self.request_headers.append(dict(kwargs.get("headers") or {}))
         answer = self.answers.pop(0) if self.answers else self.default
         assert answer is not None, f"unscripted request to {url}"
         if answer.raises is not None:
@@ -168,3 +170,100 @@ def fake_hook(mocker: Any) -> Any:
     hook = mocker.MagicMock(spec=HitPawHook)
     hook.__enter__.return_value = hook
     return hook
+
+
+# --- TLS material for tests that serve the emulator over https ----------------------------------------
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a throw-away CA and of a server certificate it signed for 127.0.0.1."""
+
+    ca_cert: str
+    server_cert: str
+    server_key: str
+
+    def server_context(self) -> Any:
+        """An ``ssl.SSLContext`` that serves ``server_cert``."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.server_cert, self.server_key)
+        return context
+
+
+def make_tls_files(directory: Any, host: str = "127.0.0.1") -> TLSFiles:
+    """Write a self-signed CA and a server certificate for ``host`` (an IP address) into ``directory``."""
+    import datetime
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hitpaw-test-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = Path(directory)
+    files = TLSFiles(
+        ca_cert=str(folder / "ca.pem"),
+        server_cert=str(folder / "server.pem"),
+        server_key=str(folder / "server-key.pem"),
+    )
+    Path(files.ca_cert).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    Path(files.server_cert).write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    Path(files.server_key).write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files

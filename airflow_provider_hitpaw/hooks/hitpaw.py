@@ -273,14 +273,26 @@ class HitPawAsyncHook(_HitPawHookBase):
     """Asynchronous access to HitPaw, for triggers: the same calls as :class:`HitPawHook`, as coroutines.
 
     The connection is read with ``get_async_connection`` and the client is opened on first use, on the
-    running loop, so nothing blocks the triggerer's event loop. One client serves every call until
-    :meth:`close`; use the hook as ``async with`` so that it is closed on every path.
+    running loop, so nothing blocks the triggerer's event loop. Use the hook as ``async with`` so that it
+    lets go of its client on every path.
+
+    :param share_client: use the one client that every hook of this process shares for the same base URL
+        on the same event loop (a triggerer runs thousands of triggers: one connection pool for all of
+        them, instead of a pool and its TLS handshakes per trigger). The last hook to let go closes it.
     """
 
-    def __init__(self, hitpaw_conn_id: str = _HitPawHookBase.default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        hitpaw_conn_id: str = _HitPawHookBase.default_conn_name,
+        *,
+        share_client: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(hitpaw_conn_id, **kwargs)
+        self.share_client = share_client
         self._settings: ConnectionSettings | None = None
         self._client: aiohttp.ClientSession | None = None
+        self._shared_key: tuple[Any, ...] | None = None
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
@@ -295,21 +307,25 @@ class HitPawAsyncHook(_HitPawHookBase):
         return self._settings
 
     async def _get_client(self) -> aiohttp.ClientSession:
-        if self._client is None or self._client.closed:
-            import aiohttp
-
-            settings = await self.get_settings()
-            ssl_context = await asyncio.to_thread(_ssl_context, settings.verify)
-            self._client = aiohttp.ClientSession(
-                headers=_api.request_headers(settings.api_key),
-                connector=aiohttp.TCPConnector(limit=32, ssl=ssl_context),
-                timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout),
-            )
+        if self._client is not None and not self._client.closed:
+            return self._client
+        settings = await self.get_settings()
+        ssl_context = await asyncio.to_thread(_ssl_context, settings.verify)
+        if self.share_client:
+            self._shared_key = (settings.base_url, settings.verify)
+            self._client = _SHARED_CLIENTS.acquire(self._shared_key, ssl_context)
+        else:
+            self._client = _new_client(ssl_context)
         return self._client
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._shared_key is not None:
+            key, self._shared_key = self._shared_key, None
+            await _SHARED_CLIENTS.release(key, client)
+        else:
             await client.close()
 
     async def __aenter__(self) -> HitPawAsyncHook:
@@ -330,11 +346,13 @@ class HitPawAsyncHook(_HitPawHookBase):
         client = await self._get_client()
         settings = await self.get_settings()
         url = request.url(settings.base_url)
+        headers = _api.request_headers(settings.api_key)
+        timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with client.post(url, json=request.body) as response:
+                async with client.post(url, json=request.body, headers=headers, timeout=timeout) as response:
                     body = await response.read()
                 result = parse(
                     response.status, _scrub_bytes(body, settings.api_key), response.headers.get("Retry-After")
@@ -351,6 +369,65 @@ class HitPawAsyncHook(_HitPawHookBase):
             delay = self.retry_policy.delay(error, attempt)
             self._log_retry(error, attempt, delay)
             await _pause_async(delay)
+
+
+#: Connections one client keeps open to one base URL, at most: enough for a triggerer's polls (each takes
+#: about a millisecond), few enough to stay a polite client.
+CLIENT_CONNECTION_LIMIT = 32
+
+
+def _new_client(ssl_context: Any) -> aiohttp.ClientSession:
+    """A client carrying no secret: the key is sent per request, so that clients can be shared."""
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=CLIENT_CONNECTION_LIMIT, ssl=ssl_context),
+        # Per-request timeouts come from each hook; this only bounds a request that forgot one.
+        timeout=aiohttp.ClientTimeout(total=300),
+    )
+
+
+class _SharedClients:
+    """The clients that hooks of this process share: one per (event loop, base URL, TLS setting).
+
+    Created lazily on the running loop, counted by users, closed when the last user lets go. Entries of
+    an event loop that has gone (tests run many) are never handed out again.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[
+            tuple[Any, ...], tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, int]
+        ] = {}
+
+    def acquire(self, key: tuple[Any, ...], ssl_context: Any) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        full_key = (id(loop), *key)
+        entry = self._entries.get(full_key)
+        if entry is None or entry[0] is not loop or entry[1].closed:
+            entry = (loop, _new_client(ssl_context), 0)
+        self._entries[full_key] = (entry[0], entry[1], entry[2] + 1)
+        return entry[1]
+
+    async def release(self, key: tuple[Any, ...], client: aiohttp.ClientSession) -> None:
+        full_key = (id(asyncio.get_running_loop()), *key)
+        entry = self._entries.get(full_key)
+        if entry is None or entry[1] is not client:
+            await client.close()
+            return
+        users = entry[2] - 1
+        if users > 0:
+            self._entries[full_key] = (entry[0], entry[1], users)
+            return
+        del self._entries[full_key]
+        await client.close()
+
+    def users(self, key: tuple[Any, ...]) -> int:
+        """How many hooks on the running loop hold the client of ``key`` (for tests and benchmarks)."""
+        entry = self._entries.get((id(asyncio.get_running_loop()), *key))
+        return entry[2] if entry else 0
+
+
+_SHARED_CLIENTS = _SharedClients()
 
 
 def _without_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:

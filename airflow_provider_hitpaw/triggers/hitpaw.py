@@ -54,7 +54,8 @@ class SegmentationTrigger(BaseTrigger):
         )
 
     def _make_hook(self) -> HitPawAsyncHook:
-        return HitPawAsyncHook(self.hitpaw_conn_id)
+        # Every trigger of the triggerer polls through one shared client per base URL.
+        return HitPawAsyncHook(self.hitpaw_conn_id, share_client=True)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with self._make_hook() as hook:

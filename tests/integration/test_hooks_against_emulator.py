@@ -223,3 +223,34 @@ def test_test_connection_tells_good_and_bad_keys_apart(
     assert ok is False
     assert "wrong-key-abcdef" not in message
     assert hitpaw_emulator.state()["coins"] == 100000, "testing the connection must not spend coins"
+
+
+async def test_many_triggers_share_one_connection_pool(hitpaw_emulator: Any) -> None:
+    """A triggerer's triggers poll through one client per base URL: few connections, all closed at the end."""
+    import asyncio
+    import time
+
+    from airflow_provider_hitpaw.hooks.hitpaw import CLIENT_CONNECTION_LIMIT
+
+    hitpaw_emulator.configure(job_seconds=1.0)
+    with sync_hook() as hook:
+        jobs = [hook.submit_segmentation(hitpaw_emulator.sample_url("mug.jpg")).job_id for _ in range(60)]
+    accepted_before = hitpaw_emulator.state()["connections"]["accepted"]
+
+    async def wait(job_id: str) -> str:
+        trigger = SegmentationTrigger(job_id, "hitpaw_default", 0.2, time.time() + 30)
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1
+        return str(events[0].payload["status"])
+
+    outcomes = await asyncio.gather(*(wait(job) for job in jobs))
+    assert outcomes == ["success"] * len(jobs)
+    state = hitpaw_emulator.state()
+    opened = state["connections"]["accepted"] - accepted_before
+    assert 1 <= opened <= CLIENT_CONNECTION_LIMIT + 1  # +1: the state query itself
+    assert state["requests"][_api.TASK_STATUS_PATH] > len(jobs)
+    # The server notices closed connections a moment after the client closed them.
+    deadline = time.monotonic() + 5
+    while hitpaw_emulator.state()["connections"]["open"] > 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert hitpaw_emulator.state()["connections"]["open"] <= 1, "the shared client outlived the last trigger"

@@ -854,15 +854,52 @@ async def test_async_context_manager_closes_on_exception(no_sleep: list[float]) 
     assert client.close_calls == 1
 
 
-async def test_async_real_client_carries_the_key_and_closes() -> None:
+async def test_async_real_client_carries_no_key_and_closes() -> None:
+    """The key goes with each request, never into a client that other hooks may share."""
     hook = HitPawAsyncHook()
     hook._settings = _api.ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
     client = await hook._get_client()
     assert isinstance(client, aiohttp.ClientSession)
-    assert client.headers[_api.API_KEY_HEADER] == SECRET_KEY
+    assert _api.API_KEY_HEADER not in client.headers
     assert await hook._get_client() is client
     await hook.close()
     assert client.closed
+
+
+async def test_async_requests_carry_the_key_header() -> None:
+    client = FakeAsyncClient(default=ok_status())
+    hook = HitPawAsyncHook()
+    hook._settings = _api.ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
+    hook._client = client  # type: ignore[assignment]
+    await hook.get_task_status("job-1")
+    assert client.request_headers == [{"Content-Type": "application/json", _api.API_KEY_HEADER: SECRET_KEY}]
+    assert SECRET_KEY not in repr(client.requests)
+
+
+async def test_shared_client_one_per_base_url_closed_by_the_last_user() -> None:
+    def shared_hook(base_url: str, key: str) -> HitPawAsyncHook:
+        hook = HitPawAsyncHook(share_client=True)
+        hook._settings = _api.ConnectionSettings(base_url=base_url, api_key=key)
+        return hook
+
+    first, second = shared_hook(BASE_URL, "key-a"), shared_hook(BASE_URL, "key-b")
+    other = shared_hook("http://127.0.0.1:9999", "key-a")
+    client = await first._get_client()
+    assert await second._get_client() is client
+    other_client = await other._get_client()
+    assert other_client is not client
+    await first.close()
+    assert not client.closed, "closed while another hook still used it"
+    await second.close()
+    assert client.closed
+    await other.close()
+    assert other_client.closed
+    # A new user after the last one left gets a fresh client.
+    again = shared_hook(BASE_URL, "key-a")
+    fresh = await again._get_client()
+    assert fresh is not client
+    assert not fresh.closed
+    await again.close()
 
 
 async def test_async_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
@@ -925,7 +962,6 @@ async def test_async_connection_read_once_client_opened_once(hitpaw_conn: str, m
     try:
         first = await hook._get_client()
         assert await hook._get_client() is first
-        assert first.headers[_api.API_KEY_HEADER] == SECRET_KEY
     finally:
         await hook.close()
     assert first.closed
