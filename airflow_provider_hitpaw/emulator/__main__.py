@@ -1,6 +1,7 @@
 """``hitpaw-emulator`` / ``python -m airflow_provider_hitpaw.emulator``: run the emulator in the foreground.
 
-It prints exactly one line on stdout, ``HitPaw emulator listening on http://HOST:PORT``, once it accepts
+It prints exactly one line on stdout, ``HitPaw emulator listening on http://HOST:PORT`` (``https://`` with
+``--tls-cert``/``--tls-key``), once it accepts
 connections (with ``--port 0`` it shows the port the system picked), so that scripts can wait for it
 and read the port. Logs go to stderr. SIGINT and SIGTERM stop it cleanly with exit status 0.
 """
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let jobs fetch images from non-loopback hosts (off by default)",
     )
+    parser.add_argument(
+        "--tls-cert", default=None, metavar="FILE", help="serve https with this PEM certificate (chain)"
+    )
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert")
     parser.add_argument("--log-level", default="INFO", help="logging level on stderr (default: INFO)")
     return parser
 
@@ -101,6 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--fault: {exc}")
     if args.coins < 0:
         parser.error("--coins must be >= 0")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    ssl_context = None
+    if args.tls_cert is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"--tls-cert/--tls-key: {exc}")
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -117,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         public_url=args.public_url,
         seed=args.seed,
         allow_remote_fetch=args.allow_remote_fetch,
+        ssl_context=ssl_context,
     )
     try:
         asyncio.run(_serve(config))

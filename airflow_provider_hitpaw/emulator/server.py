@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -65,6 +65,9 @@ from airflow_provider_hitpaw.emulator.imaging import (
     sample_images,
     segment_bytes,
 )
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("airflow_provider_hitpaw.emulator")
 
@@ -143,6 +146,8 @@ class EmulatorConfig:
     allow_remote_fetch: bool = False
     fetch_timeout: float = 10.0
     max_fetch_bytes: int = MAX_FETCH_BYTES
+    #: Serve the public port over TLS with this context (the private port for own fetches stays http).
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -271,8 +276,9 @@ class Emulator:
 
     @property
     def internal_url(self) -> str:
-        """Where the emulator is reachable from itself."""
-        return f"http://{self.config.host}:{self.port}"
+        """Where the emulator is reachable from itself (https when it serves TLS)."""
+        scheme = "https" if self.config.ssl_context is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -348,7 +354,12 @@ class Emulator:
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            self._protocol_factory, self.config.host, self.port, reuse_address=True, backlog=128
+            self._protocol_factory,
+            self.config.host,
+            self.port,
+            reuse_address=True,
+            backlog=128,
+            ssl=self.config.ssl_context,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         self._down_until = None
@@ -1036,6 +1047,7 @@ class EmulatorServer:
         public_url: str | None = None,
         seed: int = 0,
         allow_remote_fetch: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = EmulatorConfig(
             api_key=api_key or f"emu-key-{secrets.token_hex(8)}",
@@ -1048,6 +1060,7 @@ class EmulatorServer:
             public_url=public_url,
             seed=seed,
             allow_remote_fetch=allow_remote_fetch,
+            ssl_context=ssl_context,
         )
         self._emulator: Emulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1061,7 +1074,8 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, where this machine reaches the emulator (no trailing slash)."""
+        """``http://127.0.0.1:<port>`` (https with ``ssl_context``), where this machine reaches the emulator
+        (no trailing slash)."""
         return self._running().internal_url
 
     @property

@@ -8,10 +8,12 @@ when an asynchronous hook opens its client, so a worker that never runs a trigge
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +30,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInsufficientCoinsError,
     HitPawInvalidRequestError,
     HitPawJobFailedError,
+    HitPawRateLimitError,
     HitPawTimeoutError,
     HitPawTLSError,
 )
@@ -126,7 +129,15 @@ class HitPawHook(_HitPawHookBase):
 
     :param hitpaw_conn_id: the ``hitpaw`` connection: API key as password, optional base URL as host.
     :param retry_policy: how transient faults are retried; the default tries 5 times over about 15 s.
+    :param pool_size: connections kept alive at most; raise it for :meth:`submit_segmentations` with a
+        larger ``max_in_flight``.
     """
+
+    def __init__(
+        self, hitpaw_conn_id: str = _HitPawHookBase.default_conn_name, *, pool_size: int = 4, **kwargs: Any
+    ) -> None:
+        super().__init__(hitpaw_conn_id, **kwargs)
+        self.pool_size = max(1, pool_size)
 
     # Airflow 2.11 reads the form from these two only when the hook class defines them itself.
     @classmethod
@@ -158,7 +169,7 @@ class HitPawHook(_HitPawHookBase):
     def session(self) -> requests.Session:
         session = requests.Session()
         # Retries are ours (the policy knows HitPaw's codes); urllib3's own would double them.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers.update(_api.request_headers(self.settings.api_key))
@@ -239,10 +250,66 @@ class HitPawHook(_HitPawHookBase):
     def _api_key_or_empty(self) -> str:
         return self.settings.api_key if "settings" in self.__dict__ else ""
 
-    def _call(self, request: _api.ApiRequest, parse: Parser[T]) -> T:
+    def submit_segmentations(
+        self,
+        file_urls: Sequence[str],
+        *,
+        max_in_flight: int = 8,
+        on_result: Callable[[int, SegmentationJob | HitPawError], None] | None = None,
+    ) -> list[SegmentationJob | HitPawError]:
+        """Submit many images, ``max_in_flight`` at a time; one result (a job, or its error) per URL.
+
+        When HitPaw answers 429, every submission of the batch waits out one shared back-off, instead of
+        each retrying on its own clock and keeping the limit hit; a rate-limited image is tried again,
+        not dropped. ``on_result`` is called in the caller's thread as each image is done, so that the
+        caller can record jobs (and what they cost) as they are created.
+        """
+        requests_ = [_api.submit_request(url) for url in file_urls]
+        return self._call_many(requests_, _api.parse_submission, max_in_flight, on_result)
+
+    def get_task_statuses(
+        self, job_ids: Sequence[str], *, max_in_flight: int = 8
+    ) -> list[TaskStatus | HitPawError]:
+        """The status of many jobs, ``max_in_flight`` polls at a time; an error stands for a job's status
+        where its poll failed."""
+        requests_ = [_api.task_status_request(validate_job_id(job_id)) for job_id in job_ids]
+        return self._call_many(requests_, _api.parse_task_status, max_in_flight, None)
+
+    def _call_many(
+        self,
+        requests_: list[_api.ApiRequest],
+        parse: Parser[T],
+        max_in_flight: int,
+        on_result: Callable[[int, T | HitPawError], None] | None,
+    ) -> list[T | HitPawError]:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        results: list[T | HitPawError | None] = [None] * len(requests_)
+        gate = _RateLimitGate(self.retry_policy)
+        _ = self.session  # opened once, here, not raced for by the threads
+
+        def one(request: _api.ApiRequest) -> T | HitPawError:
+            try:
+                return self._call(request, parse, gate)
+            except HitPawError as err:
+                return err
+
+        with ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="hitpaw") as pool:
+            futures = {pool.submit(one, request): index for index, request in enumerate(requests_)}
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = future.result()
+                if on_result is not None:
+                    on_result(index, results[index])  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def _call(self, request: _api.ApiRequest, parse: Parser[T], gate: _RateLimitGate | None = None) -> T:
         url = request.url(self.settings.base_url)
         attempt = 0
+        rate_limited = 0
         while True:
+            if gate is not None:
+                gate.wait()
             attempt += 1
             try:
                 response = self.session.post(
@@ -261,12 +328,64 @@ class HitPawHook(_HitPawHookBase):
             except HitPawError as err:
                 error = err
             else:
+                if gate is not None:
+                    gate.passed()
                 return result
+            if gate is not None and isinstance(error, HitPawRateLimitError):
+                # The whole batch backs off together; the request stays queued, and counts against a
+                # budget of its own rather than the attempts meant for faults.
+                rate_limited += 1
+                if rate_limited > _RATE_LIMIT_BUDGET:
+                    raise error
+                attempt -= 1
+                gate.hold(error)
+                continue
             if not self.retry_policy.should_retry(error, attempt):
                 raise error
             delay = self.retry_policy.delay(error, attempt)
             self._log_retry(error, attempt, delay)
             _pause(delay)
+
+
+#: How often one request of a batch may be turned away with 429 before it is reported as failed.
+_RATE_LIMIT_BUDGET = 30
+
+
+class _RateLimitGate:
+    """One back-off shared by the threads of a batch: a 429 to any of them pauses them all.
+
+    Consecutive 429s lengthen the pause as the retry policy says; an answer that gets through resets it.
+    """
+
+    def __init__(self, policy: _api.RetryPolicy) -> None:
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._strikes = 0
+        self.holds = 0
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                delay = self._resume_at - time.monotonic()
+            if delay <= 0:
+                return
+            _pause(delay)
+
+    def hold(self, error: HitPawError) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._resume_at:
+                return  # another thread already paused the batch for this burst
+            self._strikes += 1
+            self.holds += 1
+            delay = self._policy.delay(error, self._strikes)
+            self._resume_at = now + delay
+        log.warning("HitPaw is rate limiting (%s); the whole batch pauses %.1f s", error, delay)
+
+    def passed(self) -> None:
+        with self._lock:
+            self._strikes = 0
 
 
 class HitPawAsyncHook(_HitPawHookBase):
@@ -293,6 +412,7 @@ class HitPawAsyncHook(_HitPawHookBase):
         self._settings: ConnectionSettings | None = None
         self._client: aiohttp.ClientSession | None = None
         self._shared_key: tuple[Any, ...] | None = None
+        self._client_lock: asyncio.Lock | None = None
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
@@ -306,17 +426,34 @@ class HitPawAsyncHook(_HitPawHookBase):
             self._settings = self._settings_from(conn, _without_form_prefix(extra))
         return self._settings
 
+    async def prepare(self) -> None:
+        """Read the connection and load aiohttp off the event loop, before the first request.
+
+        The first import of aiohttp takes tens of milliseconds: in a triggerer's loop that would stall
+        every other trigger, so it happens in a thread.
+        """
+        await self.get_settings()
+        await asyncio.to_thread(importlib.import_module, "aiohttp")
+
     async def _get_client(self) -> aiohttp.ClientSession:
         if self._client is not None and not self._client.closed:
             return self._client
-        settings = await self.get_settings()
-        ssl_context = await asyncio.to_thread(_ssl_context, settings.verify)
-        if self.share_client:
-            self._shared_key = (settings.base_url, settings.verify)
-            self._client = _SHARED_CLIENTS.acquire(self._shared_key, ssl_context)
-        else:
-            self._client = _new_client(ssl_context)
-        return self._client
+        # Concurrent first calls (a batch trigger polls many jobs at once) must open one client, not one
+        # each: a second would never be closed.
+        if self._client_lock is None:
+            self._client_lock = asyncio.Lock()
+        async with self._client_lock:
+            if self._client is not None and not self._client.closed:
+                return self._client
+            await self.prepare()
+            settings = await self.get_settings()
+            ssl_context = await asyncio.to_thread(_ssl_context, settings.verify)
+            if self.share_client:
+                self._shared_key = (settings.base_url, settings.verify)
+                self._client = _SHARED_CLIENTS.acquire(self._shared_key, ssl_context)
+            else:
+                self._client = _new_client(ssl_context)
+            return self._client
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -341,9 +478,9 @@ class HitPawAsyncHook(_HitPawHookBase):
         return await self._call(_api.task_status_request(validate_job_id(job_id)), _api.parse_task_status)
 
     async def _call(self, request: _api.ApiRequest, parse: Parser[T]) -> T:
-        import aiohttp
-
         client = await self._get_client()
+        import aiohttp  # loaded by _get_client, off the loop
+
         settings = await self.get_settings()
         url = request.url(settings.base_url)
         headers = _api.request_headers(settings.api_key)

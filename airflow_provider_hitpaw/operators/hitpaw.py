@@ -10,10 +10,10 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 
-from airflow_provider_hitpaw import _task_support
-from airflow_provider_hitpaw.exceptions import HitPawError
+from airflow_provider_hitpaw import _api, _task_support
+from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawError
 from airflow_provider_hitpaw.validation import validate_file_url, validate_positive_seconds, validate_timeout
 
 if TYPE_CHECKING:
@@ -160,3 +160,377 @@ class SegmentImageOperator(BaseOperator):
             self.log.warning("The submission's details were lost on resuming; the cost is unknown")
             submission = {"job_id": status["job_id"], "consume_coins": None, "file_url": self.file_url}
         return {**submission, **status}
+
+
+#: Job ids of a batch are remembered in chunks: one store value stays well under Airflow's 64 KB advice.
+_BATCH_CHUNK = 500
+_BATCH_KEY = "hitpaw_batch"
+
+
+class SegmentImageBatchOperator(BaseOperator):
+    """Segment many images in one task: submit them all, wait for them in one trigger, return all results.
+
+    Dynamic task mapping gives one task instance and one trigger per image: fine for twenty, heavy for
+    thousands (scheduler load, metadata rows, triggerer capacity, and a burst of submissions that HitPaw
+    answers with 429). This operator submits with bounded concurrency (a 429 pauses the whole batch, and
+    nothing is dropped), defers once to
+    :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationBatchTrigger`, and returns (XCom) one
+    result per input URL, in input order::
+
+        {"file_url", "job_id", "status", "res_url", "mask_url", "error"}
+
+    ``status`` is HitPaw's (``COMPLETED``, ``ERROR``, or ``CONVERTING`` for a job still open at the
+    deadline) or ``NOT_SUBMITTED``; ``error`` is None or ``{"type", "code", "message"}``.
+
+    A URL that appears twice is submitted once. On Airflow 3.3 the submitted job ids are kept in the task
+    state store while they are created, so a retry waits for the jobs of the earlier try instead of paying
+    for them again, and submits anew only the images whose jobs failed or were never created.
+
+    :param file_urls: the images (templated), each checked like ``SegmentImageOperator``'s ``file_url``.
+    :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
+    :param poll_interval: seconds between two polls of the same job.
+    :param timeout: seconds to wait for the whole batch, from the start of this try.
+    :param fail_on_error: fail the task, after every image has ended, when any failed; with False the
+        task succeeds and downstream tasks judge the per-image results.
+    :param deferrable: wait in the triggerer (True) or poll from this worker (False).
+    """
+
+    template_fields: Sequence[str] = ("file_urls",)
+    ui_color = "#aed6f1"
+
+    def __init__(
+        self,
+        *,
+        file_urls: list[str],
+        hitpaw_conn_id: str = "hitpaw_default",
+        max_in_flight: int = 8,
+        poll_interval: float = 3,
+        timeout: float = 3 * 3600,
+        fail_on_error: bool = True,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.file_urls = file_urls
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.max_in_flight = int(validate_positive_seconds(max_in_flight, "max_in_flight"))
+        self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        self.timeout = validate_timeout(timeout)
+        self.fail_on_error = fail_on_error
+        self.deferrable = deferrable
+
+    def _hook(self) -> HitPawHook:
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+        return HitPawHook(self.hitpaw_conn_id, pool_size=self.max_in_flight)
+
+    # -- submitting ------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        urls, rejected = self._checked_urls()
+        unique = list(dict.fromkeys(url for url in urls if url not in rejected))
+        with self._hook() as hook:
+            try:
+                jobs = self._submit_all(hook, unique, context)
+            except HitPawError as err:
+                raise _task_support.task_failure(err) from err
+            submitted = [job for job in jobs if isinstance(job, str)]
+            if not submitted or not self.deferrable:
+                outcome = self._wait_in_process(hook, submitted)
+                return self._finish(context, hook, urls, rejected, unique, jobs, outcome)
+        from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
+
+        end_time = _task_support.try_started_at(context) + self.timeout
+        self.defer(
+            trigger=SegmentationBatchTrigger(
+                job_ids=submitted,
+                hitpaw_conn_id=self.hitpaw_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                max_in_flight=max(16, self.max_in_flight),
+            ),
+            method_name="execute_complete",
+            kwargs={"jobs": jobs},
+            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
+        )
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def _checked_urls(self) -> tuple[list[str], dict[str, str]]:
+        """The input URLs, and those HitPaw could not take with the reason, before any coin is spent."""
+        if isinstance(self.file_urls, str) or not isinstance(self.file_urls, list | tuple):
+            problem = f"must be a list of URLs, got {type(self.file_urls).__name__}"
+            raise _task_support.fail_without_retry(HitPawConfigurationError("file_urls", problem))
+        urls = [url.strip() if isinstance(url, str) else url for url in self.file_urls]
+        rejected: dict[str, str] = {}
+        for index, url in enumerate(urls):
+            try:
+                validate_file_url(url, field=f"file_urls[{index}]")
+            except HitPawConfigurationError as refused:
+                rejected[str(url)] = str(refused)
+        if rejected and self.fail_on_error:
+            shown = "; ".join(list(rejected.values())[:5])
+            problem = f"{len(rejected)} URL(s) HitPaw cannot take: {shown}"
+            raise _task_support.fail_without_retry(HitPawConfigurationError("file_urls", problem))
+        return [str(url) for url in urls], rejected
+
+    def _submit_all(
+        self, hook: HitPawHook, unique: list[str], context: Context
+    ) -> list[str | dict[str, Any]]:
+        """A job id (or the submission's error) per unique URL: reused from an earlier try where that job
+        can still end well, submitted otherwise."""
+        record = _BatchRecord(context, unique)
+        jobs: list[str | dict[str, Any]] = [
+            _error_dict(HitPawConfigurationError("job_id", "not submitted"))
+        ] * len(unique)
+        earlier = record.job_ids()
+        reuse = [index for index, job_id in enumerate(earlier) if job_id]
+        if reuse:
+            statuses = hook.get_task_statuses(
+                [str(earlier[i]) for i in reuse], max_in_flight=self.max_in_flight
+            )
+            for index, status in zip(reuse, statuses, strict=True):
+                job_id = earlier[index]
+                if isinstance(status, HitPawError) and status.retryable:
+                    raise status  # cannot tell whether the job lives: better fail the try than pay twice
+                if not isinstance(status, HitPawError) and not status.is_failed:
+                    jobs[index] = str(job_id)
+            self.log.info(
+                "%d of %d images reuse the jobs of an earlier try",
+                sum(isinstance(j, str) for j in jobs),
+                len(unique),
+            )
+        to_submit = [index for index, job in enumerate(jobs) if not isinstance(job, str)]
+        progress = _SubmitProgress(self.log, len(to_submit))
+
+        def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
+            index = to_submit[position]
+            if isinstance(result, HitPawError):
+                jobs[index] = _error_dict(result)
+            else:
+                jobs[index] = result.job_id
+                record.set(index, result.job_id)
+            progress.report(isinstance(result, HitPawError))
+
+        hook.submit_segmentations(
+            [unique[i] for i in to_submit], max_in_flight=self.max_in_flight, on_result=submitted
+        )
+        record.flush()
+        permanent = [job for job in jobs if isinstance(job, dict) and job.get("fatal")]
+        if permanent and len(permanent) == len(to_submit) and to_submit:
+            raise _api_error_from_dict(permanent[0])  # e.g. a bad key: the same for every image
+        return jobs
+
+    # -- waiting ---------------------------------------------------------------------------------------
+
+    def _wait_in_process(self, hook: HitPawHook, job_ids: list[str]) -> dict[str, Any]:
+        """The blocking twin of the batch trigger, with the same outcome shape."""
+        deadline = time.monotonic() + self.timeout
+        open_jobs = list(dict.fromkeys(job_ids))
+        failed: dict[str, str] = {}
+        completed = 0
+        while open_jobs:
+            round_start = time.monotonic()
+            statuses = hook.get_task_statuses(open_jobs, max_in_flight=self.max_in_flight)
+            still_open = []
+            for job_id, status in zip(open_jobs, statuses, strict=True):
+                if isinstance(status, HitPawError):
+                    if not status.retryable:
+                        failed[job_id] = str(status)
+                    else:
+                        still_open.append(job_id)
+                elif status.is_completed:
+                    completed += 1
+                elif status.is_failed:
+                    failed[job_id] = "ended with status ERROR"
+                else:
+                    still_open.append(job_id)
+            open_jobs = still_open
+            self.log.info("%d/%d completed, %d failed", completed, len(job_ids), len(failed))
+            if open_jobs and time.monotonic() >= deadline:
+                return {"status": "timeout", "completed": completed, "failed": failed, "pending": open_jobs}
+            if open_jobs:
+                time.sleep(
+                    max(
+                        0.0,
+                        min(
+                            self.poll_interval - (time.monotonic() - round_start), deadline - time.monotonic()
+                        ),
+                    )
+                )
+        return {"status": "success", "completed": completed, "failed": failed, "pending": []}
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, jobs: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        if not isinstance(event, dict) or event.get("status") not in ("success", "timeout", "error"):
+            raise AirflowException(f"HitPaw batch trigger sent no usable event: {event!r}")
+        if event["status"] == "error":
+            err = _api.error_for_code(event.get("code"), event.get("http_status"), str(event.get("message")))
+            raise _task_support.task_failure(err)
+        urls, rejected = self._checked_urls()
+        unique = list(dict.fromkeys(url for url in urls if url not in rejected))
+        if jobs is None:
+            # ``airflow dags test`` resumes without the kwargs given to defer(); the store still knows.
+            remembered = _BatchRecord(context, unique).job_ids()
+            if not all(remembered):
+                raise AirflowException("The batch's job ids were lost on resuming; run the task again")
+            jobs = list(remembered)
+        with self._hook() as hook:
+            return self._finish(context, hook, urls, rejected, unique, jobs, event)
+
+    def _finish(
+        self,
+        context: Context,
+        hook: HitPawHook,
+        urls: list[str],
+        rejected: dict[str, str],
+        unique: list[str],
+        jobs: list[Any],
+        outcome: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """One result per input URL, in input order, with the result URLs of the completed jobs."""
+        failed: dict[str, str] = outcome.get("failed") or {}
+        pending = set(outcome.get("pending") or [])
+        done = [job for job in jobs if isinstance(job, str) and job not in failed and job not in pending]
+        statuses = dict(
+            zip(done, hook.get_task_statuses(done, max_in_flight=self.max_in_flight), strict=True)
+        )
+        by_url: dict[str, dict[str, Any]] = {}
+        for url, job in zip(unique, jobs, strict=True):
+            by_url[url] = _result(
+                url, job, failed, pending, statuses.get(job) if isinstance(job, str) else None
+            )
+        results = [
+            by_url[url]
+            if url in by_url
+            else {
+                **_result(url, None, {}, set(), None),
+                "error": {"type": "HitPawConfigurationError", "code": None, "message": rejected[url]},
+            }
+            for url in urls
+        ]
+        bad = [r for r in results if r["status"] != "COMPLETED"]
+        self.log.info("Batch done: %d/%d completed, %d not", len(results) - len(bad), len(results), len(bad))
+        if bad and self.fail_on_error:
+            context["ti"].xcom_push(key="results", value=results)
+            shown = "; ".join(f"{r['file_url']}: {r['status']}" for r in bad[:5])
+            raise AirflowException(
+                f"{len(bad)} of {len(results)} images were not segmented ({shown}); "
+                "the per-image results are in XCom under 'results'"
+            )
+        return results
+
+
+def _result(
+    url: str, job: Any, failed: dict[str, str], pending: set[str], status: TaskStatus | HitPawError | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "file_url": url,
+        "job_id": None,
+        "status": "NOT_SUBMITTED",
+        "res_url": None,
+        "mask_url": None,
+        "error": None,
+    }
+    if isinstance(job, dict):
+        result["error"] = {k: job.get(k) for k in ("type", "code", "message")}
+        return result
+    if job is None:
+        return result
+    result["job_id"] = job
+    if job in failed:
+        result.update(
+            status="ERROR", error={"type": "HitPawJobFailedError", "code": None, "message": failed[job]}
+        )
+    elif job in pending:
+        result.update(
+            status="CONVERTING",
+            error={"type": "HitPawTimeoutError", "code": None, "message": "still open at the deadline"},
+        )
+    elif isinstance(status, HitPawError):
+        result.update(status="UNKNOWN", error=_error_dict(status))
+    elif status is not None:
+        result.update(status=status.status, res_url=status.res_url, mask_url=status.mask_url)
+    return result
+
+
+def _error_dict(err: HitPawError) -> dict[str, Any]:
+    from airflow_provider_hitpaw.triggers.hitpaw import _BATCH_FATAL
+
+    return {
+        "type": type(err).__name__,
+        "code": err.code,
+        "http_status": err.http_status,
+        "message": str(err),
+        "fatal": isinstance(err, _BATCH_FATAL),
+    }
+
+
+def _api_error_from_dict(error: dict[str, Any]) -> HitPawError:
+    code, http_status = error.get("code"), error.get("http_status")
+    return _api.error_for_code(code, http_status, str(error.get("message")))
+
+
+class _SubmitProgress:
+    def __init__(self, log: Any, total: int) -> None:
+        self._log, self._total = log, total
+        self._done = self._failed = 0
+        self._step = max(1, total // 10)
+
+    def report(self, failed: bool) -> None:
+        self._done += 1
+        self._failed += failed
+        if self._done % self._step == 0 or self._done == self._total:
+            self._log.info("Submitted %d/%d images, %d refused", self._done, self._total, self._failed)
+
+
+class _BatchRecord:
+    """The job ids of a batch, kept in Airflow's task state store so that a retry finds them.
+
+    Aligned with the batch's unique URLs and stored in chunks; a digest of the URLs guards against
+    reading a record of a different input. Written at most every few seconds while submitting (each
+    write is a call to Airflow's API) and once at the end: a crash loses at most those few seconds of
+    records, whose images a retry then submits again.
+    """
+
+    FLUSH_SECONDS = 2.0
+
+    def __init__(self, context: Context, unique: list[str]) -> None:
+        import hashlib
+
+        self._context = context
+        self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
+        self._ids: list[str | None] = [None] * len(unique)
+        self._dirty: set[int] = set()
+        self._last_flush = time.monotonic()
+
+    def job_ids(self) -> list[str | None]:
+        head = _task_support.recall(self._context, _BATCH_KEY)
+        if not isinstance(head, dict) or head.get("digest") != self._digest:
+            return list(self._ids)
+        for chunk in range(int(head.get("chunks", 0))):
+            values = _task_support.recall(self._context, f"{_BATCH_KEY}_{chunk}") or []
+            for offset, job_id in enumerate(values):
+                index = chunk * _BATCH_CHUNK + offset
+                if index < len(self._ids) and isinstance(job_id, str):
+                    self._ids[index] = job_id
+        return list(self._ids)
+
+    def set(self, index: int, job_id: str) -> None:
+        self._ids[index] = job_id
+        self._dirty.add(index // _BATCH_CHUNK)
+        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        chunks = (len(self._ids) + _BATCH_CHUNK - 1) // _BATCH_CHUNK
+        for chunk in sorted(self._dirty):
+            values = self._ids[chunk * _BATCH_CHUNK : (chunk + 1) * _BATCH_CHUNK]
+            if not _task_support.remember(self._context, f"{_BATCH_KEY}_{chunk}", values):
+                self._dirty.clear()
+                return  # no store on this Airflow
+        _task_support.remember(self._context, _BATCH_KEY, {"digest": self._digest, "chunks": chunks})
+        self._dirty.clear()
+        self._last_flush = time.monotonic()

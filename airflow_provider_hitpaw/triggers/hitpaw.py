@@ -8,12 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_hitpaw.exceptions import HitPawError
+from airflow_provider_hitpaw.exceptions import (
+    HitPawAuthenticationError,
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawInsufficientCoinsError,
+    HitPawTLSError,
+)
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.validation import validate_job_id, validate_positive_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow_provider_hitpaw._api import TaskStatus
 
 #: The event ``status`` values: what the waiting task must do next.
 EVENT_SUCCESS = "success"
@@ -62,6 +70,10 @@ class SegmentationTrigger(BaseTrigger):
             yield TriggerEvent(await self._wait(hook))
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
+        try:
+            await hook.prepare()
+        except HitPawError as err:
+            return self._event(EVENT_ERROR, str(err), None, code=err.code, http_status=err.http_status)
         last_status: str | None = None
         last_fault: str | None = None
         while True:
@@ -121,3 +133,171 @@ class SegmentationTrigger(BaseTrigger):
             "original_url": fields.get("original_url"),
             **error,
         }
+
+
+#: Errors that say nothing about one job but about the account or the connection: the batch stops.
+_BATCH_FATAL = (
+    HitPawAuthenticationError,
+    HitPawInsufficientCoinsError,
+    HitPawTLSError,
+    HitPawConfigurationError,
+)
+_MESSAGE_LIMIT = 200
+
+
+class SegmentationBatchTrigger(BaseTrigger):
+    """Wait for many jobs in one trigger, over one shared client, until all have ended or ``end_time``.
+
+    Each round polls every open job once, the polls spread evenly over ``poll_interval`` (at most
+    ``max_in_flight`` at a time) rather than fired in a burst that HitPaw would answer with 429.
+
+    The single event stays small for thousands of jobs: it counts the completed jobs and lists only the
+    failed ones (with a short reason) and, on a timeout, the ones still open. The waiting task fetches the
+    result URLs of the completed jobs itself, on a worker, where thousands of them are no burden.
+
+    Payload: ``status`` (``success`` when every job ended, ``timeout``, or ``error`` when the batch as a
+    whole could not go on, with HitPaw's ``code``), ``message``, ``completed`` (a count), ``failed``
+    (job id -> reason), ``pending`` (job ids still open at the deadline).
+    """
+
+    def __init__(
+        self,
+        job_ids: list[str],
+        hitpaw_conn_id: str,
+        poll_interval: float,
+        end_time: float,
+        max_in_flight: int = 16,
+    ) -> None:
+        super().__init__()
+        self.job_ids = [validate_job_id(job_id) for job_id in job_ids]
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        self.end_time = float(end_time)
+        self.max_in_flight = max(1, int(max_in_flight))
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_ids": list(self.job_ids),
+                "hitpaw_conn_id": self.hitpaw_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "max_in_flight": self.max_in_flight,
+            },
+        )
+
+    def _make_hook(self) -> HitPawAsyncHook:
+        return HitPawAsyncHook(self.hitpaw_conn_id, share_client=True)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        async with self._make_hook() as hook:
+            yield TriggerEvent(await self._wait(hook))
+
+    async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        open_jobs = list(dict.fromkeys(self.job_ids))
+        total = len(open_jobs)
+        failed: dict[str, str] = {}
+        completed = 0
+        progress = _Progress(self.log, total)
+        limiter = asyncio.Semaphore(self.max_in_flight)
+        try:
+            # Read the connection once, before the first round: otherwise the first polls would all wait
+            # for it and then go out in the very burst the spacing avoids.
+            await hook.prepare()
+        except HitPawError as err:
+            return self._event("error", str(err), 0, {}, open_jobs, err.code, err.http_status)
+
+        async def poll(job_id: str) -> TaskStatus | HitPawError:
+            async with limiter:
+                try:
+                    return await hook.get_task_status(job_id)
+                except HitPawError as err:
+                    return err
+
+        while open_jobs:
+            round_start = loop.time()
+            spacing = self.poll_interval / len(open_jobs)
+            polls = []
+            for index, job_id in enumerate(open_jobs):
+                delay = round_start + index * spacing - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                polls.append(asyncio.ensure_future(poll(job_id)))
+            outcomes = await asyncio.gather(*polls)
+            still_open = []
+            for job_id, outcome in zip(open_jobs, outcomes, strict=True):
+                if isinstance(outcome, _BATCH_FATAL):
+                    return self._event(
+                        "error", str(outcome), completed, failed, open_jobs, outcome.code, outcome.http_status
+                    )
+                if isinstance(outcome, HitPawError):
+                    if outcome.retryable:
+                        still_open.append(job_id)  # this poll failed, not the job: ask again next round
+                    else:
+                        failed[job_id] = str(outcome)[:_MESSAGE_LIMIT]
+                elif outcome.is_completed:
+                    completed += 1
+                elif outcome.is_failed:
+                    failed[job_id] = "ended with status ERROR"
+                else:
+                    still_open.append(job_id)
+            open_jobs = still_open
+            progress.report(completed, len(failed))
+            if not open_jobs:
+                break
+            if time.time() >= self.end_time:
+                return self._event(
+                    "timeout",
+                    f"{len(open_jobs)} of {total} jobs were still open at the deadline",
+                    completed,
+                    failed,
+                    open_jobs,
+                )
+            await asyncio.sleep(
+                max(0.0, min(round_start + self.poll_interval - loop.time(), self.end_time - time.time()))
+            )
+        progress.report(completed, len(failed), final=True)
+        return self._event(
+            "success", f"{completed} of {total} completed, {len(failed)} failed", completed, failed, []
+        )
+
+    @staticmethod
+    def _event(
+        outcome: str,
+        message: str,
+        completed: int,
+        failed: dict[str, str],
+        pending: list[str],
+        code: int | None = None,
+        http_status: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "status": outcome,
+            "message": message,
+            "completed": completed,
+            "failed": dict(failed),
+            "pending": list(pending),
+            "code": code,
+            "http_status": http_status,
+        }
+
+
+class _Progress:
+    """Progress lines at a readable cadence: every tenth of the batch or every 30 s, not every poll."""
+
+    def __init__(self, log: Any, total: int, every_seconds: float = 30.0) -> None:
+        self._log = log
+        self._total = total
+        self._every = every_seconds
+        self._step = max(1, total // 10)
+        self._last_time = time.monotonic()
+        self._last_done = 0
+
+    def report(self, completed: int, failed: int, *, final: bool = False) -> None:
+        done = completed + failed
+        now = time.monotonic()
+        if final or done - self._last_done >= self._step or now - self._last_time >= self._every:
+            self._log.info("%d/%d completed, %d failed", completed, self._total, failed)
+            self._last_done, self._last_time = done, now

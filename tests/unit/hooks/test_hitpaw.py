@@ -965,3 +965,15 @@ async def test_async_connection_read_once_client_opened_once(hitpaw_conn: str, m
     finally:
         await hook.close()
     assert first.closed
+
+
+async def test_concurrent_first_calls_open_one_client() -> None:
+    """A batch trigger's first polls start together: they must share one client, and closing frees it."""
+    import asyncio
+
+    hook = HitPawAsyncHook(share_client=True)
+    hook._settings = _api.ConnectionSettings(base_url="http://127.0.0.1:9", api_key=SECRET_KEY)
+    clients = await asyncio.gather(*(hook._get_client() for _ in range(10)))
+    assert len({id(client) for client in clients}) == 1
+    await hook.close()
+    assert clients[0].closed

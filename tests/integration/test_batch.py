@@ -1,0 +1,148 @@
+"""SegmentImageBatchOperator and SegmentationBatchTrigger against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+from tests.conftest import FakeStateStore, task_context
+
+SAMPLES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-off in tenths of seconds, so that the 429 scenarios take a moment, not minutes."""
+    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+
+    real = hooks._HitPawHookBase.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.05, max_delay=0.3))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)
+
+
+def urls(emulator: Any, count: int) -> list[str]:
+    return [f"{emulator.sample_url(SAMPLES[i % len(SAMPLES)])}?n={i}" for i in range(count)]
+
+
+def run_deferred(operator: SegmentImageBatchOperator, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """What Airflow does with a deferring task: run its trigger, resume it with the event and kwargs."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    trigger = deferred.value.trigger
+
+    async def one_event() -> dict[str, Any]:
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1, "the batch trigger must yield exactly one event"
+        return dict(events[0].payload)
+
+    event = asyncio.run(one_event())
+    return operator.execute_complete(context, event, **(deferred.value.kwargs or {}))
+
+
+def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> None:
+    inputs = urls(hitpaw_emulator, 24)
+    inputs.insert(5, inputs[0])  # a duplicate is segmented once
+    operator = SegmentImageBatchOperator(
+        task_id="batch", file_urls=inputs, poll_interval=0.2, max_in_flight=6
+    )
+    results = run_deferred(operator, task_context())
+    assert [r["file_url"] for r in results] == inputs
+    assert all(r["status"] == "COMPLETED" for r in results)
+    assert all(r["res_url"].endswith("cutout.png") and r["mask_url"].endswith("mask.png") for r in results)
+    assert results[5]["job_id"] == results[0]["job_id"]
+    jobs = hitpaw_emulator.state()["jobs"]
+    assert len(jobs) == 24
+    assert sorted(job["file_url"] for job in jobs) == sorted(set(inputs))
+
+
+def test_failed_images_are_reported_per_image(hitpaw_emulator: Any) -> None:
+    inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
+    lenient = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2, fail_on_error=False)
+    results = run_deferred(lenient, task_context())
+    assert [r["status"] for r in results] == ["COMPLETED", "ERROR"]
+    assert results[1]["error"]["type"] == "HitPawJobFailedError"
+
+    strict = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2)
+    context = task_context()
+    context["ti"].xcom_push = lambda key, value: context.setdefault("pushed", {}).update({key: value})
+    with pytest.raises(AirflowException, match="1 of 2 images"):
+        run_deferred(strict, context)
+    assert [r["status"] for r in context["pushed"]["results"]] == ["COMPLETED", "ERROR"]
+
+
+def test_bad_urls_refuse_the_batch_before_any_coin_is_spent(hitpaw_emulator: Any) -> None:
+    inputs = [hitpaw_emulator.sample_url("shoe.jpg"), "ftp://127.0.0.1/a.jpg", "https://127.0.0.1/a.gif"]
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs)
+    with pytest.raises(AirflowFailException, match=r"file_urls.*2 URL"):
+        operator.execute(task_context())
+    assert hitpaw_emulator.state()["jobs"] == []
+
+
+def test_rate_limits_slow_the_whole_batch_and_drop_nothing(hitpaw_emulator: Any) -> None:
+    hitpaw_emulator.set_faults(["429:share=0.3,retry_after=0.1,paths=/api/image-segmentation"], seed=3)
+    inputs = urls(hitpaw_emulator, 40)
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=inputs, poll_interval=0.2, max_in_flight=8, deferrable=False
+    )
+    results = operator.execute(task_context())
+    assert all(r["status"] == "COMPLETED" for r in results)
+    state = hitpaw_emulator.state()
+    assert state["faults_served"].get("429", 0) > 0, "the scenario served no 429: it proves nothing"
+    assert len(state["jobs"]) == 40
+    assert state["requests"][_api.SUBMIT_PATH] == 40 + state["faults_served"]["429"]
+
+
+def test_not_deferrable_waits_in_the_worker(hitpaw_emulator: Any) -> None:
+    inputs = urls(hitpaw_emulator, 6)
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2, deferrable=False)
+    assert [r["status"] for r in operator.execute(task_context())] == ["COMPLETED"] * 6
+
+
+def test_a_retry_reuses_the_jobs_of_the_earlier_try(hitpaw_emulator: Any) -> None:
+    hitpaw_emulator.configure(job_seconds=1.0)
+    inputs = urls(hitpaw_emulator, 12)
+    store = FakeStateStore()
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2)
+    with pytest.raises(TaskDeferred):
+        operator.execute(task_context(store=store))  # the first try defers... and its worker dies
+    assert len(hitpaw_emulator.state()["jobs"]) == 12
+    results = run_deferred(operator, task_context(store=store))  # the retry
+    assert all(r["status"] == "COMPLETED" for r in results)
+    assert len(hitpaw_emulator.state()["jobs"]) == 12, "the retry paid again for images already submitted"
+
+
+def test_a_retry_submits_again_only_the_images_that_failed(hitpaw_emulator: Any) -> None:
+    inputs = urls(hitpaw_emulator, 4)
+    store = FakeStateStore()
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=inputs, poll_interval=0.2, fail_on_error=False
+    )
+    first = run_deferred(operator, task_context(store=store))
+    hitpaw_emulator.fail_job(first[2]["job_id"])
+    second = run_deferred(operator, task_context(store=store))
+    assert [r["job_id"] for r in second][:2] == [r["job_id"] for r in first][:2]
+    assert second[2]["job_id"] != first[2]["job_id"]
+    assert len(hitpaw_emulator.state()["jobs"]) == 5
+
+
+def test_a_bad_key_fails_the_batch_without_retries(
+    hitpaw_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HITPAW_DEFAULT",
+        json.dumps({"conn_type": "hitpaw", "host": hitpaw_emulator.base_url, "password": "wrong-key"}),
+    )
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3))
+    with pytest.raises(AirflowFailException, match="110400000"):
+        operator.execute(task_context())
