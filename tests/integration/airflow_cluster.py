@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -69,6 +70,11 @@ class AirflowCluster:
     process: subprocess.Popen[bytes] | None = None
     token: str = ""
     started_pids: set[int] = field(default_factory=set)
+    #: When True, the process-group leader stays available to launch components again after
+    #: :meth:`kill_component` (see :meth:`start_component`); otherwise it only waits for the four.
+    restartable: bool = False
+    #: Extra command-line arguments per component, e.g. ``{"triggerer": ["--skip-serve-logs"]}``.
+    component_args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -95,17 +101,144 @@ class AirflowCluster:
         airflow = f"{sys.executable} -m airflow"
         script = "\n".join(
             [
-                f"{airflow} api-server --host 127.0.0.1 --port {self.port} > {logs}/api-server.log 2>&1 &",
-                f"{airflow} scheduler > {logs}/scheduler.log 2>&1 &",
-                f"{airflow} dag-processor > {logs}/dag-processor.log 2>&1 &",
-                f"{airflow} triggerer > {logs}/triggerer.log 2>&1 &",
-                "wait",
+                f"{airflow} api-server --host 127.0.0.1 --port {self.port}{self._args('api-server')}"
+                f" > {logs}/api-server.log 2>&1 &",
+                f"{airflow} scheduler{self._args('scheduler')} > {logs}/scheduler.log 2>&1 &",
+                f"{airflow} dag-processor{self._args('dag-processor')} > {logs}/dag-processor.log 2>&1 &",
+                f"{airflow} triggerer{self._args('triggerer')} > {logs}/triggerer.log 2>&1 &",
+                *(self._launcher_loop() if self.restartable else ["wait"]),
             ]
         )
         # One new session, hence one new process group, for all four: stopped together.
         self.process = subprocess.Popen(["bash", "-c", script], env=self.env, start_new_session=True)
         self.wait_healthy()
         self.token = self.login()
+
+    def _args(self, name: str) -> str:
+        return "".join(f" {shlex.quote(arg)}" for arg in self.component_args.get(name, []))
+
+    @property
+    def control_fifo(self) -> Path:
+        return self.home / "component-control.fifo"
+
+    def _launcher_loop(self) -> list[str]:
+        """Shell lines that keep the group leader reading launch commands from a FIFO.
+
+        A process can only join a process group of its own session, and the components run in a session
+        of their own: a component started again later must therefore be started by a process inside that
+        session, this loop. Opened read-write, the FIFO never reports end-of-file.
+        """
+        fifo = self.control_fifo
+        if fifo.exists():
+            fifo.unlink()
+        os.mkfifo(fifo)
+        return [f"exec 3<>{shlex.quote(str(fifo))}", 'while IFS= read -r line <&3; do bash -c "$line" & done']
+
+    def component_command(self, name: str) -> list[str]:
+        """The command line that starts component ``name`` (one of :data:`COMPONENTS`)."""
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r}; expected one of {COMPONENTS}")
+        extra = ["--host", "127.0.0.1", "--port", str(self.port)] if name == "api-server" else []
+        return [sys.executable, "-m", "airflow", name, *extra, *self.component_args.get(name, [])]
+
+    def component_pids(self, name: str) -> set[int]:
+        """The live processes started as component ``name`` (``... airflow <name>``), not their forks."""
+        found: set[int] = set()
+        for pid in self.descendants():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            # setproctitle rewrites some titles into one padded string ("airflow api_server -- host:...").
+            words = b" ".join(argv).decode(errors="replace").split()
+            names = {name, name.replace("-", "_")}
+            if any(words[i] == "airflow" and words[i + 1] in names for i in range(len(words) - 1)):
+                found.add(pid)
+        # A component's own forks (a supervisor's runner, an executor's workers) carry the same command
+        # line: keep only the topmost processes.
+        parents = {pid: self._parent(pid) for pid in found}
+        return {pid for pid in found if parents[pid] not in found}
+
+    @staticmethod
+    def _parent(pid: int) -> int | None:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _subtree(self, roots: set[int]) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for pid in self.descendants():
+            parent = self._parent(pid)
+            if parent is not None:
+                children.setdefault(parent, []).append(pid)
+        found = set(roots)
+        todo = list(roots)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30) -> set[int]:
+        """Send ``sig`` to component ``name`` and every process below it; with SIGKILL, wait for all to go.
+
+        Only that component is hit: the other components and the group leader keep running.
+        Returns the pids signalled.
+        """
+        roots = self.component_pids(name)
+        if not roots:
+            raise RuntimeError(f"no running {name} to kill")
+        victims = self._subtree(roots)
+        self.started_pids |= victims
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            deadline = time.monotonic() + timeout
+            while any(self._is_live(pid) for pid in victims):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} survived SIGKILL: {sorted(victims)}")
+                time.sleep(0.1)
+        return victims
+
+    def start_component(self, name: str, timeout: float = 60) -> int:
+        """Start component ``name`` again, inside the components' process group; return its pid.
+
+        Needs ``restartable=True``. Its output is appended to ``component-logs/<name>.log``.
+        """
+        if self.process is None or not self.restartable:
+            raise RuntimeError("start_component needs a cluster started with restartable=True")
+        before = self.component_pids(name)
+        log = self.home / "component-logs" / f"{name}.log"
+        command = " ".join(shlex.quote(word) for word in self.component_command(name))
+        line = f"exec {command} >> {shlex.quote(str(log))} 2>&1\n"
+        # Non-blocking: with the leader gone there is no reader, and this fails (ENXIO) instead of hanging.
+        fd = os.open(self.control_fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.component_pids(name) - before
+            if new:
+                self.started_pids |= self.descendants()
+                return min(new)
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not start")
+
+    @staticmethod
+    def _is_live(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
 from tests.conftest import FakeStateStore, task_context
