@@ -38,6 +38,7 @@ def test_no_import_errors(dagbag: object) -> None:
         ("example_hitpaw_one_task", {"segment_image"}),
         ("example_hitpaw_two_step", {"submit", "wait_for_cutout"}),
         ("example_hitpaw_mapped", {"image_urls", "segment", "save_results"}),
+        ("example_hitpaw_batch", {"segment_all"}),
     ],
 )
 def test_shapes(dagbag: object, dag_id: str, task_ids: set[str]) -> None:
