@@ -134,11 +134,22 @@ def parse_submission(http_status: int, body: bytes, retry_after: str | None = No
     data = parse_envelope(http_status, body, retry_after)
     job_id = _required_str(data, "job_id", http_status)
     coins = data.get("consume_coins", COINS_PER_JOB)
-    if isinstance(coins, bool) or not isinstance(coins, int | float) or not math.isfinite(coins):
+    if isinstance(coins, bool) or not isinstance(coins, int | float) or not _plausible_coins(coins):
         raise HitPawResponseError(
             f"the answer's consume_coins is not a number: {coins!r}", http_status=http_status
         )
     return SegmentationJob(job_id=job_id, consume_coins=int(coins))
+
+
+#: A job's cost beyond this is no price but a broken answer (a job costs 20 coins today).
+_MAX_PLAUSIBLE_COINS: Final = 10**9
+
+
+def _plausible_coins(number: float) -> bool:
+    # Compared as they are: math.isfinite would overflow on an int too large for a float.
+    if isinstance(number, float) and not math.isfinite(number):
+        return False
+    return 0 <= number <= _MAX_PLAUSIBLE_COINS
 
 
 def parse_task_status(http_status: int, body: bytes, retry_after: str | None = None) -> TaskStatus:

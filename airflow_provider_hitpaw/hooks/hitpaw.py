@@ -313,7 +313,11 @@ class HitPawHook(_HitPawHookBase):
             attempt += 1
             try:
                 response = self.session.post(
-                    url, json=request.body, timeout=(self.connect_timeout, self.read_timeout)
+                    url,
+                    json=request.body,
+                    timeout=(self.connect_timeout, self.read_timeout),
+                    # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
+                    verify=self.settings.verify,
                 )
                 result = parse(
                     response.status_code,

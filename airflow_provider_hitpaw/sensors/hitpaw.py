@@ -60,11 +60,13 @@ class SegmentationSensor(BaseSensorOperator):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
+        poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.job_id = job_id
         self.hitpaw_conn_id = hitpaw_conn_id
-        self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        self.poll_interval = poll_interval
         self.deferrable = deferrable
 
     def _hook(self) -> HitPawHook:

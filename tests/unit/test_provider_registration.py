@@ -56,7 +56,7 @@ def test_the_connection_form_is_labelled_for_this_airflow(
         ).stdout
         form = json.loads(out.strip().splitlines()[-1])
         behaviour = form["behaviour"]
-        assert form["widgets"] == ["extra__hitpaw__ca_bundle"]
+        assert form["widgets"] == ["extra__hitpaw__allow_insecure_http", "extra__hitpaw__ca_bundle"]
         assert set(behaviour["hidden_fields"]) >= {"login", "schema", "port"}
         assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
     else:

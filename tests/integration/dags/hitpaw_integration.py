@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
+from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator, SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 
 
@@ -52,3 +52,16 @@ def build(dag_id: str, deferrable: bool) -> DAG:
 
 build("hitpaw_it_deferrable", deferrable=True)
 build("hitpaw_it_blocking", deferrable=False)
+
+
+with DAG(
+    dag_id="hitpaw_it_batch",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params={"operator_urls": []},
+    render_template_as_native_obj=True,
+):
+    SegmentImageBatchOperator(
+        task_id="segment_all", file_urls="{{ params.operator_urls }}", poll_interval=1, timeout=1800
+    )

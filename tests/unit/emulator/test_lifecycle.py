@@ -36,7 +36,11 @@ def _emulator_sockets(public_port: int, internal_port: int) -> list[socket.socke
     found = []
     gc.collect()
     for obj in gc.get_objects():
-        if isinstance(obj, socket.socket) and obj.fileno() >= 0:
+        try:
+            is_open_socket = isinstance(obj, socket.socket) and obj.fileno() >= 0
+        except Exception:  # a lazy object (Airflow 2 has some) may fail even isinstance
+            continue
+        if is_open_socket:
             try:
                 local = obj.getsockname()
                 remote = obj.getpeername() if obj.type == socket.SOCK_STREAM else None

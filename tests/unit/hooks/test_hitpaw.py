@@ -613,7 +613,7 @@ def test_both_hooks_serve_the_hitpaw_connection_type(hook_class: type[HitPawHook
 def test_connection_form_widgets_on_airflow_2() -> None:
     pytest.importorskip("flask_appbuilder")
     pytest.importorskip("wtforms")
-    assert set(HitPawHook.get_connection_form_widgets()) == {"ca_bundle"}
+    assert set(HitPawHook.get_connection_form_widgets()) == {"ca_bundle", "allow_insecure_http"}
 
 
 def test_provider_info() -> None:
