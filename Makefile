@@ -16,7 +16,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # it prefers that interpreter over VIRTUAL_ENV: every install names its target with --python.
 UV := $(PYTHON) -m uv
 
-.PHONY: help venv venv2 uv lint typecheck unit unit-af2 integration test demo bench clean
+.PHONY: help venv venv2 uv chromium lint typecheck unit unit-af2 integration test demo bench clean
 
 help:
 	@echo "make demo   - segment sample images through the local emulator with the example DAG"
@@ -55,7 +55,11 @@ unit: venv
 unit-af2: venv2
 	$(VENV2)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_hooks_against_emulator.py
 
-integration: venv
+# The browser test drives Debian's Chromium (a test tool's own browser download cannot work here).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium >/dev/null; }
+
+integration: venv chromium
 	$(VENV3)/bin/python -m pytest -q tests/integration
 
 test: lint typecheck unit unit-af2 integration

@@ -164,16 +164,22 @@ def parse_task_status(http_status: int, body: bytes, retry_after: str | None = N
     )
 
 
-def parse_envelope(http_status: int, body: bytes, retry_after: str | None = None) -> dict[str, Any]:
+def parse_envelope(
+    http_status: int, body: bytes, retry_after: str | None = None, *, success_code: int = SUCCESS_CODE
+) -> dict[str, Any]:
     """Return the ``data`` of a successful answer, or raise the error the answer stands for.
 
     The body's ``code`` is read first because HitPaw reports errors in it even under HTTP 200; the HTTP
     status decides only when the body says nothing usable.
+
+    :param success_code: the ``code`` that means success: 200 for the segmentation API, 0 for the OSS
+        upload API. Under any other success code, the body's error codes are plain HTTP statuses (the
+        OSS API echoes them): they are mapped as HTTP statuses, not kept as HitPaw codes.
     """
     document = _decode_json(body)
     if isinstance(document, dict) and _is_int(document.get("code")):
         code: int = document["code"]
-        if code == SUCCESS_CODE and 200 <= http_status < 300:
+        if code == success_code and 200 <= http_status < 300:
             data = document.get("data")
             if not isinstance(data, dict):
                 raise HitPawResponseError(
@@ -181,12 +187,12 @@ def parse_envelope(http_status: int, body: bytes, retry_after: str | None = None
                 )
             return data
         message = document.get("message")
-        raise error_for_code(
-            code,
-            http_status,
-            message if isinstance(message, str) and message else _default_message(code, http_status),
-            retry_after=parse_retry_after(retry_after),
-        )
+        text = message if isinstance(message, str) and message else _default_message(code, http_status)
+        if success_code != SUCCESS_CODE and not _is_documented_code(code):
+            # An echoed HTTP status: it decides only where the answer's own status does not.
+            status = http_status if http_status >= 400 or not 400 <= code < 600 else code
+            raise error_for_code(None, status, text, retry_after=parse_retry_after(retry_after))
+        raise error_for_code(code, http_status, text, retry_after=parse_retry_after(retry_after))
     if http_status >= 400:
         raise error_for_code(
             None,
@@ -211,6 +217,10 @@ def error_for_code(
     if family is HitPawRateLimitError:
         return HitPawRateLimitError(message, code=code, http_status=http_status, retry_after=retry_after)
     return family(message, code=code, http_status=http_status)
+
+
+def _is_documented_code(code: int) -> bool:
+    return any(code in codes for codes, _ in _CODE_FAMILIES)
 
 
 def _family_for_http_status(http_status: int | None) -> type[HitPawError]:
@@ -394,3 +404,216 @@ def base_url_from_host(host: str | None, port: int | None = None) -> str:
     if port and url_port is None:
         base = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
     return base
+
+
+# --- Uploads: the OSS pre-signed PUT (hitpaw-api.md section 4) ------------------------------------------
+
+PRESIGN_PATH: Final = "/api/oss/presign-put"
+PRESIGN_BATCH_PATH: Final = "/api/oss/presign-put/batch"
+#: The upload API's ``code`` for success (the segmentation API's is 200).
+PRESIGN_SUCCESS_CODE: Final = 0
+#: Files one batch call may pre-sign.
+PRESIGN_BATCH_MAX: Final = 20
+PRESIGN_EXPIRE_MIN: Final = 60
+PRESIGN_EXPIRE_MAX: Final = 7200
+
+#: The content type each input extension must be uploaded with. The upload API also takes gif and bmp,
+#: but segmentation does not: an upload of those would only produce a job that fails.
+UPLOAD_CONTENT_TYPES: Final[dict[str, str]] = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
+
+_JPEG_MAGIC: Final = b"\xff\xd8\xff"
+_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def content_type_for(filename: str, field: str = "filename") -> str:
+    """The content type to upload ``filename`` with, from its extension; raise for a format HitPaw's
+    segmentation does not take."""
+    if not isinstance(filename, str) or not filename.strip():
+        raise HitPawConfigurationError(field, "has no file name")
+    name = filename.strip().replace("\\", "/").rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    extension = name[dot:].lower() if dot > 0 else ""
+    content_type = UPLOAD_CONTENT_TYPES.get(extension)
+    if content_type is None:
+        shown = repr(extension) if extension else "no extension"
+        raise HitPawConfigurationError(
+            field,
+            f"{name!r} has {shown}; HitPaw segments {', '.join(sorted(UPLOAD_CONTENT_TYPES))} images",
+        )
+    return content_type
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The content type the first bytes of a file show (JPEG, PNG or WebP), or None for anything else.
+
+    12 bytes are enough for all three.
+    """
+    if head.startswith(_JPEG_MAGIC):
+        return "image/jpeg"
+    if head.startswith(_PNG_MAGIC):
+        return "image/png"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def presign_request(filename: str, content_type: str, expire_seconds: int | None = None) -> ApiRequest:
+    """Ask for a pre-signed PUT URL for one file (``expire_seconds``: 60 to 7200, HitPaw's default 3600)."""
+    body = _presign_file(filename, content_type)
+    _add_expire_seconds(body, expire_seconds)
+    return ApiRequest(PRESIGN_PATH, body)
+
+
+def presign_batch_request(files: list[tuple[str, str]], expire_seconds: int | None = None) -> ApiRequest:
+    """Ask for pre-signed PUT URLs for 1 to 20 files, each given as ``(filename, content_type)``."""
+    if not isinstance(files, list | tuple) or not 1 <= len(files) <= PRESIGN_BATCH_MAX:
+        count = len(files) if isinstance(files, list | tuple) else type(files).__name__
+        raise HitPawConfigurationError(
+            "files", f"one batch pre-signs 1 to {PRESIGN_BATCH_MAX} files, got {count}"
+        )
+    entries = [_presign_file(filename, content_type) for filename, content_type in files]
+    body: dict[str, Any] = {"files": entries}
+    _add_expire_seconds(body, expire_seconds)
+    return ApiRequest(PRESIGN_BATCH_PATH, body)
+
+
+def _presign_file(filename: str, content_type: str) -> dict[str, Any]:
+    expected = content_type_for(filename)
+    if not isinstance(content_type, str) or content_type.strip().lower() != expected:
+        raise HitPawConfigurationError(
+            "content_type", f"{filename!r} must be uploaded as {expected}, not {content_type!r}"
+        )
+    return {"filename": filename.strip(), "content_type": expected}
+
+
+def _add_expire_seconds(body: dict[str, Any], expire_seconds: int | None) -> None:
+    if expire_seconds is None:
+        return
+    if (
+        isinstance(expire_seconds, bool)
+        or not isinstance(expire_seconds, int)
+        or not PRESIGN_EXPIRE_MIN <= expire_seconds <= PRESIGN_EXPIRE_MAX
+    ):
+        raise HitPawConfigurationError(
+            "expire_seconds",
+            f"must be a whole number of seconds from {PRESIGN_EXPIRE_MIN} to {PRESIGN_EXPIRE_MAX}, "
+            f"got {expire_seconds!r}",
+        )
+    body["expire_seconds"] = expire_seconds
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    """Where to PUT one file, and the public URL it then has.
+
+    ``upload_url`` is signed: it carries the permission to write, so it is left out of ``repr`` (and so
+    out of logs); ``expire_at`` is a Unix time in seconds.
+    """
+
+    upload_url: str = field(repr=False)
+    access_url: str
+    object_key: str
+    content_type: str
+    expire_at: int
+
+
+def parse_presign(http_status: int, body: bytes, retry_after: str | None = None) -> PresignedUpload:
+    data = parse_envelope(http_status, body, retry_after, success_code=PRESIGN_SUCCESS_CODE)
+    return _presigned_upload(data, http_status)
+
+
+def parse_presign_batch(
+    http_status: int, body: bytes, retry_after: str | None = None, *, expected: int | None = None
+) -> list[PresignedUpload | HitPawError]:
+    """One result per file of the batch, in order: its upload, or the error the service gave for it.
+
+    A file the service refused (``{"filename": ..., "error": ...}``) is a
+    :class:`HitPawInvalidRequestError` in its place; the call as a whole fails only when the answer does.
+
+    :param expected: how many files were asked for; an answer with another number of items is broken.
+    """
+    data = parse_envelope(http_status, body, retry_after, success_code=PRESIGN_SUCCESS_CODE)
+    items = data.get("items")
+    if not isinstance(items, list):
+        raise HitPawResponseError(
+            "the answer has no 'items' list", code=PRESIGN_SUCCESS_CODE, http_status=http_status
+        )
+    if expected is not None and len(items) != expected:
+        raise HitPawResponseError(
+            f"the answer has {len(items)} items for {expected} files",
+            code=PRESIGN_SUCCESS_CODE,
+            http_status=http_status,
+        )
+    results: list[PresignedUpload | HitPawError] = []
+    for item in items:
+        if isinstance(item, dict) and "upload_url" not in item and item.get("error"):
+            error = item["error"]
+            name = item.get("filename")
+            results.append(
+                HitPawInvalidRequestError(
+                    f"{name!r}: {error}" if isinstance(name, str) else str(error), http_status=http_status
+                )
+            )
+            continue
+        if not isinstance(item, dict):
+            raise HitPawResponseError(
+                f"an item of the answer is not an object: {item!r}"[:_QUOTE_LIMIT],
+                code=PRESIGN_SUCCESS_CODE,
+                http_status=http_status,
+            )
+        results.append(_presigned_upload(item, http_status))
+    return results
+
+
+def _presigned_upload(data: dict[str, Any], http_status: int) -> PresignedUpload:
+    def text(name: str) -> str:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            raise HitPawResponseError(
+                f"the answer has no '{name}'", code=PRESIGN_SUCCESS_CODE, http_status=http_status
+            )
+        return value
+
+    def url(name: str) -> str:
+        value = text(name)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            # Quoted without its query: an upload URL's query is its signature.
+            shown = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else "no scheme"
+            raise HitPawResponseError(
+                f"the answer's {name} is not an http(s) URL ({shown[:_QUOTE_LIMIT]})",
+                code=PRESIGN_SUCCESS_CODE,
+                http_status=http_status,
+            )
+        return value
+
+    expire_at: Any = data.get("expire_at")
+    if not _is_int(expire_at) and not (isinstance(expire_at, float) and expire_at.is_integer()):
+        raise HitPawResponseError(
+            f"the answer's expire_at is not a Unix time: {expire_at!r}"[:_QUOTE_LIMIT],
+            code=PRESIGN_SUCCESS_CODE,
+            http_status=http_status,
+        )
+    return PresignedUpload(
+        upload_url=url("upload_url"),
+        access_url=url("access_url"),
+        object_key=text("object_key"),
+        content_type=text("content_type"),
+        expire_at=int(expire_at),
+    )
+
+
+def quote_body(body: bytes) -> str:
+    """An answer's body as an error message may quote it: the start only, decoded leniently."""
+    return _quote(body)
+
+
+def url_without_query(url: str) -> str:
+    """A URL as a message may show it: a signed URL's query is its credential, so it is dropped."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path

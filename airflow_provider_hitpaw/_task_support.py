@@ -7,12 +7,14 @@ Kept apart from both so that neither decides alone what an event means.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
     HitPawTimeoutError,
@@ -108,3 +110,87 @@ def try_started_at(context: Context) -> float:
     """When the current try of the task started, as a Unix time (now, if Airflow does not say)."""
     start = getattr(context.get("ti"), "start_date", None)
     return start.timestamp() if start is not None else time.time()
+
+
+OVERWRITE_POLICIES: Final = ("overwrite", "skip", "fail")
+
+
+@dataclass(frozen=True)
+class ResultOutput:
+    """Where a task keeps its results, and what it shows of them: the copies, the links, the asset.
+
+    Shared by the operator and the sensor, which both end with a completed job on a worker.
+    """
+
+    path: Any
+    conn_id: str | None
+    overwrite: str
+
+    @classmethod
+    def checked(cls, path: Any, conn_id: str | None, overwrite: str, waits: bool) -> ResultOutput:
+        if overwrite not in OVERWRITE_POLICIES:
+            raise HitPawConfigurationError("overwrite", f"must be one of {', '.join(OVERWRITE_POLICIES)}")
+        if path is not None and not waits:
+            raise HitPawConfigurationError(
+                "output_path", "results can only be kept when the task waits for them"
+            )
+        return cls(path=path, conn_id=conn_id, overwrite=overwrite)
+
+    def asset(self) -> Any:
+        """The Asset (Dataset on Airflow 2) of the output folder, for ``outlets``."""
+        from airflow.providers.common.compat.sdk import Asset
+
+        uri = None if self.path is None else str(self.path)
+        if not uri or "{{" in uri:
+            raise HitPawConfigurationError("emit_asset", "needs a fixed output_path (not a template)")
+        if "://" not in uri:
+            uri = f"file://{uri}"
+        return Asset(uri=uri)
+
+    def persist(self, context: Context, result: dict[str, Any], source: str) -> dict[str, Any]:
+        """Copy the results when asked to, push the links' XCom, return the result with the paths."""
+        from airflow_provider_hitpaw.links import LINKS_XCOM_KEY, links_value
+
+        persisted: dict[str, str] | None = None
+        if self.path is not None:
+            from airflow_provider_hitpaw import storage
+
+            persisted = storage.persist_job_results(
+                result, source, self.path, overwrite=self.overwrite, conn_id=self.conn_id
+            )
+            result = {**result, **persisted}
+        ti = context.get("ti")
+        if ti is not None and hasattr(ti, "xcom_push"):
+            ti.xcom_push(key=LINKS_XCOM_KEY, value=links_value(result, persisted))
+        return result
+
+
+def result_links() -> tuple[Any, ...]:
+    """The extra links of the tasks that end with a cut-out: to it and to its mask."""
+    from airflow_provider_hitpaw.links import HitPawCutoutLink, HitPawMaskLink
+
+    return (HitPawCutoutLink(), HitPawMaskLink())
+
+
+def lineage(info: dict[str, Any]) -> Any:
+    """OpenLineage facets: the input image in, the persisted files out; None without the provider."""
+    try:
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+    except ImportError:
+        return None
+    if not info.get("input"):
+        return OperatorLineage()
+    return OperatorLineage(
+        inputs=[Dataset(*_namespace_and_name(info["input"]))],
+        outputs=[Dataset(*_namespace_and_name(path)) for path in info.get("outputs", []) if path],
+    )
+
+
+def _namespace_and_name(location: str) -> tuple[str, str]:
+    """OpenLineage's naming: ``scheme://authority`` as namespace and the path as name."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location if "://" in location else f"file://{location}")
+    namespace = f"{parts.scheme}://{parts.netloc}" if parts.netloc else parts.scheme
+    return namespace, parts.path or "/"

@@ -20,6 +20,11 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Image segmentation (background removal) with HitPaw's API.",
         "versions": [__version__],
         "connection-types": [connection_type_info()],
+        # Airflow 2.11 shows only registered link classes; 3.x resolves them when the task finishes.
+        "extra-links": [
+            "airflow_provider_hitpaw.links.HitPawCutoutLink",
+            "airflow_provider_hitpaw.links.HitPawMaskLink",
+        ],
         "integrations": [
             {
                 "integration-name": "HitPaw",

@@ -46,7 +46,9 @@ class HttpxHook(_RetryingHook):
         import httpx
 
         if self._client is None:
+            settings = await self.get_settings()
             self._client = httpx.AsyncClient(  # type: ignore[assignment]
+                verify=settings.verify,
                 timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
                 limits=httpx.Limits(max_connections=32),
             )
@@ -63,12 +65,20 @@ class HttpxHook(_RetryingHook):
 
 
 class SessionPerPollHook(_RetryingHook):
+    _ssl: Any = None
+
     async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any) -> Any:
         import aiohttp
 
+        from airflow_provider_hitpaw.hooks.hitpaw import _ssl_context
+
         settings = await self.get_settings()
+        if self._ssl is None:  # built once: the baseline pays handshakes, not CA loading
+            self._ssl = await asyncio.to_thread(_ssl_context, settings.verify)
         async with (
-            aiohttp.ClientSession(headers=_api.request_headers(settings.api_key)) as session,
+            aiohttp.ClientSession(
+                headers=_api.request_headers(settings.api_key), connector=aiohttp.TCPConnector(ssl=self._ssl)
+            ) as session,
             session.post(url, json=request.body) as response,
         ):
             body = await response.read()

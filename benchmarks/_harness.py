@@ -31,24 +31,31 @@ class EmulatorProcess:
     base_url: str
     process: subprocess.Popen[str]
 
-    def state(self) -> dict[str, Any]:
-        return requests.get(f"{self.base_url}/_emulator/state", timeout=10).json()  # type: ignore[no-any-return]
+    def state(self, verify: bool | str = True) -> dict[str, Any]:
+        answer = requests.get(f"{self.base_url}/_emulator/state", timeout=10, verify=verify)
+        return answer.json()  # type: ignore[no-any-return]
 
-    def submit_jobs(self, count: int) -> list[str]:
+    def submit_jobs(self, count: int, verify: bool | str = True) -> list[str]:
         """Jobs that stay CONVERTING for the whole run (the emulator is started with long jobs)."""
         url = f"{self.base_url}/samples/shoe.jpg"
         with requests.Session() as session:
             session.headers["Apikey"] = BENCH_KEY
             return [
                 session.post(
-                    f"{self.base_url}/api/image-segmentation", json={"file_url": url}, timeout=30
+                    f"{self.base_url}/api/image-segmentation",
+                    json={"file_url": url},
+                    timeout=30,
+                    verify=verify,
                 ).json()["data"]["job_id"]
                 for _ in range(count)
             ]
 
 
 @contextmanager
-def emulator(*extra_args: str, job_seconds: float = 100_000) -> Iterator[EmulatorProcess]:
+def emulator(*extra_args: str, job_seconds: float = 100_000, tls: Any = None) -> Iterator[EmulatorProcess]:
+    """The emulator in its own process; over https when ``tls`` (a ``TLSFiles``) is given."""
+    if tls is not None:
+        extra_args = (*extra_args, "--tls-cert", tls.server_cert, "--tls-key", tls.server_key)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -85,10 +92,11 @@ def emulator(*extra_args: str, job_seconds: float = 100_000) -> Iterator[Emulato
             process.kill()
 
 
-def connection_env(base_url: str) -> dict[str, str]:
+def connection_env(base_url: str, ca_bundle: str | None = None) -> dict[str, str]:
+    extra = {"ca_bundle": ca_bundle} if ca_bundle else {}
     return {
         "AIRFLOW_CONN_HITPAW_DEFAULT": json.dumps(
-            {"conn_type": "hitpaw", "host": base_url, "password": BENCH_KEY}
+            {"conn_type": "hitpaw", "host": base_url, "password": BENCH_KEY, "extra": extra}
         ),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }

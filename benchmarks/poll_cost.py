@@ -89,18 +89,27 @@ async def run_triggers(variant: str, job_ids: list[str], interval: float, durati
 
 
 def compare(
-    script: str, title: str, variants: list[str], triggers: int, interval: float, duration: float
+    script: str, title: str, variants: list[str], triggers: int, interval: float, duration: float, tls: bool
 ) -> None:
-    with emulator() as emu, tempfile.TemporaryDirectory() as tmp:
-        jobs_file = Path(tmp) / "jobs.json"
-        jobs_file.write_text(json.dumps(emu.submit_jobs(triggers)))
-        rows = {}
-        for variant in variants:
-            args = ["--child", variant, "--jobs-file", str(jobs_file)]
-            args += ["--interval", str(interval), "--duration", str(duration)]
-            rows[variant] = run_child(script, args, connection_env(emu.base_url))
+    with tempfile.TemporaryDirectory() as tmp:
+        tls_files = None
+        if tls:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.conftest import make_tls_files
+
+            tls_files = make_tls_files(tmp)
+        ca = tls_files.ca_cert if tls_files else None
+        with emulator(tls=tls_files) as emu:
+            jobs_file = Path(tmp) / "jobs.json"
+            jobs_file.write_text(json.dumps(emu.submit_jobs(triggers, verify=ca or True)))
+            rows = {}
+            for variant in variants:
+                args = ["--child", variant, "--jobs-file", str(jobs_file)]
+                args += ["--interval", str(interval), "--duration", str(duration)]
+                rows[variant] = run_child(script, args, connection_env(emu.base_url, ca))
+    scheme = "https" if tls else "http"
     print_table(
-        f"{title}: {triggers} triggers polling every {interval:g} s for {duration:g} s",
+        f"{title}: {triggers} triggers polling every {interval:g} s for {duration:g} s, over {scheme}",
         rows,
         FIGURES,
         variants[0],
@@ -118,6 +127,7 @@ def main(default_variants: tuple[str, ...] = ("per-trigger", "httpx"), title: st
     parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(default_variants))
+    parser.add_argument("--tls", action="store_true", help="serve the emulator over https, as HitPaw is")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--jobs-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -125,7 +135,7 @@ def main(default_variants: tuple[str, ...] = ("per-trigger", "httpx"), title: st
         job_ids = json.loads(Path(args.jobs_file).read_text())
         print(json.dumps(asyncio.run(run_triggers(args.child, job_ids, args.interval, args.duration))))
         return
-    compare(sys.argv[0], title, args.variants, args.triggers, args.interval, args.duration)
+    compare(sys.argv[0], title, args.variants, args.triggers, args.interval, args.duration, args.tls)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,6 @@ IMAGE_URLS: list[str] = [
     if url.strip()
 ]
 OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_OUTPUT_DIR", "demo-output")
+#: For the folder example: where the images are, and where their cut-outs go (any ObjectStoragePath URI).
+INPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_INPUT_FOLDER", "file:///tmp/hitpaw-example/in")
+OUTPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_OUTPUT_FOLDER", "file:///tmp/hitpaw-example/out")

@@ -267,3 +267,40 @@ def make_tls_files(directory: Any, host: str = "127.0.0.1") -> TLSFiles:
         )
     )
     return files
+
+
+def run_deferred(operator: Any, context: dict[str, Any]) -> Any:
+    """What Airflow does with a deferring task: run its trigger to its one event, then resume the task
+    with that event and the kwargs it deferred with."""
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    trigger = deferred.value.trigger
+
+    async def one_event() -> dict[str, Any]:
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1, "a trigger must yield exactly one event"
+        return dict(events[0].payload)
+
+    event = asyncio.run(one_event())
+    return operator.execute_complete(context, event, **(deferred.value.kwargs or {}))
+
+
+class RecordingTaskInstance:
+    """A task instance double that keeps what the task pushes to XCom."""
+
+    def __init__(self, max_tries: int = 2) -> None:
+        import time as _time
+        from datetime import datetime
+
+        self.start_date = datetime.fromtimestamp(_time.time(), tz=UTC)
+        self.try_number = 1
+        self.max_tries = max_tries
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        json.dumps(value)
+        self.xcom[key] = value

@@ -8,14 +8,17 @@ when an asynchronous hook opens its client, so a worker that never runs a trigge
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
@@ -39,7 +42,12 @@ from airflow_provider_hitpaw.validation import validate_job_id
 if TYPE_CHECKING:
     import aiohttp
 
-    from airflow_provider_hitpaw._api import ConnectionSettings, SegmentationJob, TaskStatus
+    from airflow_provider_hitpaw._api import (
+        ConnectionSettings,
+        PresignedUpload,
+        SegmentationJob,
+        TaskStatus,
+    )
 
 T = TypeVar("T")
 Parser = Callable[[int, bytes, str | None], T]
@@ -180,6 +188,9 @@ class HitPawHook(_HitPawHookBase):
         if "session" in self.__dict__:
             self.session.close()
             del self.__dict__["session"]
+        if "_storage_session" in self.__dict__:
+            self._storage_session.close()
+            del self.__dict__["_storage_session"]
 
     def __enter__(self) -> HitPawHook:
         return self
@@ -350,6 +361,100 @@ class HitPawHook(_HitPawHookBase):
             self._log_retry(error, attempt, delay)
             _pause(delay)
 
+    # --- uploads: the OSS pre-signed PUT -----------------------------------------------------------
+
+    def presign_upload(
+        self, filename: str, content_type: str, expire_seconds: int | None = None
+    ) -> PresignedUpload:
+        """A pre-signed PUT URL for one file (free: no coins), valid ``expire_seconds`` (60 to 7200)."""
+        return self._call(_api.presign_request(filename, content_type, expire_seconds), _api.parse_presign)
+
+    def presign_uploads(
+        self, files: Sequence[tuple[str, str]], expire_seconds: int | None = None
+    ) -> list[PresignedUpload | HitPawError]:
+        """Pre-signed PUT URLs for many ``(filename, content_type)`` pairs, 20 per call, in order.
+
+        A file the service refused is an error in its place; a call that fails as a whole (a bad key,
+        an outage outlasting the retries) raises.
+        """
+        files = list(files)
+        for filename, content_type in files:  # every file checked before the first call
+            _api.presign_request(filename, content_type, expire_seconds)
+        results: list[PresignedUpload | HitPawError] = []
+        for start in range(0, len(files), _api.PRESIGN_BATCH_MAX):
+            chunk = files[start : start + _api.PRESIGN_BATCH_MAX]
+            parse = functools.partial(_api.parse_presign_batch, expected=len(chunk))
+            results.extend(self._call(_api.presign_batch_request(chunk, expire_seconds), parse))
+        return results
+
+    @cached_property
+    def _storage_session(self) -> requests.Session:
+        """The session for the storage host: it never carries the API key, only the signed URL does."""
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def upload(self, presigned: PresignedUpload, data: bytes | BinaryIO) -> None:
+        """PUT ``data`` to ``presigned.upload_url`` as ``presigned.content_type``; retried like API calls.
+
+        A stream is sent as it is read (a 50 MB file is not loaded into memory); it is retried only when
+        it can be rewound to where it started. A refusal by the storage (HTTP 4xx) is final: 403 means a
+        signature that does not match (wrong Content-Type) or has expired.
+        """
+        headers = {"Content-Type": presigned.content_type, _api.API_KEY_HEADER: None}
+        start = _stream_position(data)
+        signature = urlsplit(presigned.upload_url).query
+        target = _api.url_without_query(presigned.upload_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            if start is not None:
+                data.seek(start)  # type: ignore[union-attr]
+            try:
+                response = self._storage_session.put(
+                    presigned.upload_url,
+                    data=data,
+                    headers=headers,
+                    timeout=(self.connect_timeout, self.read_timeout),
+                    verify=self.settings.verify,
+                )
+                with response:
+                    if 200 <= response.status_code < 300:
+                        self.log.info("Uploaded %s (%s)", presigned.object_key, presigned.content_type)
+                        return
+                    error = _api.error_for_code(
+                        None,
+                        response.status_code,
+                        f"the storage refused the upload to {target}: "
+                        f"{_scrub(_api.quote_body(response.content), signature)}",
+                        retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
+                    )
+            except requests.RequestException as err:
+                family = (
+                    HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
+                )
+                error = family(
+                    _scrub(f"uploading to {target}: {type(err).__name__}: {err}", signature),
+                )
+            rewindable = isinstance(data, bytes | bytearray) or start is not None
+            if not rewindable or not self.retry_policy.should_retry(error, attempt):
+                raise error
+            delay = self.retry_policy.delay(error, attempt)
+            self._log_retry(error, attempt, delay)
+            _pause(delay)
+
+
+def _stream_position(data: bytes | BinaryIO) -> int | None:
+    """Where a rewindable stream starts, or None (bytes, or a stream that cannot seek)."""
+    if isinstance(data, bytes | bytearray):
+        return None
+    try:
+        return data.tell() if data.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
 
 #: How often one request of a batch may be turned away with 429 before it is reported as failed.
 _RATE_LIMIT_BUDGET = 30
@@ -437,7 +542,8 @@ class HitPawAsyncHook(_HitPawHookBase):
         every other trigger, so it happens in a thread.
         """
         await self.get_settings()
-        await asyncio.to_thread(importlib.import_module, "aiohttp")
+        if "aiohttp" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "aiohttp")
 
     async def _get_client(self) -> aiohttp.ClientSession:
         if self._client is not None and not self._client.closed:
@@ -583,12 +689,21 @@ def _check_ca_bundle(verify: bool | str) -> None:
 
 
 def _ssl_context(verify: bool | str) -> Any:
-    """aiohttp's ``ssl`` argument for requests' ``verify`` (True, False, or a CA bundle path)."""
-    import ssl
+    """aiohttp's ``ssl`` argument for requests' ``verify`` (True, False, or a CA bundle path).
 
+    A context for a CA bundle is built once per bundle file (and rebuilt when the file changes): loading
+    a bundle costs milliseconds, and a triggerer starts thousands of hooks.
+    """
     if verify is True:
         return True
     if verify is False:
         return False
     _check_ca_bundle(verify)
-    return ssl.create_default_context(cafile=verify)
+    return _context_for_bundle(verify, os.stat(verify).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for_bundle(path: str, mtime_ns: int) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=path)

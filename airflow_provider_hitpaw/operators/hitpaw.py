@@ -33,14 +33,27 @@ class SegmentImageOperator(BaseOperator):
     """Submit one image to HitPaw's segmentation and, by default, wait for the cut-out.
 
     Returns (XCom) ``job_id``, ``consume_coins`` and ``file_url``; when it waited, also the task-status
-    fields ``status``, ``res_url``, ``mask_url`` and ``original_url``.
+    fields ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
+    ``res_path`` and ``mask_path``, the copies that outlive HitPaw's 8 days.
 
-    The URL is checked before anything is sent: a URL HitPaw cannot take fails the task at once, without
-    retries and without spending coins. A job that ends in ``ERROR`` fails the task normally, so the
-    task's retries submit the image again. On Airflow 3.3 the submitted job is remembered in the task
-    state store, so a retry after a crash or a time-out waits for that job instead of paying for a new one.
+    The input is checked before anything is sent: a URL HitPaw cannot take, or a file of a format it does
+    not segment, fails the task at once, without retries and without spending coins. A job that ends in
+    ``ERROR`` fails the task normally, so the task's retries submit the image again. On Airflow 3.3 the
+    submitted job is remembered in the task state store, so a retry after a crash or a time-out waits for
+    that job instead of paying for a new one.
 
     :param file_url: public http(s) URL of a .jpg, .jpeg, .png or .webp image (templated).
+    :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (an
+        ``ObjectStoragePath``, a local path, ``s3://...``; templated). It is uploaded through HitPaw's
+        pre-signed upload and its ``access_url`` is submitted.
+    :param source_conn_id: the connection of ``source_path``'s storage, when it needs one.
+    :param output_path: where to keep the cut-out and the mask (an ``ObjectStoragePath`` or a URL such as
+        ``file:///data/out/`` or ``s3://bucket/cutouts/``; templated): named after the input
+        (``shoe-042.png`` and ``shoe-042_mask.png``), copied by the worker once the job completed.
+    :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
+    :param overwrite: what to do when a result file exists already: ``overwrite``, ``skip`` or ``fail``.
+    :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2) this task updates, so
+        that downstream DAGs can be scheduled on fresh cut-outs (needs a fixed, untemplated path).
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param wait_for_completion: wait for the job to end (True) or return right after submitting.
     :param deferrable: wait in the triggerer (True) or poll in this worker (False).
@@ -49,13 +62,19 @@ class SegmentImageOperator(BaseOperator):
         job can stay ``CONVERTING`` for more than 15 minutes under load, hence the hour.
     """
 
-    template_fields: Sequence[str] = ("file_url",)
+    template_fields: Sequence[str] = ("file_url", "source_path", "output_path")
     ui_color = "#aed6f1"
 
     def __init__(
         self,
         *,
-        file_url: str,
+        file_url: str | None = None,
+        source_path: Any = None,
+        source_conn_id: str | None = None,
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        overwrite: str = "overwrite",
+        emit_asset: bool = False,
         hitpaw_conn_id: str = "hitpaw_default",
         wait_for_completion: bool = True,
         deferrable: bool = True,
@@ -63,49 +82,88 @@ class SegmentImageOperator(BaseOperator):
         timeout: float = 3600,
         **kwargs: Any,
     ) -> None:
+        if (file_url is None) == (source_path is None):
+            raise HitPawConfigurationError(
+                "file_url", "give either file_url or source_path, not both or none"
+            )
+        output = _task_support.ResultOutput.checked(
+            output_path, output_conn_id, overwrite, wait_for_completion
+        )
+        if emit_asset:
+            kwargs["outlets"] = [*kwargs.get("outlets", []), output.asset()]
         super().__init__(**kwargs)
         self.file_url = file_url
+        self.source_path = source_path
+        self.source_conn_id = source_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.overwrite = overwrite
         self.hitpaw_conn_id = hitpaw_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         # Checked at parse time: a DAG with a nonsensical wait should not load, let alone run.
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         self.timeout = validate_timeout(timeout)
+        self._lineage: dict[str, Any] = {}
+
+    operator_extra_links = _task_support.result_links()
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
         return HitPawHook(self.hitpaw_conn_id)
 
+    def _input_key(self) -> str:
+        """What identifies the input across tries: the source path when there is one (its upload gets a
+        new URL each time), else the URL."""
+        return str(self.source_path) if self.source_path is not None else str(self.file_url)
+
     def execute(self, context: Context) -> dict[str, Any]:
         try:
-            file_url = validate_file_url(self.file_url)
+            file_url = validate_file_url(self.file_url) if self.source_path is None else None
+            source = self._checked_source() if self.source_path is not None else None
         except HitPawError as err:
             raise _task_support.fail_without_retry(err) from err
         with self._hook() as hook:
             try:
-                submission, status = self._submit_or_reattach(hook, file_url, context)
+                submission, status = self._submit_or_reattach(hook, file_url, source, context)
                 if status is not None and status.is_completed:
-                    return {**submission, **status.to_dict()}
+                    return self._finish(context, submission, status.to_dict())
                 if not self.wait_for_completion:
                     return submission
                 if not self.deferrable:
                     status = hook.wait_for_completion(
                         submission["job_id"], poll_interval=self.poll_interval, timeout=self.timeout
                     )
-                    return {**submission, **status.to_dict()}
+                    return self._finish(context, submission, status.to_dict())
             except HitPawError as err:
                 raise _task_support.task_failure(err) from err
         self._defer_until_done(submission, context)
         raise AssertionError("defer() always raises")  # pragma: no cover
 
+    def _checked_source(self) -> Any:
+        from airflow_provider_hitpaw import storage
+
+        return storage.read_source(self.source_path, conn_id=self.source_conn_id)
+
+    def _upload(self, hook: HitPawHook, source: Any) -> str:
+        """Upload the source through HitPaw's pre-signed upload; return the URL to submit."""
+        from airflow_provider_hitpaw import storage
+
+        filename, content_type, size = source
+        presigned = hook.presign_upload(filename, content_type)
+        with storage.open_source(self.source_path, conn_id=self.source_conn_id) as stream:
+            hook.upload(presigned, stream)
+        self.log.info("Uploaded %s (%d bytes) to HitPaw", self.source_path, size)
+        return presigned.access_url
+
     def _submit_or_reattach(
-        self, hook: HitPawHook, file_url: str, context: Context
+        self, hook: HitPawHook, file_url: str | None, source: Any, context: Context
     ) -> tuple[dict[str, Any], TaskStatus | None]:
         """Return the job to wait for: the one an earlier try submitted when it can still end well,
         else a new one."""
         earlier = _task_support.recall(context, _SUBMITTED_JOB_KEY)
-        if isinstance(earlier, dict) and earlier.get("file_url") == file_url and earlier.get("job_id"):
+        if isinstance(earlier, dict) and earlier.get("input") == self._input_key() and earlier.get("job_id"):
             try:
                 status = hook.get_task_status(earlier["job_id"])
             except HitPawError as err:
@@ -119,11 +177,15 @@ class SegmentImageOperator(BaseOperator):
                         earlier["job_id"],
                         status.status,
                     )
-                    return dict(earlier), status
+                    return _public_submission(earlier), status
                 self.log.info("The job of the earlier try ended in ERROR; submitting the image again")
+        if file_url is None:
+            file_url = self._upload(hook, source)
         job: SegmentationJob = hook.submit_segmentation(file_url)
         submission = {"job_id": job.job_id, "consume_coins": job.consume_coins, "file_url": file_url}
-        _task_support.remember(context, _SUBMITTED_JOB_KEY, submission)
+        if self.source_path is not None:
+            submission["source_path"] = str(self.source_path)
+        _task_support.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
         self.log.info("Submitted %s to HitPaw as job %s (%d coins)", file_url, job.job_id, job.consume_coins)
         return submission, None
 
@@ -155,11 +217,35 @@ class SegmentImageOperator(BaseOperator):
             raise _task_support.task_failure(err) from err
         # ``airflow dags test`` (2.11 and 3.3 alike) resumes with the event alone and drops the kwargs given
         # to defer(); the task state store still has the submission where Airflow keeps one.
-        submission = submission or _task_support.recall(context, _SUBMITTED_JOB_KEY)
         if not isinstance(submission, dict):
+            remembered = _task_support.recall(context, _SUBMITTED_JOB_KEY)
+            submission = _public_submission(remembered) if isinstance(remembered, dict) else None
+        if submission is None:
             self.log.warning("The submission's details were lost on resuming; the cost is unknown")
             submission = {"job_id": status["job_id"], "consume_coins": None, "file_url": self.file_url}
-        return {**submission, **status}
+        return self._finish(context, submission, status)
+
+    def _finish(self, context: Context, submission: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """On the worker, after COMPLETED: keep the results where the user asked, show links, and say what
+        went in and out (lineage)."""
+        source = self._input_key()
+        try:
+            output = _task_support.ResultOutput.checked(
+                self.output_path, self.output_conn_id, self.overwrite, self.wait_for_completion
+            )
+            result = output.persist(context, {**submission, **status}, source)
+        except HitPawError as err:
+            raise _task_support.task_failure(err) from err
+        self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The input image as input dataset and the persisted files as outputs (openlineage provider)."""
+        return _task_support.lineage(self._lineage)
+
+
+def _public_submission(remembered: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in remembered.items() if key != "input"}
 
 
 #: Job ids of a batch are remembered in chunks: one store value stays well under Airflow's 64 KB advice.

@@ -46,9 +46,13 @@ class SegmentationSensor(BaseSensorOperator):
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param poll_interval: seconds between two status polls; also the poke interval when not deferrable.
     :param deferrable: wait in the triggerer (True) or as a classic sensor in ``mode`` poke/reschedule.
+    :param output_path: where to keep the cut-out and the mask, as ``SegmentImageOperator`` does (named
+        after the job's original URL); adds ``res_path`` and ``mask_path`` to the result.
+    :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
+    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already.
     """
 
-    template_fields: Sequence[str] = ("job_id",)
+    template_fields: Sequence[str] = ("job_id", "output_path")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -58,8 +62,12 @@ class SegmentationSensor(BaseSensorOperator):
         hitpaw_conn_id: str = "hitpaw_default",
         poll_interval: float = 3,
         deferrable: bool = True,
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        overwrite: str = "overwrite",
         **kwargs: Any,
     ) -> None:
+        _task_support.ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
         # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
         poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         kwargs.setdefault("poke_interval", poll_interval)
@@ -68,6 +76,22 @@ class SegmentationSensor(BaseSensorOperator):
         self.hitpaw_conn_id = hitpaw_conn_id
         self.poll_interval = poll_interval
         self.deferrable = deferrable
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.overwrite = overwrite
+
+    operator_extra_links = _task_support.result_links()
+
+    def _finish(self, context: Context, status: dict[str, Any]) -> dict[str, Any]:
+        """Keep the results where asked (on this worker, never in the triggerer) and show their links."""
+        output = _task_support.ResultOutput.checked(
+            self.output_path, self.output_conn_id, self.overwrite, True
+        )
+        source = status.get("original_url") or status.get("job_id") or ""
+        try:
+            return output.persist(context, status, str(source))
+        except HitPawError as err:
+            raise _task_support.task_failure(err) from err
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -96,7 +120,7 @@ class SegmentationSensor(BaseSensorOperator):
                 HitPawJobFailedError(f"HitPaw job {job_id} ended with status ERROR")
             )
         if status.is_completed:
-            return PokeReturnValue(is_done=True, xcom_value=status.to_dict())
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.to_dict()))
         return False
 
     def execute(self, context: Context) -> Any:
@@ -131,7 +155,7 @@ class SegmentationSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Turn the trigger's event into the task's result, or into the right kind of failure."""
         try:
-            return _task_support.status_from_event(event)
+            status = _task_support.status_from_event(event)
         except HitPawTimeoutError as err:
             if self.soft_fail:
                 raise AirflowSkipException(f"{err} (soft_fail)") from err
@@ -139,3 +163,4 @@ class SegmentationSensor(BaseSensorOperator):
         except HitPawError as err:
             # Job ERROR and permanent API errors alike: waiting again on this job cannot help.
             raise _task_support.fail_without_retry(err) from err
+        return self._finish(context, status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
-from tests.conftest import FakeStateStore, task_context
+from tests.conftest import FakeStateStore, run_deferred, task_context
 
 SAMPLES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
 
@@ -31,21 +30,6 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def urls(emulator: Any, count: int) -> list[str]:
     return [f"{emulator.sample_url(SAMPLES[i % len(SAMPLES)])}?n={i}" for i in range(count)]
-
-
-def run_deferred(operator: SegmentImageBatchOperator, context: dict[str, Any]) -> list[dict[str, Any]]:
-    """What Airflow does with a deferring task: run its trigger, resume it with the event and kwargs."""
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context)
-    trigger = deferred.value.trigger
-
-    async def one_event() -> dict[str, Any]:
-        events = [event async for event in trigger.run()]
-        assert len(events) == 1, "the batch trigger must yield exactly one event"
-        return dict(events[0].payload)
-
-    event = asyncio.run(one_event())
-    return operator.execute_complete(context, event, **(deferred.value.kwargs or {}))
 
 
 def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> None:

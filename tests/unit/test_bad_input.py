@@ -62,7 +62,7 @@ BAD_URLS = [
     pytest.param("https://cdn.example.test/scan.TIFF", id="tiff"),
     pytest.param("https://cdn.example.test/doc.pdf?x=1", id="pdf"),
     pytest.param("https://cdn.example.test/shoe 1.jpg", id="white-space"),
-    pytest.param(None, id="none"),
+    pytest.param(42, id="not-a-string"),
 ]
 
 
@@ -121,6 +121,28 @@ def test_sensor_refuses_job_id_at_run_time(
 # --- constructor arguments, refused at DAG parse time ---------------------------------------------------
 
 PARSE_TIME = [
+    pytest.param(
+        lambda: SegmentImageOperator(task_id="t", file_url=None),
+        "file_url",
+        id="operator-no-file_url-nor-source_path",
+    ),
+    pytest.param(
+        lambda: SegmentImageOperator(task_id="t", file_url="https://h/a.jpg", source_path="/data/a.jpg"),
+        "file_url",
+        id="operator-both-file_url-and-source_path",
+    ),
+    pytest.param(
+        lambda: SegmentImageOperator(task_id="t", file_url="https://h/a.jpg", overwrite="sometimes"),
+        "overwrite",
+        id="operator-unknown-overwrite-policy",
+    ),
+    pytest.param(
+        lambda: SegmentImageOperator(
+            task_id="t", file_url="https://h/a.jpg", output_path="/out", wait_for_completion=False
+        ),
+        "output_path",
+        id="operator-output-without-waiting",
+    ),
     pytest.param(
         lambda: SegmentImageOperator(task_id="t", file_url=GOOD_URL, poll_interval=0),
         "poll_interval",

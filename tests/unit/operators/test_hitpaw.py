@@ -184,7 +184,7 @@ class TestRetryDoesNotPayTwice:
         store = FakeStateStore()
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
-        assert [kept["value"] for kept in store.values.values()] == [SUBMISSION]
+        assert [kept["value"] for kept in store.values.values()] == [{**SUBMISSION, "input": URL}]
 
     def test_retry_waits_for_the_running_job(self, hook: Any) -> None:
         store = FakeStateStore()

@@ -1,0 +1,165 @@
+"""Issue 4 end to end on the emulator: results kept in the user's storage, inputs from any storage,
+links, assets and lineage."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
+from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
+from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+from tests.conftest import RecordingTaskInstance, run_deferred
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def context() -> dict[str, Any]:
+    return {"ti": RecordingTaskInstance()}
+
+
+@pytest.fixture
+def memory_root() -> str:
+    """A ``memory://`` root, attached as each Airflow version attaches a filesystem."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    try:
+        from airflow.sdk.io import attach
+    except ImportError:  # Airflow 2
+        from airflow.io.store import attach  # type: ignore[no-redef]
+
+    attach(protocol="memory", fs=MemoryFileSystem())
+    return f"memory://results-{uuid.uuid4().hex[:8]}"
+
+
+def test_results_are_copied_next_to_each_other_named_after_the_input(
+    hitpaw_emulator: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "cutouts"
+    ctx = context()
+    operator = SegmentImageOperator(
+        task_id="t",
+        file_url=hitpaw_emulator.sample_url("shoe.jpg"),
+        output_path=f"file://{out}",
+        poll_interval=0.1,
+    )
+    result = run_deferred(operator, ctx)
+    assert result["res_path"] == f"file://{out}/shoe.png"
+    assert result["mask_path"] == f"file://{out}/shoe_mask.png"
+    assert (out / "shoe.png").read_bytes() == requests.get(result["res_url"], timeout=10).content
+    assert (out / "shoe_mask.png").read_bytes().startswith(PNG)
+    assert sorted(p.name for p in out.iterdir()) == ["shoe.png", "shoe_mask.png"], "a partial file was left"
+    # file:// has no public URL: the links point at HitPaw's own copies.
+    assert ctx["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": result["res_url"], "mask": result["mask_url"]}
+
+
+def test_results_to_memory_storage_in_process(hitpaw_emulator: Any, memory_root: str) -> None:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    operator = SegmentImageOperator(
+        task_id="t",
+        file_url=hitpaw_emulator.sample_url("portrait.png"),
+        output_path=ObjectStoragePath(f"{memory_root}/out/"),
+        deferrable=False,
+        poll_interval=0.1,
+    )
+    result = operator.execute(context())
+    assert ObjectStoragePath(result["res_path"]).read_bytes().startswith(PNG)
+    assert ObjectStoragePath(result["mask_path"]).name == "portrait_mask.png"
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail", "overwrite"])
+def test_overwrite_policy(hitpaw_emulator: Any, tmp_path: Path, policy: str) -> None:
+    (tmp_path / "mug.png").write_bytes(b"older")
+    operator = SegmentImageOperator(
+        task_id="t",
+        file_url=hitpaw_emulator.sample_url("mug.jpg"),
+        output_path=str(tmp_path),
+        overwrite=policy,
+        deferrable=False,
+        poll_interval=0.1,
+    )
+    if policy == "fail":
+        with pytest.raises(AirflowFailException, match="output_path"):
+            operator.execute(context())
+        assert (tmp_path / "mug.png").read_bytes() == b"older"
+        return
+    operator.execute(context())
+    kept = (tmp_path / "mug.png").read_bytes()
+    assert (kept == b"older") is (policy == "skip")
+
+
+def test_source_from_local_storage_is_uploaded_and_segmented(hitpaw_emulator: Any, tmp_path: Path) -> None:
+    source = tmp_path / "in" / "shoe-042.jpg"
+    source.parent.mkdir()
+    source.write_bytes(requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=10).content)
+    out = tmp_path / "out"
+    operator = SegmentImageOperator(
+        task_id="t", source_path=str(source), output_path=str(out), poll_interval=0.1
+    )
+    result = run_deferred(operator, context())
+    assert result["source_path"] == str(source)
+    assert "/oss/objects/" in result["file_url"], "the access_url of the upload was not submitted"
+    assert result["status"] == "COMPLETED"
+    assert sorted(p.name for p in out.iterdir()) == ["shoe-042.png", "shoe-042_mask.png"]
+    state = hitpaw_emulator.state()
+    assert state["uploads"] == 1
+    assert len(state["jobs"]) == 1
+
+
+def test_source_whose_bytes_do_not_match_its_name_is_refused_before_upload(
+    hitpaw_emulator: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(requests.get(hitpaw_emulator.sample_url("portrait.png"), timeout=10).content)
+    operator = SegmentImageOperator(task_id="t", source_path=str(source))
+    with pytest.raises(AirflowFailException, match="source_path"):
+        operator.execute(context())
+    state = hitpaw_emulator.state()
+    assert (state["uploads"], state["jobs"]) == (0, [])
+
+
+def test_sensor_keeps_results_too(hitpaw_emulator: Any, tmp_path: Path) -> None:
+    with SegmentImageOperator(
+        task_id="s", file_url=hitpaw_emulator.sample_url("product.webp")
+    )._hook() as hook:
+        job = hook.submit_segmentation(hitpaw_emulator.sample_url("product.webp"))
+    sensor = SegmentationSensor(task_id="w", job_id=job.job_id, output_path=str(tmp_path), poll_interval=0.1)
+    result = run_deferred(sensor, context())
+    assert result["res_path"].endswith("/product.png")
+    assert (tmp_path / "product_mask.png").read_bytes().startswith(PNG)
+
+
+def test_emit_asset_declares_the_output_folder() -> None:
+    operator = SegmentImageOperator(
+        task_id="t", file_url="https://h/a.jpg", output_path="file:///data/cutouts/", emit_asset=True
+    )
+    (asset,) = operator.outlets
+    assert asset.uri.startswith("file:///data/cutouts")
+    with pytest.raises(ValueError, match="emit_asset"):
+        SegmentImageOperator(
+            task_id="t", file_url="https://h/a.jpg", output_path="{{ var.value.out }}", emit_asset=True
+        )
+
+
+def test_openlineage_names_the_input_and_the_kept_files(hitpaw_emulator: Any, tmp_path: Path) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    operator = SegmentImageOperator(
+        task_id="t",
+        file_url=hitpaw_emulator.sample_url("shoe.jpg"),
+        output_path=str(tmp_path),
+        deferrable=False,
+        poll_interval=0.1,
+    )
+    operator.execute(context())
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    (source,) = lineage.inputs
+    assert source.namespace == hitpaw_emulator.base_url
+    assert source.name == "/samples/shoe.jpg"
+    assert sorted(d.name for d in lineage.outputs) == [f"{tmp_path}/shoe.png", f"{tmp_path}/shoe_mask.png"]
+    assert {d.namespace for d in lineage.outputs} == {"file"}
