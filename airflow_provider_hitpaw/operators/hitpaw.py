@@ -273,6 +273,14 @@ class SegmentImageBatchOperator(BaseOperator):
     for them again, and submits anew only the images whose jobs failed or were never created.
 
     :param file_urls: the images (templated), each checked like ``SegmentImageOperator``'s ``file_url``.
+    :param source_paths: instead of ``file_urls``: images in any storage (templated); they are checked,
+        then uploaded through HitPaw's pre-signed upload (at most 20 a presign call). Results then carry
+        ``source_path``, and ``file_url`` is the uploaded copy's URL.
+    :param source_conn_id: the connection of the sources' storage, when it needs one.
+    :param output_path: where to keep every cut-out and mask (as ``SegmentImageOperator`` does); results
+        then carry ``res_path`` and ``mask_path``.
+    :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
+    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already.
     :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
     :param poll_interval: seconds between two polls of the same job.
     :param timeout: seconds to wait for the whole batch, from the start of this try.
@@ -281,13 +289,18 @@ class SegmentImageBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
-    template_fields: Sequence[str] = ("file_urls",)
+    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path")
     ui_color = "#aed6f1"
 
     def __init__(
         self,
         *,
-        file_urls: list[str],
+        file_urls: list[str] | None = None,
+        source_paths: list[Any] | None = None,
+        source_conn_id: str | None = None,
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        overwrite: str = "overwrite",
         hitpaw_conn_id: str = "hitpaw_default",
         max_in_flight: int = 8,
         poll_interval: float = 3,
@@ -296,8 +309,18 @@ class SegmentImageBatchOperator(BaseOperator):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
+        if (file_urls is None) == (source_paths is None):
+            raise HitPawConfigurationError(
+                "file_urls", "give either file_urls or source_paths, not both or none"
+            )
+        _task_support.ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
         super().__init__(**kwargs)
         self.file_urls = file_urls
+        self.source_paths = source_paths
+        self.source_conn_id = source_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.overwrite = overwrite
         self.hitpaw_conn_id = hitpaw_conn_id
         self.max_in_flight = int(validate_positive_seconds(max_in_flight, "max_in_flight"))
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
@@ -342,22 +365,56 @@ class SegmentImageBatchOperator(BaseOperator):
         raise AssertionError("defer() always raises")  # pragma: no cover
 
     def _checked_urls(self) -> tuple[list[str], dict[str, str]]:
-        """The input URLs, and those HitPaw could not take with the reason, before any coin is spent."""
-        if isinstance(self.file_urls, str) or not isinstance(self.file_urls, list | tuple):
-            problem = f"must be a list of URLs, got {type(self.file_urls).__name__}"
-            raise _task_support.fail_without_retry(HitPawConfigurationError("file_urls", problem))
-        urls = [url.strip() if isinstance(url, str) else url for url in self.file_urls]
+        """The inputs (URLs or source paths), and those HitPaw could not take with the reason, before any
+        coin is spent (and before any upload)."""
+        field = "file_urls" if self.source_paths is None else "source_paths"
+        given = self.file_urls if self.source_paths is None else self.source_paths
+        if isinstance(given, str) or not isinstance(given, list | tuple):
+            problem = f"must be a list, got {type(given).__name__}"
+            raise _task_support.fail_without_retry(HitPawConfigurationError(field, problem))
+        inputs = [item.strip() if isinstance(item, str) else item for item in given]
         rejected: dict[str, str] = {}
-        for index, url in enumerate(urls):
+        self._sources: dict[str, tuple[str, str, int]] = {}
+        for index, item in enumerate(inputs):
             try:
-                validate_file_url(url, field=f"file_urls[{index}]")
+                if self.source_paths is None:
+                    validate_file_url(item, field=f"file_urls[{index}]")
+                else:
+                    from airflow_provider_hitpaw import storage
+
+                    self._sources[str(item)] = storage.read_source(item, conn_id=self.source_conn_id)
             except HitPawConfigurationError as refused:
-                rejected[str(url)] = str(refused)
+                rejected[str(item)] = str(refused)
         if rejected and self.fail_on_error:
             shown = "; ".join(list(rejected.values())[:5])
-            problem = f"{len(rejected)} URL(s) HitPaw cannot take: {shown}"
-            raise _task_support.fail_without_retry(HitPawConfigurationError("file_urls", problem))
-        return [str(url) for url in urls], rejected
+            problem = f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
+            raise _task_support.fail_without_retry(HitPawConfigurationError(field, problem))
+        return [str(item) for item in inputs], rejected
+
+    def _urls_to_submit(self, hook: HitPawHook, inputs: list[str]) -> list[str | HitPawError]:
+        """The URL HitPaw should fetch for each input: the URL itself, or the uploaded copy of a source."""
+        if self.source_paths is None:
+            return list(inputs)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_hitpaw import storage
+
+        presigned = hook.presign_uploads([self._sources[item][:2] for item in inputs])
+
+        def upload(item: str, target: Any) -> str | HitPawError:
+            if isinstance(target, HitPawError):
+                return target
+            try:
+                with storage.open_source(item, conn_id=self.source_conn_id) as stream:
+                    hook.upload(target, stream)
+            except HitPawError as err:
+                return err
+            return str(target.access_url)
+
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-upload") as pool:
+            urls = list(pool.map(upload, inputs, presigned))
+        self.log.info("Uploaded %d of %d sources", sum(isinstance(u, str) for u in urls), len(inputs))
+        return urls
 
     def _submit_all(
         self, hook: HitPawHook, unique: list[str], context: Context
@@ -397,8 +454,16 @@ class SegmentImageBatchOperator(BaseOperator):
                 record.set(index, result.job_id)
             progress.report(isinstance(result, HitPawError))
 
+        urls = self._urls_to_submit(hook, [unique[i] for i in to_submit])
+        uploaded = [position for position, url in enumerate(urls) if isinstance(url, str)]
+        for position, url in enumerate(urls):
+            if isinstance(url, HitPawError):
+                jobs[to_submit[position]] = _error_dict(url)
+        to_submit = [to_submit[position] for position in uploaded]
         hook.submit_segmentations(
-            [unique[i] for i in to_submit], max_in_flight=self.max_in_flight, on_result=submitted
+            [str(urls[position]) for position in uploaded],
+            max_in_flight=self.max_in_flight,
+            on_result=submitted,
         )
         record.flush()
         permanent = [job for job in jobs if isinstance(job, dict) and job.get("fatal")]
@@ -486,6 +551,14 @@ class SegmentImageBatchOperator(BaseOperator):
             by_url[url] = _result(
                 url, job, failed, pending, statuses.get(job) if isinstance(job, str) else None
             )
+        if self.source_paths is not None:
+            for source, result in by_url.items():
+                # The input was a file; HitPaw fetched its uploaded copy (the job's original_url).
+                uploaded = statuses.get(result["job_id"]) if result["job_id"] else None
+                result["source_path"] = source
+                result["file_url"] = getattr(uploaded, "original_url", None)
+        if self.output_path is not None:
+            self._keep_results(by_url)
         results = [
             by_url[url]
             if url in by_url
@@ -495,16 +568,49 @@ class SegmentImageBatchOperator(BaseOperator):
             }
             for url in urls
         ]
-        bad = [r for r in results if r["status"] != "COMPLETED"]
+        if self.source_paths is not None:
+            for result in results:
+                if "source_path" not in result:  # refused before upload: there is no URL
+                    result.update(source_path=result["file_url"], file_url=None)
+        bad = [r for r in results if r["status"] != "COMPLETED" or r["error"]]
         self.log.info("Batch done: %d/%d completed, %d not", len(results) - len(bad), len(results), len(bad))
         if bad and self.fail_on_error:
             context["ti"].xcom_push(key="results", value=results)
-            shown = "; ".join(f"{r['file_url']}: {r['status']}" for r in bad[:5])
+            shown = "; ".join(f"{r.get('source_path') or r['file_url']}: {r['status']}" for r in bad[:5])
             raise AirflowException(
                 f"{len(bad)} of {len(results)} images were not segmented ({shown}); "
                 "the per-image results are in XCom under 'results'"
             )
         return results
+
+    def _keep_results(self, by_input: dict[str, dict[str, Any]]) -> None:
+        """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
+        A copy that fails marks its image as failed; the others are kept."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_hitpaw import storage
+
+        def keep(item: tuple[str, dict[str, Any]]) -> None:
+            source, result = item
+            try:
+                result.update(
+                    storage.persist_job_results(
+                        result,
+                        source,
+                        self.output_path,
+                        overwrite=self.overwrite,
+                        conn_id=self.output_conn_id,
+                    )
+                )
+            except HitPawError as err:
+                result["error"] = {
+                    k: v for k, v in _error_dict(err).items() if k in ("type", "code", "message")
+                }
+
+        completed = [(source, r) for source, r in by_input.items() if r["status"] == "COMPLETED"]
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
+            list(pool.map(keep, completed))
+        self.log.info("Kept %d cut-outs and masks in %s", len(completed), self.output_path)
 
 
 def _result(

@@ -66,7 +66,7 @@ def test_failed_images_are_reported_per_image(hitpaw_emulator: Any) -> None:
 def test_bad_urls_refuse_the_batch_before_any_coin_is_spent(hitpaw_emulator: Any) -> None:
     inputs = [hitpaw_emulator.sample_url("shoe.jpg"), "ftp://127.0.0.1/a.jpg", "https://127.0.0.1/a.gif"]
     operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs)
-    with pytest.raises(AirflowFailException, match=r"file_urls.*2 URL"):
+    with pytest.raises(AirflowFailException, match=r"file_urls.*2 input"):
         operator.execute(task_context())
     assert hitpaw_emulator.state()["jobs"] == []
 
@@ -130,3 +130,46 @@ def test_a_bad_key_fails_the_batch_without_retries(
     operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3))
     with pytest.raises(AirflowFailException, match="110400000"):
         operator.execute(task_context())
+
+
+def test_sources_are_uploaded_and_results_kept(hitpaw_emulator: Any, tmp_path: Any) -> None:
+    """Images from a folder, through the pre-signed upload (batch presign), results into another folder."""
+    import requests
+
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    names = [f"item-{i:02d}{suffix}" for i, suffix in enumerate([".jpg", ".png", ".webp"] * 9)]
+    sample_for = {".jpg": "shoe.jpg", ".png": "portrait.png", ".webp": "product.webp"}
+    for name in names:
+        suffix = name[name.rindex(".") :]
+        (inbox / name).write_bytes(
+            requests.get(hitpaw_emulator.sample_url(sample_for[suffix]), timeout=10).content
+        )
+    sources = [str(inbox / name) for name in names]
+    operator = SegmentImageBatchOperator(
+        task_id="b", source_paths=sources, output_path=f"file://{outbox}", poll_interval=0.2, max_in_flight=6
+    )
+    results = run_deferred(operator, task_context())
+    assert [r["source_path"] for r in results] == sources
+    assert all(r["status"] == "COMPLETED" and r["error"] is None for r in results)
+    assert all("/oss/objects/" in r["file_url"] for r in results)
+    stems = [name.rsplit(".", 1)[0] for name in names]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        [f"{s}.png" for s in stems] + [f"{s}_mask.png" for s in stems]
+    )
+    state = hitpaw_emulator.state()
+    assert state["uploads"] == 27
+    assert state["requests"]["/api/oss/presign-put/batch"] == 2, (
+        "27 files take two presign calls of at most 20"
+    )
+    assert len(state["jobs"]) == 27
+
+
+def test_a_source_of_the_wrong_format_refuses_the_batch_before_any_upload(
+    hitpaw_emulator: Any, tmp_path: Any
+) -> None:
+    (tmp_path / "a.gif").write_bytes(b"GIF89a" + b"\0" * 20)
+    operator = SegmentImageBatchOperator(task_id="b", source_paths=[str(tmp_path / "a.gif")])
+    with pytest.raises(AirflowFailException, match="source_paths"):
+        operator.execute(task_context())
+    assert hitpaw_emulator.state()["uploads"] == 0
