@@ -11,8 +11,6 @@ with ratios batch / mapped.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -27,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import print_table  # noqa: E402
 
 from airflow_provider_hitpaw.emulator.server import EmulatorServer  # noqa: E402
-from tests.integration.airflow_cluster import AirflowCluster, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_cluster import AirflowCluster, running_cluster  # noqa: E402
 
 SAMPLES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
 
@@ -88,31 +86,23 @@ def main() -> None:
     parser.add_argument("--job-seconds", type=float, default=5.0)
     parser.add_argument("--slots", type=int, default=4)
     args = parser.parse_args()
-    with EmulatorServer(job_seconds=args.job_seconds) as emulator, tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        dags = home / "dags"
-        shutil.copytree(ROOT / "tests" / "integration" / "dags", dags)
-        port = free_port()
-        connection = json.dumps(
-            {"conn_type": "hitpaw", "host": emulator.base_url, "password": emulator.api_key}
-        )
-        extra = {
-            "AIRFLOW_CONN_HITPAW_DEFAULT": connection,
-            "AIRFLOW__CORE__PARALLELISM": str(args.slots),
-            # The mapped run has as many task instances as images; let them all be scheduled.
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, args.images)),
-            "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, args.images)),
-        }
-        cluster = AirflowCluster(home=home, env=airflow_env(home, dags, port, extra), port=port)
+    dag_file = ROOT / "tests" / "integration" / "dags" / "hitpaw_integration.py"
+    extra = {
+        "AIRFLOW__CORE__PARALLELISM": str(args.slots),
+        # The mapped run has as many task instances as images; let them all be scheduled.
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, args.images)),
+        "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, args.images)),
+    }
+    with (
+        EmulatorServer(job_seconds=args.job_seconds) as emulator,
+        tempfile.TemporaryDirectory() as tmp,
+        running_cluster(emulator, Path(tmp), [dag_file], extra_env=extra) as cluster,
+    ):
         urls = [f"{emulator.sample_url(SAMPLES[i % len(SAMPLES)])}?n={i}" for i in range(args.images)]
-        try:
-            cluster.start()
-            rows = {
-                "mapped": measure(cluster, "hitpaw_it_deferrable", urls),
-                "batch": measure(cluster, "hitpaw_it_batch", [f"{url}&b=1" for url in urls]),
-            }
-        finally:
-            cluster.stop()
+        rows = {
+            "mapped": measure(cluster, "hitpaw_it_deferrable", urls),
+            "batch": measure(cluster, "hitpaw_it_batch", [f"{url}&b=1" for url in urls]),
+        }
     print_table(
         f"batch_vs_mapping: {args.images} images, jobs of {args.job_seconds:g} s, {args.slots} worker slots",
         rows,

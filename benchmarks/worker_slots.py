@@ -11,8 +11,6 @@ time of each run, and worker-slot seconds (the number of task instances in state
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import print_table  # noqa: E402
 
 from airflow_provider_hitpaw.emulator.server import EmulatorServer  # noqa: E402
-from tests.integration.airflow_cluster import AirflowCluster, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_cluster import AirflowCluster, running_cluster  # noqa: E402
 
 SAMPLE_NAMES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
 SAMPLE_INTERVAL = 0.25
@@ -71,30 +69,18 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2)
     args = parser.parse_args()
 
-    with EmulatorServer(job_seconds=args.job_seconds) as emulator, tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        dags = home / "dags"
-        shutil.copytree(ROOT / "tests" / "integration" / "dags", dags)
-        port = free_port()
-        connection = json.dumps(
-            {"conn_type": "hitpaw", "host": emulator.base_url, "password": emulator.api_key}
-        )
-        env = airflow_env(
-            home,
-            dags,
-            port,
-            {"AIRFLOW_CONN_HITPAW_DEFAULT": connection, "AIRFLOW__CORE__PARALLELISM": str(args.slots)},
-        )
-        cluster = AirflowCluster(home=home, env=env, port=port)
+    dag_file = ROOT / "tests" / "integration" / "dags" / "hitpaw_integration.py"
+    slots = {"AIRFLOW__CORE__PARALLELISM": str(args.slots)}
+    with (
+        EmulatorServer(job_seconds=args.job_seconds) as emulator,
+        tempfile.TemporaryDirectory() as tmp,
+        running_cluster(emulator, Path(tmp), [dag_file], extra_env=slots) as cluster,
+    ):
         urls = [emulator.sample_url(SAMPLE_NAMES[i % len(SAMPLE_NAMES)]) for i in range(args.images)]
-        try:
-            cluster.start()
-            rows = {
-                "blocking": measure(cluster, emulator, "hitpaw_it_blocking", urls),
-                "deferrable": measure(cluster, emulator, "hitpaw_it_deferrable", urls),
-            }
-        finally:
-            cluster.stop()
+        rows = {
+            "blocking": measure(cluster, emulator, "hitpaw_it_blocking", urls),
+            "deferrable": measure(cluster, emulator, "hitpaw_it_deferrable", urls),
+        }
     print_table(
         f"worker_slots: {args.images} images, jobs of {args.job_seconds:g} s, {args.slots} worker slots",
         rows,

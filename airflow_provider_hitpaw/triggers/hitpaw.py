@@ -29,7 +29,25 @@ EVENT_ERROR = "error"
 EVENT_TIMEOUT = "timeout"
 
 
-class SegmentationTrigger(BaseTrigger):
+class _HitPawTrigger(BaseTrigger):
+    """What both triggers share: one hook on the process's shared client, closed on every path (also on
+    cancellation, when the triggerer stops or the task is cleared), and exactly one event."""
+
+    hitpaw_conn_id: str
+
+    def _make_hook(self) -> HitPawAsyncHook:
+        # Every trigger of the triggerer polls through one shared client per base URL.
+        return HitPawAsyncHook(self.hitpaw_conn_id, share_client=True)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        async with self._make_hook() as hook:
+            yield TriggerEvent(await self._wait(hook))
+
+    async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SegmentationTrigger(_HitPawTrigger):
     """Poll a job's status until it ends or ``end_time`` passes, then fire exactly one event.
 
     :param job_id: the HitPaw job to wait for.
@@ -60,14 +78,6 @@ class SegmentationTrigger(BaseTrigger):
                 "end_time": self.end_time,
             },
         )
-
-    def _make_hook(self) -> HitPawAsyncHook:
-        # Every trigger of the triggerer polls through one shared client per base URL.
-        return HitPawAsyncHook(self.hitpaw_conn_id, share_client=True)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        async with self._make_hook() as hook:
-            yield TriggerEvent(await self._wait(hook))
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
         try:
@@ -145,7 +155,7 @@ _BATCH_FATAL = (
 _MESSAGE_LIMIT = 200
 
 
-class SegmentationBatchTrigger(BaseTrigger):
+class SegmentationBatchTrigger(_HitPawTrigger):
     """Wait for many jobs in one trigger, over one shared client, until all have ended or ``end_time``.
 
     Each round polls every open job once, the polls spread evenly over ``poll_interval`` (at most
@@ -186,13 +196,6 @@ class SegmentationBatchTrigger(BaseTrigger):
                 "max_in_flight": self.max_in_flight,
             },
         )
-
-    def _make_hook(self) -> HitPawAsyncHook:
-        return HitPawAsyncHook(self.hitpaw_conn_id, share_client=True)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        async with self._make_hook() as hook:
-            yield TriggerEvent(await self._wait(hook))
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

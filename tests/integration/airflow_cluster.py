@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,3 +374,41 @@ class AirflowCluster:
         if (self.home / "logs").exists():
             shutil.copytree(self.home / "logs", target / "task-logs", dirs_exist_ok=True)
         return target
+
+
+def emulator_connection(emulator: Any) -> str:
+    """``AIRFLOW_CONN_HITPAW_DEFAULT`` for a running emulator, in Airflow's JSON form."""
+    return json.dumps({"conn_type": "hitpaw", "host": emulator.base_url, "password": emulator.api_key})
+
+
+@contextlib.contextmanager
+def running_cluster(
+    emulator: Any,
+    home: Path,
+    dag_files: list[Path],
+    *,
+    extra_env: dict[str, str] | None = None,
+    keep_logs_as: str | None = None,
+    keep_logs_if: Any = lambda: False,
+    **cluster_options: Any,
+) -> Iterator[AirflowCluster]:
+    """Components on SQLite in ``home``, parsing ``dag_files``, with ``hitpaw_default`` on the emulator.
+
+    Stopped on the way out, whatever happened; their logs are copied to ``test-artifacts/<keep_logs_as>``
+    when ``keep_logs_if()`` says so (a test failed).
+    """
+    dags = home / "dags"
+    dags.mkdir(exist_ok=True)
+    for dag_file in dag_files:
+        shutil.copy(dag_file, dags)
+    port = free_port()
+    extra = {"AIRFLOW_CONN_HITPAW_DEFAULT": emulator_connection(emulator), **(extra_env or {})}
+    env = airflow_env(home, dags, port, extra)
+    cluster = AirflowCluster(home=home, env=env, port=port, **cluster_options)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if keep_logs_as and keep_logs_if():
+            print(f"\nAirflow component logs kept in {cluster.keep_logs(keep_logs_as)}")

@@ -9,8 +9,6 @@ file and in the metadata database.
 
 from __future__ import annotations
 
-import json
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ airflow = pytest.importorskip("airflow")
 if airflow.__version__.startswith("2."):
     pytest.skip("the component tests run on Airflow 3", allow_module_level=True)
 
-from tests.integration.airflow_cluster import AirflowCluster, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_cluster import AirflowCluster, running_cluster  # noqa: E402
 
 DAGS = Path(__file__).parent / "dags"
 SLOTS = 2
@@ -33,27 +31,14 @@ SLOTS = 2
 def cluster(
     hitpaw_emulator_server: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[AirflowCluster]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    dags = home / "dags"
-    shutil.copytree(DAGS, dags)
-    port = free_port()
-    connection = json.dumps(
-        {
-            "conn_type": "hitpaw",
-            "host": hitpaw_emulator_server.base_url,
-            "password": hitpaw_emulator_server.api_key,
-        }
-    )
-    env = airflow_env(home, dags, port, {"AIRFLOW_CONN_HITPAW_DEFAULT": connection})
-    cluster = AirflowCluster(home=home, env=env, port=port)
-    try:
-        cluster.start()
+    with running_cluster(
+        hitpaw_emulator_server,
+        tmp_path_factory.mktemp("airflow-home"),
+        sorted(DAGS.glob("*.py")),
+        keep_logs_as="airflow-components",
+        keep_logs_if=lambda: request.session.testsfailed,
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        if request.session.testsfailed:
-            kept = cluster.keep_logs("airflow-components")
-            print(f"\nAirflow component logs kept in {kept}")
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is missing: pip install playwright"
 )
 
-from tests.integration.airflow_cluster import ARTIFACTS, AirflowCluster, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_cluster import ARTIFACTS, AirflowCluster, running_cluster  # noqa: E402
 
 DAGS = Path(__file__).parent / "dags"
 SHOTS = ARTIFACTS / "browser"
@@ -68,28 +67,14 @@ UI_TIMEOUT_MS = 30_000
 def cluster(
     hitpaw_emulator_server: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[AirflowCluster]:
-    home = tmp_path_factory.mktemp("airflow-home-browser")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(DAGS / f"{DAG_ID}.py", dags)
-    port = free_port()
-    connection = json.dumps(
-        {
-            "conn_type": "hitpaw",
-            "host": hitpaw_emulator_server.base_url,
-            "password": hitpaw_emulator_server.api_key,
-        }
-    )
-    env = airflow_env(home, dags, port, {"AIRFLOW_CONN_HITPAW_DEFAULT": connection})
-    cluster = AirflowCluster(home=home, env=env, port=port)
-    try:
-        cluster.start()
+    with running_cluster(
+        hitpaw_emulator_server,
+        tmp_path_factory.mktemp("airflow-home-browser"),
+        [DAGS / f"{DAG_ID}.py"],
+        keep_logs_as="airflow-browser",
+        keep_logs_if=lambda: request.session.testsfailed,
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        if request.session.testsfailed:
-            kept = cluster.keep_logs("airflow-browser")
-            print(f"\nAirflow component logs kept in {kept}")
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ One cluster for the module; the emulator runs in this process with the distincti
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import shutil
 import signal
 import sqlite3
 import time
@@ -34,7 +32,7 @@ if airflow.__version__.startswith("2."):
     pytest.skip("the component tests run on Airflow 3", allow_module_level=True)
 
 from airflow_provider_hitpaw.emulator.server import EmulatorServer  # noqa: E402
-from tests.integration.airflow_cluster import AirflowCluster, airflow_env, free_port  # noqa: E402
+from tests.integration.airflow_cluster import AirflowCluster, running_cluster  # noqa: E402
 
 DAG_FILE = Path(__file__).parent / "dags" / "hitpaw_resilience.py"
 #: Both visible in the DAG file; repeated here so the test does not import a DAG file.
@@ -59,42 +57,22 @@ def emulator_server() -> Iterator[EmulatorServer]:
 def cluster(
     emulator_server: EmulatorServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[AirflowCluster]:
-    home = tmp_path_factory.mktemp("airflow-home-resilience")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(DAG_FILE, dags / DAG_FILE.name)
-    port = free_port()
-    connection = json.dumps(
-        {"conn_type": "hitpaw", "host": emulator_server.base_url, "password": emulator_server.api_key}
-    )
     extra = {
-        "AIRFLOW_CONN_HITPAW_DEFAULT": connection,
         # A killed triggerer's triggers are handed to a live one once its heartbeat is this old.
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(TRIGGERER_HEALTH_THRESHOLD),
-        # A task supervisor notices its task process has exited within this many seconds (default 5). Until
-        # it has, the executor has not reported the deferring try as finished; a trigger that fires before
-        # then trips an Airflow race (apache/airflow#67287, #72716): the stale "success" of the deferring
-        # try arrives while the resumed try is queued, and the scheduler fails the task. Shrink the window.
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
     }
-    cluster = AirflowCluster(
-        home=home,
-        env=airflow_env(home, dags, port, extra),
-        port=port,
+    with running_cluster(
+        emulator_server,
+        tmp_path_factory.mktemp("airflow-home-resilience"),
+        [DAG_FILE],
+        extra_env=extra,
+        keep_logs_as="airflow-resilience",
+        keep_logs_if=lambda: request.session.testsfailed,
         restartable=True,
-        # Their log servers would listen on every interface (and on fixed ports); the logs are files here.
-        component_args={"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]},
-    )
-    try:
-        cluster.start()
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        survivors = sorted(pid for pid in cluster.started_pids if cluster._is_live(pid))
-        if request.session.testsfailed:
-            kept = cluster.keep_logs("airflow-resilience")
-            print(f"\nAirflow component logs kept in {kept}")
-        assert survivors == [], f"processes of the cluster outlived stop(): {survivors}"
+    survivors = sorted(pid for pid in cluster.started_pids if cluster._is_live(pid))
+    assert survivors == [], f"processes of the cluster outlived stop(): {survivors}"
 
 
 @pytest.fixture
