@@ -67,3 +67,19 @@ def test_the_connection_form_is_labelled_for_this_airflow(
         assert conn_type["ui-field-behaviour"]["relabeling"] == {"host": "Base URL", "password": "API key"}
         assert set(conn_type["ui-field-behaviour"]["hidden-fields"]) >= {"login", "schema", "port"}
         assert "ca_bundle" in conn_type["conn-fields"]
+
+
+def test_extra_links_are_registered_for_airflow_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 2.11's webserver shows only link classes a provider registers; 3.x needs no registration."""
+    code = (
+        "from airflow.providers_manager import ProvidersManager; import json;"
+        "print(json.dumps(sorted(c for c in ProvidersManager().extra_links_class_names if 'hitpaw' in c)))"
+    )
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        "airflow_provider_hitpaw.links.HitPawCutoutLink",
+        "airflow_provider_hitpaw.links.HitPawMaskLink",
+    ]

@@ -264,3 +264,12 @@ def test_no_secret_in_xcom_trigger_or_logs(hook: Any, hitpaw_conn: str, log_text
     assert SECRET_KEY not in repr(deferred.value.trigger.serialize())
     assert SECRET_KEY not in repr(deferred.value.kwargs)
     assert SECRET_KEY not in log_text()
+
+
+def test_emit_asset_declares_the_output_folder_on_this_airflow() -> None:
+    """An Asset on Airflow 3, a Dataset on 2.11: either way downstream DAGs can be scheduled on it."""
+    op = operator(output_path="file:///data/cutouts/", emit_asset=True)
+    (asset,) = op.outlets
+    assert asset.uri.startswith("file:///data/cutouts")
+    assert type(asset).__name__ in ("Asset", "Dataset")
+    assert [type(link).__name__ for link in op.operator_extra_links] == ["HitPawCutoutLink", "HitPawMaskLink"]
