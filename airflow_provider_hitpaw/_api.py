@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
+    HitPawConnectionError,
     HitPawError,
     HitPawInsufficientCoinsError,
     HitPawInvalidRequestError,
@@ -79,7 +80,7 @@ class SegmentationJob:
     """HitPaw's answer to a submission."""
 
     job_id: str
-    consume_coins: int
+    consume_coins: int | None
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,10 @@ def request_headers(api_key: str) -> dict[str, str]:
 def parse_submission(http_status: int, body: bytes, retry_after: str | None = None) -> SegmentationJob:
     data = parse_envelope(http_status, body, retry_after)
     job_id = _required_str(data, "job_id", http_status)
-    coins = data.get("consume_coins", COINS_PER_JOB)
+    coins = data.get("consume_coins")
+    if coins is None:
+        # Not said is not free: the cost stays unknown rather than invented.
+        return SegmentationJob(job_id=job_id, consume_coins=None)
     if isinstance(coins, bool) or not isinstance(coins, int | float) or not _plausible_coins(coins):
         raise HitPawResponseError(
             f"the answer's consume_coins is not a number: {coins!r}", http_status=http_status
@@ -176,6 +180,12 @@ def parse_envelope(
         upload API. Under any other success code, the body's error codes are plain HTTP statuses (the
         OSS API echoes them): they are mapped as HTTP statuses, not kept as HitPaw codes.
     """
+    if 300 <= http_status < 400:
+        # The hooks never follow redirects: the key would go along to wherever they point.
+        raise HitPawConfigurationError(
+            "host (base URL)",
+            f"the API answered HTTP {http_status} (a redirect); set the connection's host to the final URL",
+        )
     document = _decode_json(body)
     if isinstance(document, dict) and _is_int(document.get("code")):
         code: int = document["code"]
@@ -294,6 +304,10 @@ class RetryPolicy:
     max_attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 30.0
+    #: A server's ``Retry-After`` is honoured up to this many seconds (beyond, it is likely a mistake).
+    max_retry_after: float = 300.0
+    #: How often a submission whose answer was lost is sent again (see :func:`submission_may_have_landed`).
+    ambiguous_resubmits: int = 1
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def should_retry(self, error: HitPawError, attempt: int) -> bool:
@@ -306,8 +320,22 @@ class RetryPolicy:
         delay = self.rng.uniform(ceiling / 2, ceiling)
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_delay))
+            delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
+
+
+def submission_may_have_landed(error: HitPawError) -> bool:
+    """Whether a failed submission may nonetheless have created (and charged for) a job.
+
+    A 429, an answer with HitPaw's own error code, or a connection that never opened prove that nothing
+    was done. A connection lost after the request left, a gateway's bare 5xx, or a cut or garbled answer do
+    not: HitPaw may have accepted the image before the answer was lost.
+    """
+    if isinstance(error, HitPawConnectionError):
+        return error.request_sent
+    if isinstance(error, HitPawServerError):
+        return error.code is None
+    return isinstance(error, HitPawResponseError)
 
 
 @dataclass(frozen=True)
@@ -339,9 +367,26 @@ class ConnectionSettings:
             if not isinstance(ca_bundle, str):
                 raise HitPawConfigurationError("extra.ca_bundle", "must be the path of a CA bundle file")
             verify = ca_bundle
-        elif not _is_true(extra.get("verify", True)):
-            verify = False
+        else:
+            verify = _verify_setting(extra.get("verify", True))
         return cls(base_url=base_url, api_key=api_key, verify=verify)
+
+
+def _verify_setting(value: Any) -> bool | str:
+    """``verify`` as requests means it: a boolean (also spelled as a string), or a CA bundle's path.
+
+    Only an explicit false turns verification off; any other string is taken as a path, never as "off".
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        spelled = value.strip().lower()
+        if spelled in ("false", "0", "no", "off"):
+            return False
+        if spelled in ("true", "1", "yes", "on", ""):
+            return True
+        return value.strip()
+    return True
 
 
 def _is_true(value: Any) -> bool:

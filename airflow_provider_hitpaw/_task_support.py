@@ -18,6 +18,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawError,
     HitPawJobFailedError,
     HitPawTimeoutError,
+    error_family,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +64,21 @@ def status_from_event(event: Any) -> dict[str, Any]:
         raise HitPawTimeoutError(message)
     if event.get("job_status") == _api.JobStatus.ERROR:
         raise HitPawJobFailedError(message)
-    raise _api.error_for_code(event.get("code"), event.get("http_status"), message)
+    raise error_from_event(event, message)
+
+
+def error_from_event(event: dict[str, Any], message: str) -> HitPawError:
+    """The error an event reports, of the same family the trigger met (so retryable or not, alike).
+
+    Events name the family; one without a name (older triggers) is mapped from HitPaw's code.
+    """
+    family = error_family(event.get("error_type"))
+    code, http_status = event.get("code"), event.get("http_status")
+    if family is None:
+        return _api.error_for_code(code, http_status, message)
+    if family is HitPawConfigurationError:
+        return HitPawError(message)  # the message names the field already; permanent all the same
+    return family(message, code=code, http_status=http_status)
 
 
 def recall(context: Context, key: str) -> Any:
@@ -83,6 +98,11 @@ def recall(context: Context, key: str) -> Any:
     if not isinstance(kept, dict) or kept.get("max_tries") != _max_tries(context):
         return None
     return kept.get("value")
+
+
+def can_remember(context: Context) -> bool:
+    """Whether this Airflow keeps values across tries (3.3's task state store)."""
+    return _state_store(context) is not None
 
 
 def remember(context: Context, key: str, value: Any) -> bool:
@@ -140,12 +160,12 @@ class ResultOutput:
         """The Asset (Dataset on Airflow 2) of the output folder, for ``outlets``."""
         from airflow.providers.common.compat.sdk import Asset
 
-        uri = None if self.path is None else str(self.path)
-        if not uri or "{{" in uri:
+        if self.path is None or "{{" in str(self.path):
             raise HitPawConfigurationError("emit_asset", "needs a fixed output_path (not a template)")
-        if "://" not in uri:
-            uri = f"file://{uri}"
-        return Asset(uri=uri)
+        from airflow_provider_hitpaw import storage
+
+        # The same URI the copies are written under, so that a DAG scheduled on it sees them.
+        return Asset(uri=storage.storage_uri(storage.as_storage_path(self.path, self.conn_id)))
 
     def persist(self, context: Context, result: dict[str, Any], source: str) -> dict[str, Any]:
         """Copy the results when asked to, push the links' XCom, return the result with the paths."""

@@ -94,9 +94,24 @@ class HitPawServerError(HitPawError):
 
 
 class HitPawConnectionError(HitPawError):
-    """No usable answer arrived: refused, reset or timed-out connection."""
+    """No usable answer arrived: refused, reset or timed-out connection.
+
+    :param request_sent: False only when the connection failed before the request left (refused, or a
+        connect time-out): then HitPaw certainly did nothing. Otherwise it may have acted on the request.
+    """
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status)
+        self.request_sent = request_sent
 
 
 class HitPawTLSError(HitPawConnectionError):
@@ -107,6 +122,15 @@ class HitPawTLSError(HitPawConnectionError):
     """
 
     retryable = False
+
+
+class HitPawSubmissionUnknownError(HitPawError):
+    """A submission whose answer was lost after HitPaw may have accepted (and charged for) it.
+
+    HitPaw has no idempotency key and no way to list jobs, so the outcome cannot be found out. The hook
+    resubmits such a request once (a lost answer is usually a dropped connection, not a created job) and
+    then stops: more attempts could each charge again. A person should check the account before retrying.
+    """
 
 
 class HitPawResponseError(HitPawError):
@@ -140,3 +164,9 @@ class HitPawConfigurationError(HitPawError, ValueError):
     def __reduce__(self) -> tuple[object, ...]:
         field, _, problem = self.message.partition(": ")
         return (type(self), (field, problem))
+
+
+def error_family(name: str | None) -> type[HitPawError] | None:
+    """The error class of this module called ``name``: how an error crosses a trigger event by name."""
+    family = globals().get(name or "")
+    return family if isinstance(family, type) and issubclass(family, HitPawError) else None

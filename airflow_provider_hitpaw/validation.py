@@ -75,12 +75,20 @@ def validate_positive_seconds(value: Any, field: str) -> float:
     return float(value)
 
 
+def validate_positive_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HitPawConfigurationError(field, f"must be a whole number, got {value!r}")
+    if value < 1:
+        raise HitPawConfigurationError(field, f"must be at least 1, got {value}")
+    return value
+
+
 def validate_timeout(value: Any, field: str = "timeout") -> float:
     """A timeout may be 0 (check once, do not wait) but never negative."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HitPawConfigurationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if not value >= 0:  # also refuses NaN, a deadline that would never pass
+    if not 0 <= value < math.inf:  # also refuses NaN: a deadline that would never pass
         raise HitPawConfigurationError(field, f"must not be negative, got {value}")
     return float(value)

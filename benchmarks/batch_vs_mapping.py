@@ -45,15 +45,18 @@ def cpu_seconds(cluster: AirflowCluster, component: str) -> float:
     return total
 
 
-def trigger_ids(cluster: AirflowCluster) -> set[int]:
-    """The triggers that exist now; sampled through a run, they count the trigger rows it created."""
+def trigger_ids(cluster: AirflowCluster) -> set[tuple[int, str]]:
+    """The triggers that exist now; sampled through a run, they count the trigger rows it created.
+
+    Keyed by id and creation time: SQLite hands a deleted row's id to the next row.
+    """
     with sqlite3.connect(cluster.home / "airflow.db", timeout=30) as db:
-        return {int(row[0]) for row in db.execute("select id from trigger")}
+        return {(int(row[0]), str(row[1])) for row in db.execute("select id, created_date from trigger")}
 
 
 def measure(cluster: AirflowCluster, dag_id: str, urls: list[str]) -> dict[str, Any]:
     cluster.wait_for_dag(dag_id)
-    seen_triggers: set[int] = set()
+    seen_triggers: set[tuple[int, str]] = set()
     scheduler_before = cpu_seconds(cluster, "scheduler")
     triggerer_before = cpu_seconds(cluster, "triggerer")
     started = time.monotonic()

@@ -34,6 +34,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInvalidRequestError,
     HitPawJobFailedError,
     HitPawRateLimitError,
+    HitPawSubmissionUnknownError,
     HitPawTimeoutError,
     HitPawTLSError,
 )
@@ -202,8 +203,12 @@ class HitPawHook(_HitPawHookBase):
         return self.session
 
     def submit_segmentation(self, file_url: str) -> SegmentationJob:
-        """Start a job for the image at ``file_url``; HitPaw charges for it."""
-        return self._call(_api.submit_request(file_url), _api.parse_submission)
+        """Start a job for the image at ``file_url``; HitPaw charges for it.
+
+        Not idempotent: a submission whose answer was lost is sent again once at most (see
+        :class:`~airflow_provider_hitpaw.exceptions.HitPawSubmissionUnknownError`).
+        """
+        return self._call(_api.submit_request(file_url), _api.parse_submission, idempotent=False)
 
     def get_task_status(self, job_id: str) -> TaskStatus:
         return self._call(_api.task_status_request(validate_job_id(job_id)), _api.parse_task_status)
@@ -244,6 +249,12 @@ class HitPawHook(_HitPawHookBase):
         """Prove the key without spending coins: HitPaw answers a status query for an unknown job
         with an authentication error under a bad key and with a request error under a good one."""
         try:
+            return self._probe_key()
+        finally:
+            self.close()  # the form's hook lives on in the webserver: its connections must not
+
+    def _probe_key(self) -> tuple[bool, str]:
+        try:
             self.get_task_status(_PROBE_JOB_ID)
         except HitPawAuthenticationError as err:
             return False, f"HitPaw refused the API key: {err}"
@@ -276,7 +287,7 @@ class HitPawHook(_HitPawHookBase):
         caller can record jobs (and what they cost) as they are created.
         """
         requests_ = [_api.submit_request(url) for url in file_urls]
-        return self._call_many(requests_, _api.parse_submission, max_in_flight, on_result)
+        return self._call_many(requests_, _api.parse_submission, max_in_flight, on_result, idempotent=False)
 
     def get_task_statuses(
         self, job_ids: Sequence[str], *, max_in_flight: int = 8
@@ -284,7 +295,7 @@ class HitPawHook(_HitPawHookBase):
         """The status of many jobs, ``max_in_flight`` polls at a time; an error stands for a job's status
         where its poll failed."""
         requests_ = [_api.task_status_request(validate_job_id(job_id)) for job_id in job_ids]
-        return self._call_many(requests_, _api.parse_task_status, max_in_flight, None)
+        return self._call_many(requests_, _api.parse_task_status, max_in_flight, None, idempotent=True)
 
     def _call_many(
         self,
@@ -292,6 +303,8 @@ class HitPawHook(_HitPawHookBase):
         parse: Parser[T],
         max_in_flight: int,
         on_result: Callable[[int, T | HitPawError], None] | None,
+        *,
+        idempotent: bool,
     ) -> list[T | HitPawError]:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -301,23 +314,38 @@ class HitPawHook(_HitPawHookBase):
 
         def one(request: _api.ApiRequest) -> T | HitPawError:
             try:
-                return self._call(request, parse, gate)
+                return self._call(request, parse, gate, idempotent=idempotent)
             except HitPawError as err:
                 return err
 
-        with ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="hitpaw") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="hitpaw")
+        try:
             futures = {pool.submit(one, request): index for index, request in enumerate(requests_)}
             for future in as_completed(futures):
                 index = futures[future]
                 results[index] = future.result()
                 if on_result is not None:
                     on_result(index, results[index])  # type: ignore[arg-type]
+        except BaseException:
+            # A task time-out, a SIGTERM or a failing callback: requests not yet sent must not go out
+            # (each submission is paid for) with nobody left to record their jobs.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return results  # type: ignore[return-value]
 
-    def _call(self, request: _api.ApiRequest, parse: Parser[T], gate: _RateLimitGate | None = None) -> T:
+    def _call(
+        self,
+        request: _api.ApiRequest,
+        parse: Parser[T],
+        gate: _RateLimitGate | None = None,
+        *,
+        idempotent: bool = True,
+    ) -> T:
         url = request.url(self.settings.base_url)
         attempt = 0
         rate_limited = 0
+        resent = 0
         while True:
             if gate is not None:
                 gate.wait()
@@ -329,6 +357,8 @@ class HitPawHook(_HitPawHookBase):
                     timeout=(self.connect_timeout, self.read_timeout),
                     # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
                     verify=self.settings.verify,
+                    # A redirect would carry the Apikey header to wherever it points.
+                    allow_redirects=False,
                 )
                 result = parse(
                     response.status_code,
@@ -336,16 +366,22 @@ class HitPawHook(_HitPawHookBase):
                     response.headers.get("Retry-After"),
                 )
             except requests.RequestException as err:
-                family = (
-                    HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
-                )
-                error: HitPawError = family(_scrub(f"{type(err).__name__}: {err}", self.settings.api_key))
+                error: HitPawError = _requests_failure(err, self.settings.api_key)
             except HitPawError as err:
                 error = err
             else:
                 if gate is not None:
                     gate.passed()
                 return result
+            if not idempotent and error.retryable and _api.submission_may_have_landed(error):
+                resent += 1
+                if resent > self.retry_policy.ambiguous_resubmits:
+                    raise _unknown_submission(error) from error
+                self.log.warning(
+                    "The answer to a submission was lost (%s); HitPaw may have accepted it. Sending it once "
+                    "more: at worst this image is charged twice",
+                    error,
+                )
             if gate is not None and isinstance(error, HitPawRateLimitError):
                 # The whole batch backs off together; the request stays queued, and counts against a
                 # budget of its own rather than the attempts meant for faults.
@@ -582,12 +618,12 @@ class HitPawAsyncHook(_HitPawHookBase):
         await self.close()
 
     async def submit_segmentation(self, file_url: str) -> SegmentationJob:
-        return await self._call(_api.submit_request(file_url), _api.parse_submission)
+        return await self._call(_api.submit_request(file_url), _api.parse_submission, idempotent=False)
 
     async def get_task_status(self, job_id: str) -> TaskStatus:
         return await self._call(_api.task_status_request(validate_job_id(job_id)), _api.parse_task_status)
 
-    async def _call(self, request: _api.ApiRequest, parse: Parser[T]) -> T:
+    async def _call(self, request: _api.ApiRequest, parse: Parser[T], *, idempotent: bool = True) -> T:
         client = await self._get_client()
         import aiohttp  # loaded by _get_client, off the loop
 
@@ -596,21 +632,27 @@ class HitPawAsyncHook(_HitPawHookBase):
         headers = _api.request_headers(settings.api_key)
         timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
         attempt = 0
+        resent = 0
         while True:
             attempt += 1
             try:
-                async with client.post(url, json=request.body, headers=headers, timeout=timeout) as response:
+                async with client.post(
+                    url, json=request.body, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
                     body = await response.read()
                 result = parse(
                     response.status, _scrub_bytes(body, settings.api_key), response.headers.get("Retry-After")
                 )
             except (TimeoutError, aiohttp.ClientError) as err:
-                family = HitPawTLSError if isinstance(err, aiohttp.ClientSSLError) else HitPawConnectionError
-                error: HitPawError = family(_scrub(f"{type(err).__name__}: {err}", settings.api_key))
+                error: HitPawError = _aiohttp_failure(err, settings.api_key)
             except HitPawError as err:
                 error = err
             else:
                 return result
+            if not idempotent and error.retryable and _api.submission_may_have_landed(error):
+                resent += 1
+                if resent > self.retry_policy.ambiguous_resubmits:
+                    raise _unknown_submission(error) from error
             if not self.retry_policy.should_retry(error, attempt):
                 raise error
             delay = self.retry_policy.delay(error, attempt)
@@ -675,6 +717,38 @@ class _SharedClients:
 
 
 _SHARED_CLIENTS = _SharedClients()
+
+
+def _requests_failure(err: Exception, api_key: str) -> HitPawError:
+    """The error family of a requests failure; whether the request had left decides on resubmitting."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    text = _scrub(f"{type(err).__name__}: {err}", api_key)
+    if isinstance(err, requests.exceptions.SSLError):
+        return HitPawTLSError(text, request_sent=False)
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    never_sent = isinstance(err, requests.exceptions.ConnectTimeout) or isinstance(
+        reason, NewConnectionError | ConnectTimeoutError
+    )
+    return HitPawConnectionError(text, request_sent=not never_sent)
+
+
+def _aiohttp_failure(err: Exception, api_key: str) -> HitPawError:
+    import aiohttp
+
+    text = _scrub(f"{type(err).__name__}: {err}", api_key)
+    if isinstance(err, aiohttp.ClientSSLError):
+        return HitPawTLSError(text, request_sent=False)
+    never_sent = isinstance(err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    return HitPawConnectionError(text, request_sent=not never_sent)
+
+
+def _unknown_submission(error: HitPawError) -> HitPawSubmissionUnknownError:
+    return HitPawSubmissionUnknownError(
+        f"the answer to a submission was lost twice ({error}); HitPaw may have accepted the image and "
+        "charged for it. Check the account's jobs before running this task again",
+        http_status=error.http_status,
+    )
 
 
 def _without_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:

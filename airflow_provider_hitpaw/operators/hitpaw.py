@@ -10,11 +10,20 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
 from airflow_provider_hitpaw import _api, _task_support
-from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawError
-from airflow_provider_hitpaw.validation import validate_file_url, validate_positive_seconds, validate_timeout
+from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawInvalidRequestError,
+)
+from airflow_provider_hitpaw.validation import (
+    validate_file_url,
+    validate_positive_int,
+    validate_positive_seconds,
+    validate_timeout,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -132,8 +141,10 @@ class SegmentImageOperator(BaseOperator):
                 if not self.wait_for_completion:
                     return submission
                 if not self.deferrable:
+                    # Counted from the start of the try, as the deferrable wait counts it.
+                    remaining = _task_support.try_started_at(context) + self.timeout - time.time()
                     status = hook.wait_for_completion(
-                        submission["job_id"], poll_interval=self.poll_interval, timeout=self.timeout
+                        submission["job_id"], poll_interval=self.poll_interval, timeout=max(0.0, remaining)
                     )
                     return self._finish(context, submission, status.to_dict())
             except HitPawError as err:
@@ -166,9 +177,8 @@ class SegmentImageOperator(BaseOperator):
         if isinstance(earlier, dict) and earlier.get("input") == self._input_key() and earlier.get("job_id"):
             try:
                 status = hook.get_task_status(earlier["job_id"])
-            except HitPawError as err:
-                if err.retryable:
-                    raise
+            except HitPawInvalidRequestError as err:
+                # HitPaw no longer knows the job (expired): only then is a new submission no double.
                 self.log.info("The job of the earlier try is gone (%s); submitting again", err)
             else:
                 if not status.is_failed:
@@ -322,7 +332,7 @@ class SegmentImageBatchOperator(BaseOperator):
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
         self.hitpaw_conn_id = hitpaw_conn_id
-        self.max_in_flight = int(validate_positive_seconds(max_in_flight, "max_in_flight"))
+        self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         self.timeout = validate_timeout(timeout)
         self.fail_on_error = fail_on_error
@@ -359,7 +369,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 max_in_flight=max(16, self.max_in_flight),
             ),
             method_name="execute_complete",
-            kwargs={"jobs": jobs},
+            kwargs={"jobs": jobs, "inputs": urls, "rejected": rejected},
             timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
         )
         raise AssertionError("defer() always raises")  # pragma: no cover
@@ -511,14 +521,24 @@ class SegmentImageBatchOperator(BaseOperator):
         return {"status": "success", "completed": completed, "failed": failed, "pending": []}
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, jobs: list[Any] | None = None
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        jobs: list[Any] | None = None,
+        inputs: list[str] | None = None,
+        rejected: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Resume with what the submission found, rather than reading every source again: one may have
+        changed or gone meanwhile, and the jobs were paid for."""
         if not isinstance(event, dict) or event.get("status") not in ("success", "timeout", "error"):
             raise AirflowException(f"HitPaw batch trigger sent no usable event: {event!r}")
         if event["status"] == "error":
-            err = _api.error_for_code(event.get("code"), event.get("http_status"), str(event.get("message")))
+            err = _task_support.error_from_event(event, str(event.get("message")))
             raise _task_support.task_failure(err)
-        urls, rejected = self._checked_urls()
+        if inputs is not None and rejected is not None:
+            urls = list(inputs)
+        else:  # ``airflow dags test`` drops the kwargs: judge the inputs again
+            urls, rejected = self._checked_urls()
         unique = list(dict.fromkeys(url for url in urls if url not in rejected))
         if jobs is None:
             # ``airflow dags test`` resumes without the kwargs given to defer(); the store still knows.
@@ -576,6 +596,13 @@ class SegmentImageBatchOperator(BaseOperator):
         self.log.info("Batch done: %d/%d completed, %d not", len(results) - len(bad), len(results), len(bad))
         if bad and self.fail_on_error:
             context["ti"].xcom_push(key="results", value=results)
+            if not _task_support.can_remember(context):
+                # Without the task state store a retry could not tell paid jobs from missing ones, and
+                # would pay for every image again: fail for good, the results are in XCom.
+                raise AirflowFailException(
+                    f"{len(bad)} of {len(results)} images were not segmented; the per-image results are "
+                    "in XCom under 'results' (no automatic retry: on this Airflow it would pay again)"
+                )
             shown = "; ".join(f"{r.get('source_path') or r['file_url']}: {r['status']}" for r in bad[:5])
             raise AirflowException(
                 f"{len(bad)} of {len(results)} images were not segmented ({shown}); "
@@ -602,9 +629,10 @@ class SegmentImageBatchOperator(BaseOperator):
                         conn_id=self.output_conn_id,
                     )
                 )
-            except HitPawError as err:
+            except Exception as err:  # a storage error (permissions, credentials) is this image's alone
+                failure = err if isinstance(err, HitPawError) else HitPawError(f"{type(err).__name__}: {err}")
                 result["error"] = {
-                    k: v for k, v in _error_dict(err).items() if k in ("type", "code", "message")
+                    k: v for k, v in _error_dict(failure).items() if k in ("type", "code", "message")
                 }
 
         completed = [(source, r) for source, r in by_input.items() if r["status"] == "COMPLETED"]

@@ -41,10 +41,17 @@ class _HitPawTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with self._make_hook() as hook:
-            yield TriggerEvent(await self._wait(hook))
+            payload = await self._wait(hook)
+        # Yielded after the client is let go: the triggerer may take its time to close this generator.
+        yield TriggerEvent(payload)
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _error_fields(err: HitPawError) -> dict[str, Any]:
+    """What an event says of an error, so that the task rebuilds the same family (retryable or not)."""
+    return {"code": err.code, "http_status": err.http_status, "error_type": type(err).__name__}
 
 
 class SegmentationTrigger(_HitPawTrigger):
@@ -83,23 +90,27 @@ class SegmentationTrigger(_HitPawTrigger):
         try:
             await hook.prepare()
         except HitPawError as err:
-            return self._event(EVENT_ERROR, str(err), None, code=err.code, http_status=err.http_status)
+            return self._event(EVENT_ERROR, str(err), None, **_error_fields(err))
         last_status: str | None = None
         last_fault: str | None = None
         while True:
+            status: TaskStatus | None = None
             try:
-                status = await hook.get_task_status(self.job_id)
+                # A poll (with its own retries) must not run on far past the deadline: Airflow's backstop
+                # would then fire instead of this trigger's timeout event.
+                async with asyncio.timeout(max(1.0, self.end_time - time.time())):
+                    status = await hook.get_task_status(self.job_id)
+            except TimeoutError:
+                last_fault = "TimeoutError"
             except HitPawError as err:
                 if not err.retryable:
-                    return self._event(
-                        EVENT_ERROR, str(err), last_status, code=err.code, http_status=err.http_status
-                    )
+                    return self._event(EVENT_ERROR, str(err), last_status, **_error_fields(err))
                 # A fault that outlasted the call's own retries: the job may be fine, so poll on.
                 # Logged once per kind of fault, not once per poll.
                 if type(err).__name__ != last_fault:
                     self.log.warning("Polling HitPaw job %s failed (%s); polling on", self.job_id, err)
                     last_fault = type(err).__name__
-            else:
+            if status is not None:
                 last_fault = None
                 if status.status != last_status:
                     self.log.info("HitPaw job %s is %s", self.job_id, status.status)
@@ -210,7 +221,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
             # for it and then go out in the very burst the spacing avoids.
             await hook.prepare()
         except HitPawError as err:
-            return self._event("error", str(err), 0, {}, open_jobs, err.code, err.http_status)
+            return self._event("error", str(err), 0, {}, open_jobs, **_error_fields(err))
 
         async def poll(job_id: str) -> TaskStatus | HitPawError:
             async with limiter:
@@ -221,25 +232,17 @@ class SegmentationBatchTrigger(_HitPawTrigger):
 
         while open_jobs:
             round_start = loop.time()
-            spacing = self.poll_interval / len(open_jobs)
-            polls = []
-            for index, job_id in enumerate(open_jobs):
-                delay = round_start + index * spacing - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                polls.append(asyncio.ensure_future(poll(job_id)))
-            outcomes = await asyncio.gather(*polls)
+            outcomes = await self._poll_round(open_jobs, poll, loop)
             still_open = []
             for job_id, outcome in zip(open_jobs, outcomes, strict=True):
                 if isinstance(outcome, _BATCH_FATAL):
                     return self._event(
-                        "error", str(outcome), completed, failed, open_jobs, outcome.code, outcome.http_status
+                        "error", str(outcome), completed, failed, open_jobs, **_error_fields(outcome)
                     )
-                if isinstance(outcome, HitPawError):
-                    if outcome.retryable:
-                        still_open.append(job_id)  # this poll failed, not the job: ask again next round
-                    else:
-                        failed[job_id] = str(outcome)[:_MESSAGE_LIMIT]
+                if outcome is None or (isinstance(outcome, HitPawError) and outcome.retryable):
+                    still_open.append(job_id)  # not polled, or the poll failed (not the job): next round
+                elif isinstance(outcome, HitPawError):
+                    failed[job_id] = str(outcome)[:_MESSAGE_LIMIT]
                 elif outcome.is_completed:
                     completed += 1
                 elif outcome.is_failed:
@@ -266,6 +269,28 @@ class SegmentationBatchTrigger(_HitPawTrigger):
             "success", f"{completed} of {total} completed, {len(failed)} failed", completed, failed, []
         )
 
+    async def _poll_round(
+        self, open_jobs: list[str], poll: Any, loop: asyncio.AbstractEventLoop
+    ) -> list[TaskStatus | HitPawError | None]:
+        """Poll every open job once, spread over the interval; None for a job left unpolled because the
+        deadline came first. Polls still running when the round is cancelled are cancelled with it."""
+        round_start = loop.time()
+        spacing = self.poll_interval / len(open_jobs)
+        polls: list[asyncio.Future[TaskStatus | HitPawError]] = []
+        try:
+            for index, job_id in enumerate(open_jobs):
+                if time.time() >= self.end_time:
+                    break  # a round must not run on long past the deadline (Airflow's own would fire)
+                delay = round_start + index * spacing - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                polls.append(asyncio.ensure_future(poll(job_id)))
+            done: list[TaskStatus | HitPawError | None] = list(await asyncio.gather(*polls))
+        finally:
+            for pending in polls:
+                pending.cancel()
+        return done + [None] * (len(open_jobs) - len(done))
+
     @staticmethod
     def _event(
         outcome: str,
@@ -275,6 +300,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
         pending: list[str],
         code: int | None = None,
         http_status: int | None = None,
+        error_type: str | None = None,
     ) -> dict[str, Any]:
         return {
             "status": outcome,
@@ -284,6 +310,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
             "pending": list(pending),
             "code": code,
             "http_status": http_status,
+            "error_type": error_type,
         }
 
 

@@ -311,8 +311,18 @@ class AirflowCluster:
         return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
     def task_states(self, dag_id: str, run_id: str) -> list[tuple[str, int, str | None]]:
-        answer = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
-        return [(ti["task_id"], ti["map_index"], ti["state"]) for ti in answer["task_instances"]]
+        """Every task instance of the run, page by page (the API hands out 100 at most per call)."""
+        states: list[tuple[str, int, str | None]] = []
+        while True:
+            answer = self.request(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(states)},
+            )
+            page = answer["task_instances"]
+            states += [(ti["task_id"], ti["map_index"], ti["state"]) for ti in page]
+            if not page or len(states) >= answer["total_entries"]:
+                return states
 
     def descendants(self) -> set[int]:
         """Every live process below the wrapper, found through /proc (api-server workers leave the group)."""

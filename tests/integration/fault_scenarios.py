@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from unittest import mock
 
 from airflow_provider_hitpaw import _api
-from airflow_provider_hitpaw.exceptions import HitPawError
+from airflow_provider_hitpaw.exceptions import HitPawError, HitPawSubmissionUnknownError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -71,7 +71,9 @@ class FaultScenario:
     """One row of the matrix.
 
     :param faults: emulator fault rules (``--fault`` syntax), active from the start.
-    :param kind: ``transient`` (the task must complete) or ``permanent`` (it must fail without retries).
+    :param kind: ``transient`` (the task must complete), ``permanent`` (it must fail without retries),
+        or ``lost``: a submission's answer lost twice, after which HitPaw may have charged for the image:
+        the task must fail without retries and without a third submission.
     :param key_state: what the connection's key becomes (``invalid``, ``expired``, ``no_access``) ...
     :param key_change: ... before the submission, or right after it (so that polls meet it).
     :param outage_seconds: the emulator refuses connections this long, starting right after submission.
@@ -82,7 +84,7 @@ class FaultScenario:
     """
 
     name: str
-    kind: Literal["transient", "permanent"]
+    kind: Literal["transient", "permanent", "lost"]
     faults: tuple[str, ...] = ()
     description: str = ""
     key_state: str | None = None
@@ -117,12 +119,16 @@ class FaultScenario:
         """The outcome every path must show, in :attr:`Observation.outcome`'s words."""
         if self.kind == "transient":
             return "completed"
+        if self.kind == "lost":
+            return "AirflowFailException (HitPawSubmissionUnknownError)"
         if self.refused_field is not None:
             return f"AirflowFailException ({self.refused_field}, nothing sent)"
         return f"AirflowFailException (code {self.code})"
 
     @property
     def fails_at_submission(self) -> bool:
+        if self.kind == "lost":
+            return True
         return self.kind == "permanent" and (self.key_change == "before_submit" or self.key_state is None)
 
     def fault_counts(self) -> Counter[str]:
@@ -152,10 +158,16 @@ def _short(spec: str) -> str:
     return f"{kind}{count} {where}{extra}"
 
 
-def _both(kind: str, n: int, extra: str = "") -> tuple[str, ...]:
-    """``n`` faults on the submission and ``n`` on the status polls (sync hook, async hook, trigger)."""
+def _both(kind: str, n: int, extra: str = "", *, on_submit: int | None = None) -> tuple[str, ...]:
+    """``on_submit`` (default ``n``) faults on the submission and ``n`` on the status polls.
+
+    A fault that loses a submission's answer after the request left (a dropped connection, a garbled or
+    gateway answer) may hide a job HitPaw created: the hook sends such a submission once more only, so
+    those scenarios lose one submission answer, not two (two is the ``lost`` scenario).
+    """
     suffix = f",{extra}" if extra else ""
-    return (f"{kind}:first_n={n},paths={SUBMIT}{suffix}", f"{kind}:first_n={n},paths={STATUS}{suffix}")
+    submit = n if on_submit is None else on_submit
+    return (f"{kind}:first_n={submit},paths={SUBMIT}{suffix}", f"{kind}:first_n={n},paths={STATUS}{suffix}")
 
 
 SCENARIOS: list[FaultScenario] = [
@@ -174,7 +186,7 @@ SCENARIOS: list[FaultScenario] = [
         "Retry-After: 2 is a floor for every delay",
         retry_after=2.0,
     ),
-    FaultScenario("drop x2 / x2", "transient", _both("drop", 2), "connection closed, no answer"),
+    FaultScenario("drop x1 / x2", "transient", _both("drop", 2, on_submit=1), "connection closed, no answer"),
     FaultScenario(
         "outage 20 s",
         "transient",
@@ -188,9 +200,13 @@ SCENARIOS: list[FaultScenario] = [
         "status answers later than the read time-out",
         read_timeout=0.3,
     ),
-    FaultScenario("non-JSON x2 / x2", "transient", _both("non_json", 2), "HTTP 200 'not json'"),
-    FaultScenario("503 HTML x2 / x2", "transient", _both("503_html", 2), "a gateway's HTML error page"),
-    FaultScenario("truncated x2 / x2", "transient", _both("truncated_json", 2), "JSON cut in the middle"),
+    FaultScenario("non-JSON x1 / x2", "transient", _both("non_json", 2, on_submit=1), "HTTP 200 'not json'"),
+    FaultScenario(
+        "503 HTML x1 / x2", "transient", _both("503_html", 2, on_submit=1), "a gateway's HTML error page"
+    ),
+    FaultScenario(
+        "truncated x1 / x2", "transient", _both("truncated_json", 2, on_submit=1), "JSON cut in the middle"
+    ),
     FaultScenario(
         "code under 200", "transient", _both("code_under_200", 2), "HTTP 200 carrying code 100500000"
     ),
@@ -200,7 +216,15 @@ SCENARIOS: list[FaultScenario] = [
         (f"unknown_status:first_n=3,paths={STATUS}",),
         "status PAUSED: not an end, not an error",
     ),
-    FaultScenario("missing fields", "transient", _both("missing_fields", 2), "code 200, empty data"),
+    FaultScenario(
+        "missing fields", "transient", _both("missing_fields", 2, on_submit=1), "code 200, empty data"
+    ),
+    FaultScenario(
+        "answer lost twice",
+        "lost",
+        (f"drop:first_n=2,paths={SUBMIT}",),
+        "two dropped answers to one submission: it may have been charged, so no third",
+    ),
     FaultScenario(
         "wrong key",
         "permanent",
@@ -298,6 +322,8 @@ class PathResult:
         cause = self.cause
         if isinstance(cause, HitPawError) and cause.code is not None:
             return f"{type(self.error).__name__} (code {cause.code})"
+        if isinstance(cause, HitPawSubmissionUnknownError):
+            return f"{type(self.error).__name__} ({type(cause).__name__})"
         field_name = getattr(cause, "field", None)
         if field_name is not None:
             return f"{type(self.error).__name__} ({field_name}, nothing sent)"

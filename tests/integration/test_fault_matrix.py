@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawError
+from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawSubmissionUnknownError,
+)
 from tests.integration.fault_scenarios import (
     SCENARIOS,
     STATUS,
@@ -50,13 +54,27 @@ def test_fault_matrix(
     _assert_one_event_per_trigger(scenario, observed)
     if scenario.kind == "transient":
         _assert_transient(scenario, observed)
+    elif scenario.kind == "lost":
+        _assert_lost(observed)
     else:
         _assert_permanent(scenario, observed)
 
 
+def _assert_lost(observed: Observation) -> None:
+    """Two lost answers to one submission: sent twice, never a third time, the task fails for good and
+    says that HitPaw may have charged."""
+    for result in observed.paths.values():
+        assert isinstance(result.error, AirflowFailException)
+        assert isinstance(result.cause, HitPawSubmissionUnknownError)
+        assert "may have accepted" in str(result.error)
+        assert not result.deferred
+    assert observed.requests_to(SUBMIT) == 2 * len(observed.paths)
+    assert len(observed.retries) == len(observed.paths), "exactly one resubmission per path"
+
+
 def _assert_no_duplicate_submission(scenario: FaultScenario, observed: Observation) -> None:
     per_image = observed.jobs_per_image
-    if scenario.refused_field is not None or (scenario.fails_at_submission and scenario.kind == "permanent"):
+    if scenario.refused_field is not None or scenario.fails_at_submission:
         assert per_image == {}, "a refused submission must not create a job"
         return
     assert per_image == {result.file_url: 1 for result in observed.paths.values()}

@@ -305,7 +305,7 @@ def test_success_code_under_any_2xx_is_success(http_status: int) -> None:
             {"job_id": "f5007c0b", "consume_coins": 20.0}, SegmentationJob("f5007c0b", 20), id="float"
         ),
         pytest.param(
-            {"job_id": "f5007c0b"}, SegmentationJob("f5007c0b", _api.COINS_PER_JOB), id="coins-missing"
+            {"job_id": "f5007c0b"}, SegmentationJob("f5007c0b", None), id="coins-missing-is-unknown"
         ),
     ],
 )
@@ -322,7 +322,6 @@ def test_submission_parsed(data: dict[str, Any], expected: SegmentationJob) -> N
         pytest.param({"job_id": None, "consume_coins": 20}, id="job-id-null"),
         pytest.param({"job_id": "j", "consume_coins": "20"}, id="coins-string"),
         pytest.param({"job_id": "j", "consume_coins": True}, id="coins-bool"),
-        pytest.param({"job_id": "j", "consume_coins": None}, id="coins-null"),
     ],
 )
 def test_submission_with_bad_fields_is_a_response_error(data: dict[str, Any]) -> None:
@@ -495,7 +494,8 @@ def test_delay_of_a_very_late_attempt_is_capped() -> None:
     [
         pytest.param(10.0, 1, 10.0, 10.0, id="above-jitter-is-honoured"),
         pytest.param(0.1, 3, 2.0, 4.0, id="below-jitter-changes-nothing"),
-        pytest.param(3600.0, 1, 30.0, 30.0, id="capped-at-max-delay"),
+        pytest.param(3600.0, 1, 300.0, 300.0, id="capped-at-max-retry-after"),
+        pytest.param(120.0, 1, 120.0, 120.0, id="longer-than-max-delay-is-honoured"),
         pytest.param(None, 1, 0.5, 1.0, id="absent"),
     ],
 )

@@ -62,11 +62,15 @@ def test_without_waiting_returns_the_submission(hook: Any) -> None:
     hook.wait_for_completion.assert_not_called()
 
 
-def test_not_deferrable_waits_in_process(hook: Any) -> None:
+def test_not_deferrable_waits_in_process_until_the_try_deadline(hook: Any) -> None:
     hook.wait_for_completion.return_value = COMPLETED
-    result = operator(deferrable=False, poll_interval=2, timeout=50).execute(task_context())
+    started = time.time() - 20
+    result = operator(deferrable=False, poll_interval=2, timeout=50).execute(task_context(started_at=started))
     assert result == {**SUBMISSION, **COMPLETED.to_dict()}
-    hook.wait_for_completion.assert_called_once_with(JOB, poll_interval=2.0, timeout=50.0)
+    (job,), kwargs = hook.wait_for_completion.call_args
+    assert (job, kwargs["poll_interval"]) == (JOB, 2.0)
+    # The try started 20 s ago: 30 s of the 50 are left, as in the deferrable path.
+    assert kwargs["timeout"] == pytest.approx(30, abs=2)
 
 
 def test_not_deferrable_job_error_fails_normally_so_retries_resubmit(hook: Any) -> None:
