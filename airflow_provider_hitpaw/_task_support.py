@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -124,6 +125,16 @@ def _state_store(context: Context) -> Any:
         return context.get("task_state_store")  # type: ignore[attr-defined]
     except Exception:
         return None
+
+
+#: How long after a trigger's own deadline Airflow gives up on the trigger: a triggerer that is down at
+#: the deadline cannot send the timeout event itself, so Airflow's backstop must come, but after it.
+DEFERRAL_GRACE: Final = timedelta(seconds=60)
+
+
+def deferral_timeout(end_time: float) -> timedelta:
+    """``defer(timeout=...)`` for a trigger whose own deadline is ``end_time`` (a Unix time)."""
+    return timedelta(seconds=max(0.0, end_time - time.time())) + DEFERRAL_GRACE
 
 
 def try_started_at(context: Context) -> float:

@@ -7,7 +7,6 @@ they are loaded when a task runs.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 #: Where a try keeps the job it submitted, so that the next try waits for it instead of paying again.
 _SUBMITTED_JOB_KEY = "hitpaw_submitted_job"
-_DEFERRAL_GRACE = timedelta(seconds=60)
 
 
 class SegmentImageOperator(BaseOperator):
@@ -212,7 +210,7 @@ class SegmentImageOperator(BaseOperator):
             ),
             method_name="execute_complete",
             kwargs={"submission": submission},
-            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
+            timeout=_task_support.deferral_timeout(end_time),
         )
 
     def execute_complete(
@@ -370,7 +368,7 @@ class SegmentImageBatchOperator(BaseOperator):
             ),
             method_name="execute_complete",
             kwargs={"jobs": jobs, "inputs": urls, "rejected": rejected},
-            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
+            timeout=_task_support.deferral_timeout(end_time),
         )
         raise AssertionError("defer() always raises")  # pragma: no cover
 
@@ -409,7 +407,8 @@ class SegmentImageBatchOperator(BaseOperator):
 
         from airflow_provider_hitpaw import storage
 
-        presigned = hook.presign_uploads([self._sources[item][:2] for item in inputs])
+        # The longest validity HitPaw grants: thousands of uploads at max_in_flight take a while.
+        presigned = hook.presign_uploads([self._sources[item][:2] for item in inputs], expire_seconds=7200)
 
         def upload(item: str, target: Any) -> str | HitPawError:
             if isinstance(target, HitPawError):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -26,9 +24,6 @@ if TYPE_CHECKING:
 
 #: Where the sensor keeps the start of its first try, so that a retry does not restart the clock.
 _FIRST_START_KEY = "hitpaw_sensor_first_start"
-#: How long after the trigger's own deadline Airflow gives up on the trigger (a triggerer that is down at
-#: the deadline cannot send the timeout event itself).
-_DEFERRAL_GRACE = timedelta(seconds=60)
 
 
 class SegmentationSensor(BaseSensorOperator):
@@ -142,7 +137,7 @@ class SegmentationSensor(BaseSensorOperator):
                 end_time=end_time,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, end_time - time.time())) + _DEFERRAL_GRACE,
+            timeout=_task_support.deferral_timeout(end_time),
         )
 
     def _deadline(self, context: Context) -> float:
