@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
@@ -76,6 +76,12 @@ def _scrub_bytes(body: bytes, secret: str) -> bytes:
     """Take the key out of an answer before it is parsed: error messages quote answers, and a proxy's error
     page may echo the request's headers."""
     return body.replace(secret.encode(), b"***") if secret else body
+
+
+def _scrub_all(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = _scrub(text, secret)
+    return text
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -441,7 +447,9 @@ class HitPawHook(_HitPawHookBase):
         """
         headers = {"Content-Type": presigned.content_type, _api.API_KEY_HEADER: None}
         start = _stream_position(data)
-        signature = urlsplit(presigned.upload_url).query
+        query = urlsplit(presigned.upload_url).query
+        # Each signed value on its own too: a storage's error page quotes the signature, not the query.
+        secrets = [query, *(value for _, value in parse_qsl(query) if len(value) >= 8)]
         target = _api.url_without_query(presigned.upload_url)
         attempt = 0
         while True:
@@ -464,7 +472,7 @@ class HitPawHook(_HitPawHookBase):
                         None,
                         response.status_code,
                         f"the storage refused the upload to {target}: "
-                        f"{_scrub(_api.quote_body(response.content), signature)}",
+                        f"{_scrub_all(_api.quote_body(response.content), secrets)}",
                         retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
                     )
             except requests.RequestException as err:
@@ -472,7 +480,7 @@ class HitPawHook(_HitPawHookBase):
                     HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
                 )
                 error = family(
-                    _scrub(f"uploading to {target}: {type(err).__name__}: {err}", signature),
+                    _scrub_all(f"uploading to {target}: {type(err).__name__}: {err}", secrets),
                 )
             rewindable = isinstance(data, bytes | bytearray) or start is not None
             if not rewindable or not self.retry_policy.should_retry(error, attempt):

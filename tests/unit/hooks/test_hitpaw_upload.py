@@ -349,3 +349,15 @@ def test_close_closes_the_storage_session(hook: HitPawHook, script: Script) -> N
     assert "Apikey" not in storage_session.headers
     hook.close()
     assert "_storage_session" not in hook.__dict__
+
+
+def test_an_echoed_signature_stays_out_of_the_error(hook: HitPawHook, script: Script) -> None:
+    """Storage error pages quote the signature they were given: it is a credential, never shown."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    signature = dict(parse_qsl(urlsplit(UPLOAD_URL).query))["Signature"]
+    script(Answer(403, f"<Error><SignatureProvided>{signature}</SignatureProvided></Error>".encode()))
+    with pytest.raises(HitPawAuthenticationError) as raised:
+        hook.upload(presigned(), b"\xff\xd8\xff" + b"\0" * 16)
+    assert signature not in str(raised.value)
+    assert "***" in str(raised.value)
