@@ -26,6 +26,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawRateLimitError,
     HitPawResponseError,
     HitPawServerError,
+    HitPawTLSError,
 )
 
 DEFAULT_BASE_URL: Final = "https://api-base.hitpaw.com"
@@ -662,3 +663,44 @@ def url_without_query(url: str) -> str:
     """A URL as a message may show it: a signed URL's query is its credential, so it is dropped."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
+
+
+#: Errors that say nothing about one job but about the account or the connection: a batch stops on them.
+BATCH_STOPPING_ERRORS: Final[tuple[type[HitPawError], ...]] = (
+    HitPawAuthenticationError,
+    HitPawInsufficientCoinsError,
+    HitPawConfigurationError,
+    HitPawTLSError,
+)
+_REASON_LIMIT: Final = 200
+
+
+@dataclass
+class BatchProgress:
+    """Where a batch of jobs stands, round after round of polls: the one rule for the batch trigger and
+    the batch operator's blocking twin."""
+
+    open_jobs: list[str]
+    completed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    #: The error that stops the whole batch, when one came.
+    stopped_by: HitPawError | None = None
+
+    def absorb(self, outcomes: list[TaskStatus | HitPawError | None]) -> None:
+        """Take one round's outcomes, one per open job in order (None: not polled this round)."""
+        still_open = []
+        for job_id, outcome in zip(self.open_jobs, outcomes, strict=True):
+            if isinstance(outcome, BATCH_STOPPING_ERRORS):
+                self.stopped_by = outcome
+                still_open.append(job_id)
+            elif outcome is None or (isinstance(outcome, HitPawError) and outcome.retryable):
+                still_open.append(job_id)  # not polled, or the poll failed (not the job): next round
+            elif isinstance(outcome, HitPawError):
+                self.failed[job_id] = str(outcome)[:_REASON_LIMIT]
+            elif outcome.is_completed:
+                self.completed += 1
+            elif outcome.is_failed:
+                self.failed[job_id] = "ended with status ERROR"
+            else:
+                still_open.append(job_id)
+        self.open_jobs = still_open

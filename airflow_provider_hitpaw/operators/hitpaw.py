@@ -353,7 +353,10 @@ class SegmentImageBatchOperator(BaseOperator):
                 raise _task_support.task_failure(err) from err
             submitted = [job for job in jobs if isinstance(job, str)]
             if not submitted or not self.deferrable:
-                outcome = self._wait_in_process(hook, submitted)
+                try:
+                    outcome = self._wait_in_process(hook, submitted)
+                except HitPawError as err:
+                    raise _task_support.task_failure(err) from err
                 return self._finish(context, hook, urls, rejected, unique, jobs, outcome)
         from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
 
@@ -483,41 +486,29 @@ class SegmentImageBatchOperator(BaseOperator):
     # -- waiting ---------------------------------------------------------------------------------------
 
     def _wait_in_process(self, hook: HitPawHook, job_ids: list[str]) -> dict[str, Any]:
-        """The blocking twin of the batch trigger, with the same outcome shape."""
+        """The blocking twin of the batch trigger: the same rules (``_api.BatchProgress``), the same
+        outcome shape."""
         deadline = time.monotonic() + self.timeout
-        open_jobs = list(dict.fromkeys(job_ids))
-        failed: dict[str, str] = {}
-        completed = 0
-        while open_jobs:
+        batch = _api.BatchProgress(open_jobs=list(dict.fromkeys(job_ids)))
+        while batch.open_jobs:
             round_start = time.monotonic()
-            statuses = hook.get_task_statuses(open_jobs, max_in_flight=self.max_in_flight)
-            still_open = []
-            for job_id, status in zip(open_jobs, statuses, strict=True):
-                if isinstance(status, HitPawError):
-                    if not status.retryable:
-                        failed[job_id] = str(status)
-                    else:
-                        still_open.append(job_id)
-                elif status.is_completed:
-                    completed += 1
-                elif status.is_failed:
-                    failed[job_id] = "ended with status ERROR"
-                else:
-                    still_open.append(job_id)
-            open_jobs = still_open
-            self.log.info("%d/%d completed, %d failed", completed, len(job_ids), len(failed))
-            if open_jobs and time.monotonic() >= deadline:
-                return {"status": "timeout", "completed": completed, "failed": failed, "pending": open_jobs}
-            if open_jobs:
-                time.sleep(
-                    max(
-                        0.0,
-                        min(
-                            self.poll_interval - (time.monotonic() - round_start), deadline - time.monotonic()
-                        ),
-                    )
+            batch.absorb(list(hook.get_task_statuses(batch.open_jobs, max_in_flight=self.max_in_flight)))
+            if batch.stopped_by is not None:
+                raise batch.stopped_by
+            self.log.info("%d/%d completed, %d failed", batch.completed, len(job_ids), len(batch.failed))
+            if batch.open_jobs and time.monotonic() >= deadline:
+                return {
+                    "status": "timeout",
+                    "completed": batch.completed,
+                    "failed": batch.failed,
+                    "pending": batch.open_jobs,
+                }
+            if batch.open_jobs:
+                pause = min(
+                    self.poll_interval - (time.monotonic() - round_start), deadline - time.monotonic()
                 )
-        return {"status": "success", "completed": completed, "failed": failed, "pending": []}
+                time.sleep(max(0.0, pause))
+        return {"status": "success", "completed": batch.completed, "failed": batch.failed, "pending": []}
 
     def execute_complete(
         self,
@@ -674,14 +665,12 @@ def _result(
 
 
 def _error_dict(err: HitPawError) -> dict[str, Any]:
-    from airflow_provider_hitpaw.triggers.hitpaw import _BATCH_FATAL
-
     return {
         "type": type(err).__name__,
         "code": err.code,
         "http_status": err.http_status,
         "message": str(err),
-        "fatal": isinstance(err, _BATCH_FATAL),
+        "fatal": isinstance(err, _api.BATCH_STOPPING_ERRORS),
     }
 
 

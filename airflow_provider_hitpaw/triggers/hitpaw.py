@@ -8,12 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.exceptions import (
-    HitPawAuthenticationError,
-    HitPawConfigurationError,
     HitPawError,
-    HitPawInsufficientCoinsError,
-    HitPawTLSError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.validation import validate_job_id, validate_positive_seconds
@@ -156,16 +153,6 @@ class SegmentationTrigger(_HitPawTrigger):
         }
 
 
-#: Errors that say nothing about one job but about the account or the connection: the batch stops.
-_BATCH_FATAL = (
-    HitPawAuthenticationError,
-    HitPawInsufficientCoinsError,
-    HitPawTLSError,
-    HitPawConfigurationError,
-)
-_MESSAGE_LIMIT = 200
-
-
 class SegmentationBatchTrigger(_HitPawTrigger):
     """Wait for many jobs in one trigger, over one shared client, until all have ended or ``end_time``.
 
@@ -210,10 +197,8 @@ class SegmentationBatchTrigger(_HitPawTrigger):
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        open_jobs = list(dict.fromkeys(self.job_ids))
-        total = len(open_jobs)
-        failed: dict[str, str] = {}
-        completed = 0
+        batch = _api.BatchProgress(open_jobs=list(dict.fromkeys(self.job_ids)))
+        total = len(batch.open_jobs)
         progress = _Progress(self.log, total)
         limiter = asyncio.Semaphore(self.max_in_flight)
         try:
@@ -221,7 +206,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
             # for it and then go out in the very burst the spacing avoids.
             await hook.prepare()
         except HitPawError as err:
-            return self._event("error", str(err), 0, {}, open_jobs, **_error_fields(err))
+            return self._event("error", str(err), batch, **_error_fields(err))
 
         async def poll(job_id: str) -> TaskStatus | HitPawError:
             async with limiter:
@@ -230,44 +215,24 @@ class SegmentationBatchTrigger(_HitPawTrigger):
                 except HitPawError as err:
                     return err
 
-        while open_jobs:
+        while batch.open_jobs:
             round_start = loop.time()
-            outcomes = await self._poll_round(open_jobs, poll, loop)
-            still_open = []
-            for job_id, outcome in zip(open_jobs, outcomes, strict=True):
-                if isinstance(outcome, _BATCH_FATAL):
-                    return self._event(
-                        "error", str(outcome), completed, failed, open_jobs, **_error_fields(outcome)
-                    )
-                if outcome is None or (isinstance(outcome, HitPawError) and outcome.retryable):
-                    still_open.append(job_id)  # not polled, or the poll failed (not the job): next round
-                elif isinstance(outcome, HitPawError):
-                    failed[job_id] = str(outcome)[:_MESSAGE_LIMIT]
-                elif outcome.is_completed:
-                    completed += 1
-                elif outcome.is_failed:
-                    failed[job_id] = "ended with status ERROR"
-                else:
-                    still_open.append(job_id)
-            open_jobs = still_open
-            progress.report(completed, len(failed))
-            if not open_jobs:
+            batch.absorb(await self._poll_round(batch.open_jobs, poll, loop))
+            if batch.stopped_by is not None:
+                stop = batch.stopped_by
+                return self._event("error", str(stop), batch, **_error_fields(stop))
+            progress.report(batch.completed, len(batch.failed))
+            if not batch.open_jobs:
                 break
             if time.time() >= self.end_time:
-                return self._event(
-                    "timeout",
-                    f"{len(open_jobs)} of {total} jobs were still open at the deadline",
-                    completed,
-                    failed,
-                    open_jobs,
-                )
+                message = f"{len(batch.open_jobs)} of {total} jobs were still open at the deadline"
+                return self._event("timeout", message, batch)
             await asyncio.sleep(
                 max(0.0, min(round_start + self.poll_interval - loop.time(), self.end_time - time.time()))
             )
-        progress.report(completed, len(failed), final=True)
-        return self._event(
-            "success", f"{completed} of {total} completed, {len(failed)} failed", completed, failed, []
-        )
+        progress.report(batch.completed, len(batch.failed), final=True)
+        message = f"{batch.completed} of {total} completed, {len(batch.failed)} failed"
+        return self._event("success", message, batch)
 
     async def _poll_round(
         self, open_jobs: list[str], poll: Any, loop: asyncio.AbstractEventLoop
@@ -295,9 +260,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
     def _event(
         outcome: str,
         message: str,
-        completed: int,
-        failed: dict[str, str],
-        pending: list[str],
+        batch: _api.BatchProgress,
         code: int | None = None,
         http_status: int | None = None,
         error_type: str | None = None,
@@ -305,9 +268,9 @@ class SegmentationBatchTrigger(_HitPawTrigger):
         return {
             "status": outcome,
             "message": message,
-            "completed": completed,
-            "failed": dict(failed),
-            "pending": list(pending),
+            "completed": batch.completed,
+            "failed": dict(batch.failed),
+            "pending": list(batch.open_jobs) if outcome != "success" else [],
             "code": code,
             "http_status": http_status,
             "error_type": error_type,

@@ -833,3 +833,37 @@ def test_verification_can_be_turned_off_only_explicitly(flag: object) -> None:
         host=None, port=None, password="k", extra={"verify": flag}
     )
     assert settings.verify is False
+
+
+# --- the batch rule: one round of polls at a time -------------------------------------------------
+
+
+def test_batch_progress_sorts_each_outcome() -> None:
+    from airflow_provider_hitpaw.exceptions import HitPawInvalidRequestError, HitPawServerError
+
+    batch = _api.BatchProgress(open_jobs=["done", "broken", "busy", "flaky", "gone", "skipped"])
+    batch.absorb(
+        [
+            TaskStatus("done", "COMPLETED"),
+            TaskStatus("broken", "ERROR"),
+            TaskStatus("busy", "CONVERTING"),
+            HitPawServerError("down", http_status=503),
+            HitPawInvalidRequestError("Bad Request", code=100400002, http_status=400),
+            None,
+        ]
+    )
+    assert batch.completed == 1
+    assert batch.failed == {
+        "broken": "ended with status ERROR",
+        "gone": "HitPaw (code 100400002, HTTP 400): Bad Request",
+    }
+    assert batch.open_jobs == ["busy", "flaky", "skipped"]
+    assert batch.stopped_by is None
+
+
+def test_batch_progress_stops_on_an_account_problem() -> None:
+    bad_key = HitPawAuthenticationError("api_key is not valid", code=110400000, http_status=400)
+    batch = _api.BatchProgress(open_jobs=["a", "b"])
+    batch.absorb([TaskStatus("a", "COMPLETED"), bad_key])
+    assert batch.stopped_by is bad_key
+    assert batch.open_jobs == ["b"]
