@@ -422,3 +422,23 @@ def running_cluster(
         cluster.stop()
         if keep_logs_as and keep_logs_if():
             print(f"\nAirflow component logs kept in {cluster.keep_logs(keep_logs_as)}")
+
+
+def dags_test(
+    dag_id: str, emulator: Any, home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test`` of an example DAG in a throw-away AIRFLOW_HOME, on the emulator."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_HITPAW_DEFAULT": emulator_connection(emulator),
+        "HITPAW_EXAMPLE_SAMPLE_BASE_URL": f"{emulator.base_url}/samples",
+        **(extra_env or {}),
+    }
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return subprocess.run(
+        [*airflow, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=600, check=False
+    )

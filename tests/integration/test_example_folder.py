@@ -3,16 +3,12 @@ through the pre-signed upload), cut-outs and masks written to another."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.airflow_cluster import dags_test
 
 
 def test_folder_in_folder_out(hitpaw_emulator_server: Any, tmp_path: Path) -> None:
@@ -24,25 +20,14 @@ def test_folder_in_folder_out(hitpaw_emulator_server: Any, tmp_path: Path) -> No
     for name in ("shoe.jpg", "portrait.png", "product.webp"):
         (inbox / name).write_bytes(requests.get(emulator.sample_url(name), timeout=10).content)
     (inbox / "notes.txt").write_text("not an image: left alone")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_HITPAW_DEFAULT": json.dumps(
-            {"conn_type": "hitpaw", "host": emulator.base_url, "password": emulator.api_key}
-        ),
-        "HITPAW_EXAMPLE_INPUT_FOLDER": f"file://{inbox}",
-        "HITPAW_EXAMPLE_OUTPUT_FOLDER": f"file://{outbox}",
-    }
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    run = subprocess.run(
-        [*airflow, "dags", "test", "example_hitpaw_folder"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run = dags_test(
+        "example_hitpaw_folder",
+        emulator,
+        tmp_path / "airflow",
+        {
+            "HITPAW_EXAMPLE_INPUT_FOLDER": f"file://{inbox}",
+            "HITPAW_EXAMPLE_OUTPUT_FOLDER": f"file://{outbox}",
+        },
     )
     state = emulator.state()
     emulator.reset()
