@@ -110,10 +110,6 @@ class TaskStatus:
     def is_finished(self) -> bool:
         return self.is_completed or self.is_failed
 
-    @property
-    def is_known_status(self) -> bool:
-        return self.status in JobStatus.__members__
-
     def to_dict(self) -> dict[str, str | None]:
         """The plain JSON form used at the Airflow boundary (XCom, trigger events)."""
         return asdict(self)

@@ -21,6 +21,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawTimeoutError,
     error_family,
 )
+from airflow_provider_hitpaw.validation import validate_overwrite
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -143,9 +144,6 @@ def try_started_at(context: Context) -> float:
     return start.timestamp() if start is not None else time.time()
 
 
-OVERWRITE_POLICIES: Final = ("overwrite", "skip", "fail")
-
-
 @dataclass(frozen=True)
 class ResultOutput:
     """Where a task keeps its results, and what it shows of them: the copies, the links, the asset.
@@ -159,8 +157,7 @@ class ResultOutput:
 
     @classmethod
     def checked(cls, path: Any, conn_id: str | None, overwrite: str, waits: bool) -> ResultOutput:
-        if overwrite not in OVERWRITE_POLICIES:
-            raise HitPawConfigurationError("overwrite", f"must be one of {', '.join(OVERWRITE_POLICIES)}")
+        validate_overwrite(overwrite)
         if path is not None and not waits:
             raise HitPawConfigurationError(
                 "output_path", "results can only be kept when the task waits for them"

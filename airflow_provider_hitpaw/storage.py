@@ -31,8 +31,8 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawConnectionError,
     HitPawError,
     HitPawResponseError,
-    HitPawTLSError,
 )
+from airflow_provider_hitpaw.validation import validate_overwrite
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: What to do when a result file already exists: replace it, keep it (and not download), or fail.
-OVERWRITE_POLICIES: Final = ("overwrite", "skip", "fail")
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
 #: Seconds to connect, and to wait for the next bytes of a download.
 DEFAULT_TIMEOUT: Final = (10.0, 60.0)
@@ -110,16 +108,6 @@ def storage_uri(path: ObjectStoragePath) -> str:
     return f"{protocol}://{inner.lstrip('/')}"
 
 
-def public_url(path: ObjectStoragePath) -> str | None:
-    """An http(s) URL where a persisted file can be opened, when the path is itself one; else None.
-
-    An object store's objects are private by default, so no URL is guessed for them.
-    """
-    if (path.protocol or "") in _HTTP_PROTOCOLS:
-        return storage_uri(path)
-    return None
-
-
 def result_names(source: str, job_id: str) -> tuple[str, str]:
     """The file names of an input's cut-out and mask: ``shoe-042.jpg`` gives ``shoe-042.png`` and
     ``shoe-042_mask.png``.
@@ -174,7 +162,7 @@ def persist_result(
     :param session: a :class:`requests.Session` to download with (its TLS settings are used). The
         ``Apikey`` header is removed from every download even if the session carries one.
     """
-    policy = _check_overwrite(overwrite)
+    policy = validate_overwrite(overwrite)
     scheme = urlsplit(url).scheme if isinstance(url, str) else ""
     if scheme not in _HTTP_PROTOCOLS:
         raise HitPawConfigurationError("url", f"must be an http(s) URL, got {str(url)[:100]!r}")
@@ -243,7 +231,7 @@ def persist_job_results(
     The files are named after ``source`` (the job's input) by :func:`result_names`. Returns
     ``{"res_path": uri, "mask_path": uri}`` (plain URI strings, for XCom).
     """
-    policy = _check_overwrite(overwrite)
+    policy = validate_overwrite(overwrite)
     values = status.to_dict() if isinstance(status, _api.TaskStatus) else dict(status)
     res_url, mask_url = values.get("res_url"), values.get("mask_url")
     job_id = str(values.get("job_id") or "")
@@ -276,14 +264,6 @@ def persist_job_results(
         if own_session:
             session.close()
     return {"res_path": storage_uri(res_path), "mask_path": storage_uri(mask_path)}
-
-
-def _check_overwrite(overwrite: Any) -> str:
-    if overwrite not in OVERWRITE_POLICIES:
-        raise HitPawConfigurationError(
-            "overwrite", f"must be one of {', '.join(OVERWRITE_POLICIES)}, got {overwrite!r}"
-        )
-    return cast("str", overwrite)
 
 
 def _exists_error(target: ObjectStoragePath) -> HitPawConfigurationError:
@@ -376,11 +356,10 @@ def _not_png(shown: str, head: bytes, http_status: int) -> HitPawResponseError:
 
 
 def _network_error(shown: str, err: Exception) -> HitPawConnectionError:
-    import requests
+    from airflow_provider_hitpaw.hooks.hitpaw import requests_failure
 
-    family = HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
     # requests' messages quote the URL with its query (a signed link's credential): say only the place.
-    return family(f"downloading {shown} failed: {type(err).__name__}")
+    return requests_failure(err, f"downloading {shown} failed: {type(err).__name__}")
 
 
 # --- inputs: read for an upload -----------------------------------------------------------------------

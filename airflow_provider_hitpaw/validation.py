@@ -75,6 +75,18 @@ def validate_positive_seconds(value: Any, field: str) -> float:
     return float(value)
 
 
+#: What to do when a result file already exists: replace it, keep it (and not download), or fail.
+OVERWRITE_POLICIES: Final = ("overwrite", "skip", "fail")
+
+
+def validate_overwrite(value: Any, field: str = "overwrite") -> str:
+    if value not in OVERWRITE_POLICIES:
+        raise HitPawConfigurationError(
+            field, f"must be one of {', '.join(OVERWRITE_POLICIES)}, got {value!r}"
+        )
+    return str(value)
+
+
 def validate_positive_int(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise HitPawConfigurationError(field, f"must be a whole number, got {value!r}")

@@ -1,8 +1,9 @@
 """Hooks that speak HitPaw's API: :class:`HitPawHook` (requests) and :class:`HitPawAsyncHook` (aiohttp).
 
 Both only move bytes: what to send and what an answer means comes from :mod:`airflow_provider_hitpaw._api`,
-and how to retry from its :class:`~airflow_provider_hitpaw._api.RetryPolicy`. aiohttp is imported only
-when an asynchronous hook opens its client, so a worker that never runs a trigger never loads it.
+and how to retry from its :class:`~airflow_provider_hitpaw._api.RetryPolicy`. Each HTTP library is imported
+only when a hook of its kind opens a client: the triggerer (which loads this module for the trigger) never
+pays for requests, and a worker that never runs a trigger never loads aiohttp.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-import requests
 from airflow.providers.common.compat.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 
 from airflow_provider_hitpaw import _api, _connection_form
 from airflow_provider_hitpaw.exceptions import (
@@ -42,6 +41,7 @@ from airflow_provider_hitpaw.validation import validate_job_id
 
 if TYPE_CHECKING:
     import aiohttp
+    import requests
 
     from airflow_provider_hitpaw._api import (
         ConnectionSettings,
@@ -113,11 +113,9 @@ class _HitPawHookBase(BaseHook):
 
     @staticmethod
     def _settings_from(conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
-        settings = _api.ConnectionSettings.from_connection_fields(
+        return _api.ConnectionSettings.from_connection_fields(
             host=conn.host, port=conn.port, password=conn.password, extra=extra
         )
-        _mask(settings.api_key)
-        return settings
 
     def _log_retry(self, error: HitPawError, attempt: int, delay: float) -> None:
         self.log.warning(
@@ -134,6 +132,17 @@ def _mask(secret: str) -> None:
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(secret)
+
+
+async def _mask_async(secret: str) -> None:
+    """:func:`_mask` for the event loop: Airflow 3's synchronous ``mask_secret`` sends a blocking message
+    to the supervisor, which would stall (or deadlock) the triggerer's loop; its async twin does not."""
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2: masking is local, nothing is sent
+        _mask(secret)
+    else:
+        await amask_secret(secret)
 
 
 class HitPawHook(_HitPawHookBase):
@@ -177,11 +186,15 @@ class HitPawHook(_HitPawHookBase):
     def settings(self) -> ConnectionSettings:
         conn = self.get_connection(self.hitpaw_conn_id)
         settings = self._settings_from(conn, _without_form_prefix(conn.extra_dejson))
+        _mask(settings.api_key)
         _check_ca_bundle(settings.verify)
         return settings
 
     @cached_property
     def session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
         session = requests.Session()
         # Retries are ours (the policy knows HitPaw's codes); urllib3's own would double them.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
@@ -348,6 +361,8 @@ class HitPawHook(_HitPawHookBase):
         *,
         idempotent: bool = True,
     ) -> T:
+        import requests
+
         url = request.url(self.settings.base_url)
         attempt = 0
         rate_limited = 0
@@ -372,7 +387,9 @@ class HitPawHook(_HitPawHookBase):
                     response.headers.get("Retry-After"),
                 )
             except requests.RequestException as err:
-                error: HitPawError = _requests_failure(err, self.settings.api_key)
+                error: HitPawError = requests_failure(
+                    err, _scrub(f"{type(err).__name__}: {err}", self.settings.api_key)
+                )
             except HitPawError as err:
                 error = err
             else:
@@ -431,6 +448,9 @@ class HitPawHook(_HitPawHookBase):
 
     @cached_property
     def _storage_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
         """The session for the storage host: it never carries the API key, only the signed URL does."""
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
@@ -445,6 +465,8 @@ class HitPawHook(_HitPawHookBase):
         it can be rewound to where it started. A refusal by the storage (HTTP 4xx) is final: 403 means a
         signature that does not match (wrong Content-Type) or has expired.
         """
+        import requests
+
         headers = {"Content-Type": presigned.content_type, _api.API_KEY_HEADER: None}
         start = _stream_position(data)
         query = urlsplit(presigned.upload_url).query
@@ -476,11 +498,8 @@ class HitPawHook(_HitPawHookBase):
                         retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
                     )
             except requests.RequestException as err:
-                family = (
-                    HitPawTLSError if isinstance(err, requests.exceptions.SSLError) else HitPawConnectionError
-                )
-                error = family(
-                    _scrub_all(f"uploading to {target}: {type(err).__name__}: {err}", secrets),
+                error = requests_failure(
+                    err, _scrub_all(f"uploading to {target}: {type(err).__name__}: {err}", secrets)
                 )
             rewindable = isinstance(data, bytes | bytearray) or start is not None
             if not rewindable or not self.retry_policy.should_retry(error, attempt):
@@ -576,7 +595,9 @@ class HitPawAsyncHook(_HitPawHookBase):
 
             conn = await get_async_connection(self.hitpaw_conn_id)
             extra = await get_async_extra_dejson(conn)
-            self._settings = self._settings_from(conn, _without_form_prefix(extra))
+            settings = self._settings_from(conn, _without_form_prefix(extra))
+            await _mask_async(settings.api_key)
+            self._settings = settings
         return self._settings
 
     async def prepare(self) -> None:
@@ -727,11 +748,12 @@ class _SharedClients:
 _SHARED_CLIENTS = _SharedClients()
 
 
-def _requests_failure(err: Exception, api_key: str) -> HitPawError:
-    """The error family of a requests failure; whether the request had left decides on resubmitting."""
+def requests_failure(err: Exception, text: str) -> HitPawConnectionError:
+    """The error family of a requests failure, told as ``text`` (which the caller has scrubbed); whether
+    the request had left decides on resubmitting. Every requests call of the package maps through here."""
+    import requests
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-    text = _scrub(f"{type(err).__name__}: {err}", api_key)
     if isinstance(err, requests.exceptions.SSLError):
         return HitPawTLSError(text, request_sent=False)
     reason = getattr(err.args[0], "reason", None) if err.args else None
@@ -741,7 +763,7 @@ def _requests_failure(err: Exception, api_key: str) -> HitPawError:
     return HitPawConnectionError(text, request_sent=not never_sent)
 
 
-def _aiohttp_failure(err: Exception, api_key: str) -> HitPawError:
+def _aiohttp_failure(err: Exception, api_key: str) -> HitPawConnectionError:
     import aiohttp
 
     text = _scrub(f"{type(err).__name__}: {err}", api_key)

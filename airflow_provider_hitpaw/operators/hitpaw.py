@@ -454,33 +454,36 @@ class SegmentImageBatchOperator(BaseOperator):
                 sum(isinstance(j, str) for j in jobs),
                 len(unique),
             )
-        to_submit = [index for index, job in enumerate(jobs) if not isinstance(job, str)]
+        missing = [index for index, job in enumerate(jobs) if not isinstance(job, str)]
+        urls = self._urls_to_submit(hook, [unique[i] for i in missing])
+        for index, url in zip(missing, urls, strict=True):
+            if isinstance(url, HitPawError):
+                jobs[index] = _error_dict(url)
+        to_submit = [index for index, url in zip(missing, urls, strict=True) if isinstance(url, str)]
         progress = _SubmitProgress(self.log, len(to_submit))
+        stopping: list[HitPawError] = []
 
         def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
             index = to_submit[position]
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
+                if isinstance(result, _api.BATCH_STOPPING_ERRORS):
+                    stopping.append(result)
             else:
                 jobs[index] = result.job_id
                 record.set(index, result.job_id)
             progress.report(isinstance(result, HitPawError))
 
-        urls = self._urls_to_submit(hook, [unique[i] for i in to_submit])
-        uploaded = [position for position, url in enumerate(urls) if isinstance(url, str)]
-        for position, url in enumerate(urls):
-            if isinstance(url, HitPawError):
-                jobs[to_submit[position]] = _error_dict(url)
-        to_submit = [to_submit[position] for position in uploaded]
-        hook.submit_segmentations(
-            [str(urls[position]) for position in uploaded],
-            max_in_flight=self.max_in_flight,
-            on_result=submitted,
-        )
-        record.flush()
-        permanent = [job for job in jobs if isinstance(job, dict) and job.get("fatal")]
-        if permanent and len(permanent) == len(to_submit) and to_submit:
-            raise _api_error_from_dict(permanent[0])  # e.g. a bad key: the same for every image
+        try:
+            hook.submit_segmentations(
+                [str(url) for url in urls if isinstance(url, str)],
+                max_in_flight=self.max_in_flight,
+                on_result=submitted,
+            )
+        finally:
+            record.flush()  # what was paid for stays findable, also when the task is stopped midway
+        if to_submit and len(stopping) == len(to_submit):
+            raise stopping[0]  # e.g. a bad key: the same for every image, so the task fails as a whole
         return jobs
 
     # -- waiting ---------------------------------------------------------------------------------------
@@ -670,13 +673,7 @@ def _error_dict(err: HitPawError) -> dict[str, Any]:
         "code": err.code,
         "http_status": err.http_status,
         "message": str(err),
-        "fatal": isinstance(err, _api.BATCH_STOPPING_ERRORS),
     }
-
-
-def _api_error_from_dict(error: dict[str, Any]) -> HitPawError:
-    code, http_status = error.get("code"), error.get("http_status")
-    return _api.error_for_code(code, http_status, str(error.get("message")))
 
 
 class _SubmitProgress:

@@ -353,7 +353,6 @@ def test_task_status_parsed(status: str, completed: bool, failed: bool) -> None:
         failed,
         completed or failed,
     )
-    assert result.is_known_status is True
     assert result.original_url == "http://127.0.0.1:9/shoe.jpg"
 
 
@@ -383,7 +382,6 @@ def test_unknown_status_is_kept_and_is_not_an_end(status: str) -> None:
     assert result.status == status
     assert result.is_finished is False
     assert result.is_failed is False
-    assert result.is_known_status is False
 
 
 @pytest.mark.parametrize(

@@ -31,17 +31,16 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawServerError,
 )
 from airflow_provider_hitpaw.storage import (
-    OVERWRITE_POLICIES,
     PNG_SIGNATURE,
     as_storage_path,
     open_source,
     persist_job_results,
     persist_result,
-    public_url,
     read_source,
     result_names,
     storage_uri,
 )
+from airflow_provider_hitpaw.validation import OVERWRITE_POLICIES
 from tests.conftest import SECRET_KEY
 
 ONE_TRY = _api.RetryPolicy(max_attempts=1)
@@ -286,17 +285,7 @@ def test_as_storage_path_refuses_unknown_schemes() -> None:
     assert excinfo.value.field == "source_path"
 
 
-def test_public_url() -> None:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    https = ObjectStoragePath("https://cdn.example.com/out/a.png")
-    assert public_url(https) == "https://cdn.example.com/out/a.png"
-    assert public_url(ObjectStoragePath("http://127.0.0.1:8080/a.png")) == "http://127.0.0.1:8080/a.png"
-    assert public_url(as_storage_path("/data/out/a.png")) is None
-
-
-def test_public_url_of_memory_is_none(memory_root: str) -> None:
-    assert public_url(as_storage_path(f"{memory_root}/a.png")) is None
+def test_storage_uri_of_memory(memory_root: str) -> None:
     assert storage_uri(as_storage_path(f"{memory_root}/a.png")) == f"{memory_root}/a.png"
 
 

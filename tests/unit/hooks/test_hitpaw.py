@@ -1045,3 +1045,13 @@ async def test_concurrent_first_calls_open_one_client() -> None:
     assert len({id(client) for client in clients}) == 1
     await hook.close()
     assert clients[0].closed
+
+
+async def test_the_async_hook_masks_the_key_without_a_blocking_call(hitpaw_conn: str, mocker: Any) -> None:
+    """Airflow 3's mask_secret sends a blocking message to the supervisor; on the loop, its async twin."""
+    log_module = pytest.importorskip("airflow.sdk.log")
+    amask = mocker.patch.object(log_module, "amask_secret", new=mocker.AsyncMock())
+    blocking = mocker.patch.object(log_module, "mask_secret")
+    await HitPawAsyncHook(hitpaw_conn).get_settings()
+    amask.assert_awaited_once_with(SECRET_KEY)
+    blocking.assert_not_called()
