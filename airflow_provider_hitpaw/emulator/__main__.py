@@ -17,8 +17,8 @@ import ssl
 import sys
 from typing import TYPE_CHECKING
 
+from airflow_provider_hitpaw.emulator.app import Emulator, EmulatorConfig
 from airflow_provider_hitpaw.emulator.faults import FaultSpecError, fault_help, parse_fault_spec
-from airflow_provider_hitpaw.emulator.server import Emulator, EmulatorConfig
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

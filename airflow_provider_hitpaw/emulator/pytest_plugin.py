@@ -6,7 +6,7 @@ This module is loaded into *every* pytest session of anyone who installs the pac
 
 Fixtures:
 
-* ``hitpaw_emulator_server`` (session): one :class:`~airflow_provider_hitpaw.emulator.server.EmulatorServer`
+* ``hitpaw_emulator_server`` (session): one :class:`~airflow_provider_hitpaw.emulator.runner.EmulatorServer`
   on 127.0.0.1, a free port, jobs lasting ``hitpaw_emulator_job_seconds`` (ini option, default 0.2 s).
 * ``hitpaw_emulator`` (function): resets that server (jobs, coins, keys, faults, counters), points the
   Airflow connection ``hitpaw_default`` at it through ``AIRFLOW_CONN_HITPAW_DEFAULT`` (monkeypatched,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from airflow_provider_hitpaw.emulator.faults import FaultRule
-    from airflow_provider_hitpaw.emulator.server import EmulatorServer
+    from airflow_provider_hitpaw.emulator.runner import EmulatorServer
 
 CONN_ID = "hitpaw_default"
 CONN_ENV_VAR = "AIRFLOW_CONN_HITPAW_DEFAULT"
@@ -124,7 +124,7 @@ class HitPawEmulatorHandle:
 @pytest.fixture(scope="session")
 def hitpaw_emulator_server(pytestconfig: pytest.Config) -> Iterator[EmulatorServer]:
     """One emulator for the whole session (start-up costs ~50 ms, but a per-test one adds up)."""
-    from airflow_provider_hitpaw.emulator.server import EmulatorServer
+    from airflow_provider_hitpaw.emulator.runner import EmulatorServer
 
     job_seconds = float(pytestconfig.getini(_JOB_SECONDS_INI))
     server = EmulatorServer(api_key=f"emu-key-{secrets.token_hex(8)}", job_seconds=job_seconds)

@@ -1,28 +1,18 @@
-"""Every fault kind as a client sees it over HTTP, plus down(), connection counts and the control endpoint."""
+"""Every fault kind as a client sees it over HTTP, and which requests a rule picks (the fault middleware)."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
+from tests.unit.emulator.client import STATUS, SUBMIT, post, submit_body
+
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
-
-SUBMIT = "/api/image-segmentation"
-STATUS = "/api/task-status"
-
-
-def post(emu: HitPawEmulatorHandle, path: str, body: Any, timeout: float = 5) -> requests.Response:
-    return requests.post(emu.url(path), json=body, headers={"Apikey": emu.api_key}, timeout=timeout)
-
-
-def submit_body(emu: HitPawEmulatorHandle) -> dict[str, str]:
-    return {"file_url": emu.sample_url("shoe.jpg")}
 
 
 def test_500(hitpaw_emulator: HitPawEmulatorHandle) -> None:
@@ -187,102 +177,3 @@ def test_after_commit_creates_the_job_and_charges(hitpaw_emulator: HitPawEmulato
     # The client retries: a duplicate job is what a non-idempotent submit costs.
     assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 200
     assert len(hitpaw_emulator.state()["jobs"]) == 2
-
-
-def test_faults_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    ctl = hitpaw_emulator.url("/_emulator/faults")
-    response = requests.post(ctl, json=[{"kind": "500", "first_n": 1}, "429:share=0.5"], timeout=5)
-    assert response.status_code == 200
-    assert [r["kind"] for r in response.json()["rules"]] == ["500", "429"]
-    assert requests.get(ctl, timeout=5).json()["rules"][0]["kind"] == "500"
-    assert requests.post(ctl, json=[{"kind": "teapot"}], timeout=5).status_code == 400
-    assert requests.post(ctl, data=b"{", timeout=5).status_code == 400
-    assert requests.post(ctl, json={"rules": ["500"], "seed": 3}, timeout=5).status_code == 200
-    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 500
-    # control requests are never faulted
-    assert requests.get(hitpaw_emulator.url("/_emulator/state"), timeout=5).status_code == 200
-    assert requests.delete(ctl, timeout=5).json() == {"rules": []}
-    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 400
-
-
-def test_config_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    ctl = hitpaw_emulator.url("/_emulator/config")
-    response = requests.post(ctl, json={"coins": 30, "job_seconds": 0.1, "result_ttl": 60}, timeout=5)
-    assert response.status_code == 200
-    assert response.json()["coins"] == 30
-    assert requests.post(ctl, json={"colour": 1}, timeout=5).status_code == 400
-    assert requests.post(ctl, json={"coins": -1}, timeout=5).status_code == 400
-    assert requests.post(hitpaw_emulator.url("/_emulator/reset"), timeout=5).status_code == 200
-    assert hitpaw_emulator.state()["coins"] == 100_000
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def test_down_refuses_connections_then_comes_back(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    port = hitpaw_emulator.server.port
-    with requests.Session() as session:  # a kept-alive connection is cut as well
-        session.headers["Apikey"] = hitpaw_emulator.api_key
-        assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
-        hitpaw_emulator.down(0.5)
-        assert _refused(port)
-        with pytest.raises(requests.ConnectionError):
-            session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5)
-        assert hitpaw_emulator.state()["listening"] is False
-        time.sleep(0.7)
-        assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
-    assert hitpaw_emulator.server.port == port
-
-
-def test_down_through_the_control_endpoint_and_reset_brings_it_back(
-    hitpaw_emulator: HitPawEmulatorHandle,
-) -> None:
-    response = requests.post(hitpaw_emulator.url("/_emulator/down"), json={"seconds": 30}, timeout=5)
-    assert response.json() == {"down_for": 30}
-    assert _refused(hitpaw_emulator.server.port)
-    hitpaw_emulator.reset()
-    assert post(hitpaw_emulator, STATUS, {"job_id": "x"}).status_code == 400
-
-
-def test_jobs_keep_running_while_down(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    job = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).json()["data"]["job_id"]
-    hitpaw_emulator.down(0.4)
-    time.sleep(0.5)
-    data = post(hitpaw_emulator, STATUS, {"job_id": job}).json()["data"]
-    assert data["status"] == "COMPLETED"
-
-
-def test_connection_counts(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    with requests.Session() as session:
-        session.headers["Apikey"] = hitpaw_emulator.api_key
-        for _ in range(3):
-            session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5)
-        assert hitpaw_emulator.state()["connections"] == {"accepted": 1, "open": 1}
-    for _ in range(2):
-        post(hitpaw_emulator, STATUS, {"job_id": "x"})
-    deadline = time.monotonic() + 2
-    while hitpaw_emulator.state()["connections"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert hitpaw_emulator.state()["connections"] == {"accepted": 3, "open": 0}
-
-
-def test_own_fetches_do_not_count_as_client_connections(hitpaw_emulator: HitPawEmulatorHandle) -> None:
-    with requests.Session() as session:
-        session.headers["Apikey"] = hitpaw_emulator.api_key
-        job = session.post(hitpaw_emulator.url(SUBMIT), json=submit_body(hitpaw_emulator), timeout=5)
-        job_id = job.json()["data"]["job_id"]
-        while (
-            session.post(hitpaw_emulator.url(STATUS), json={"job_id": job_id}, timeout=5).json()["data"][
-                "status"
-            ]
-            == "CONVERTING"
-        ):
-            time.sleep(0.05)
-        state = hitpaw_emulator.state()
-    assert state["connections"]["accepted"] == 1
-    assert state["requests"]["/samples/{name}"] == 1  # but the fetch itself is seen

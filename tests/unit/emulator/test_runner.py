@@ -1,0 +1,137 @@
+"""EmulatorServer: the emulator in a background thread, started and stopped leaving nothing behind."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from airflow_provider_hitpaw.emulator.server import EmulatorServer
+from tests.unit.emulator.client import refused
+
+
+def _emulator_sockets(public_port: int, internal_port: int) -> list[socket.socket]:
+    """Open sockets that belong to the emulator: its listeners, accepted connections and own fetches.
+
+    Sockets of the test's own HTTP client are not the emulator's business and are left out.
+    """
+    found = []
+    gc.collect()
+    for obj in gc.get_objects():
+        try:
+            is_open_socket = isinstance(obj, socket.socket) and obj.fileno() >= 0
+        except Exception:  # a lazy object (Airflow 2 has some) may fail even isinstance
+            continue
+        if is_open_socket:
+            try:
+                local = obj.getsockname()
+                remote = obj.getpeername() if obj.type == socket.SOCK_STREAM else None
+            except OSError:
+                remote = None
+            if (isinstance(local, tuple) and local[1] in (public_port, internal_port)) or (
+                isinstance(remote, tuple) and remote[1] == internal_port
+            ):
+                found.append(obj)
+    return found
+
+
+def test_start_and_stop_are_fast_and_leave_nothing_behind() -> None:
+    threads = {t.ident for t in threading.enumerate()}
+    started = time.monotonic()
+    server = EmulatorServer(job_seconds=0.1, api_key="k")
+    server.start()
+    assert time.monotonic() - started < 1
+    port = server.port
+    internal_port = server._emulator._internal_port  # type: ignore[union-attr]
+    assert server.base_url == f"http://127.0.0.1:{port}"
+    headers = {"Apikey": "k"}
+    with requests.Session() as session:  # leaves a kept-alive connection open at stop time
+        response = session.post(server.url("/api/task-status"), json={"job_id": "x"}, headers=headers)
+        assert response.json()["code"] == 100400002
+        job = session.post(
+            server.url("/api/image-segmentation"), json={"file_url": server.sample_url()}, headers=headers
+        )
+        assert job.status_code == 200  # and a job still in progress
+        assert _emulator_sockets(port, internal_port)
+        stopping = time.monotonic()
+        server.stop()
+        assert time.monotonic() - stopping < 1
+    assert refused(port)
+    assert {t.ident for t in threading.enumerate()} <= threads
+    assert _emulator_sockets(port, internal_port) == []
+    server.stop()  # idempotent
+
+
+def test_context_manager_and_helpers() -> None:
+    with EmulatorServer(job_seconds=0.05, coins=40) as emu:
+        port = emu.port
+        assert emu.api_key.startswith("emu-key-")
+        assert emu.state()["coins"] == 40
+        emu.set_faults(["500:first_n=1"])
+        response = requests.post(
+            emu.url("api/task-status"), json={}, headers={"Apikey": emu.api_key}, timeout=5
+        )
+        assert response.status_code == 500
+        emu.clear_faults()
+        emu.configure(coins=7)
+        assert emu.state()["coins"] == 7
+        emu.down(10)
+        assert refused(port)
+        emu.up()
+        assert not refused(port)
+        emu.reset()
+        assert emu.state()["coins"] == 40
+    assert refused(port)
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = emu.base_url
+
+
+def test_startup_faults_come_back_on_reset() -> None:
+    with EmulatorServer(faults=["429:first_n=1"], api_key="k") as emu:
+
+        def post() -> int:
+            headers = {"Apikey": "k"}
+            return requests.post(
+                emu.url("/api/task-status"), json={"job_id": "x"}, headers=headers, timeout=5
+            ).status_code
+
+        assert [post(), post()] == [429, 400]
+        emu.reset()
+        assert post() == 429
+
+
+def test_start_failure_is_reported() -> None:
+    with EmulatorServer() as first, pytest.raises(RuntimeError, match="did not start"):
+        EmulatorServer(port=first.port).start()
+
+
+def test_public_url_is_used_in_urls_and_own_urls_are_still_fetched() -> None:
+    public = "http://emulator.invalid:9999"  # never resolved: the emulator maps it to itself
+    with EmulatorServer(public_url=public + "/", job_seconds=0.05, api_key="k") as emu:
+        assert emu.public_url == public
+        assert emu.base_url == f"http://127.0.0.1:{emu.port}"
+        headers = {"Apikey": "k"}
+        sample = public + "/samples/shoe.jpg"
+        job_id = requests.post(
+            emu.url("/api/image-segmentation"), json={"file_url": sample}, headers=headers, timeout=5
+        ).json()["data"]["job_id"]
+        deadline = time.monotonic() + 5
+        while True:
+            data = requests.post(
+                emu.url("/api/task-status"), json={"job_id": job_id}, headers=headers, timeout=5
+            ).json()["data"]
+            if data["status"] != "CONVERTING" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert data["status"] == "COMPLETED"
+        assert data["res_url"] == f"{public}/results/{job_id}/cutout.png"
+        listing = requests.get(emu.url("/samples/"), timeout=5).json()["samples"]
+        assert listing[0]["url"].startswith(f"{public}/samples/")
+        upload = requests.post(
+            emu.url("/api/oss/presign-put"), json={"filename": "a.png"}, headers=headers, timeout=5
+        )
+        assert upload.json()["data"]["upload_url"].startswith(f"{public}/oss/upload/uploads/")
