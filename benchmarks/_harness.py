@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from airflow_provider_hitpaw.emulator.startup import parse_startup_line
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -30,9 +32,17 @@ BENCH_KEY = "bench-key-0123456789"
 class EmulatorProcess:
     base_url: str
     process: subprocess.Popen[str]
+    #: What /_emulator/* requests must send in X-Emulator-Token (from the start-up line).
+    control_token: str
 
     def state(self, verify: bool | str = True) -> dict[str, Any]:
-        answer = requests.get(f"{self.base_url}/_emulator/state", timeout=10, verify=verify)
+        answer = requests.get(
+            f"{self.base_url}/_emulator/state",
+            headers={"X-Emulator-Token": self.control_token},
+            timeout=10,
+            verify=verify,
+        )
+        answer.raise_for_status()
         return answer.json()  # type: ignore[no-any-return]
 
     def submit_jobs(self, count: int, verify: bool | str = True) -> list[str]:
@@ -81,9 +91,11 @@ def emulator(*extra_args: str, job_seconds: float = 100_000, tls: Any = None) ->
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield EmulatorProcess(base_url=line.rsplit(" ", 1)[-1].strip(), process=process)
+        try:
+            base_url, control_token = parse_startup_line(line)
+        except ValueError:
+            raise RuntimeError(f"the emulator did not start: {line!r}") from None
+        yield EmulatorProcess(base_url=base_url, process=process, control_token=control_token)
     finally:
         process.terminate()
         try:

@@ -25,12 +25,13 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import BENCH_KEY, connection_env, emulator
+from _harness import BENCH_KEY, EmulatorProcess, connection_env, emulator
 
 
-async def measure(base_url: str, jobs: int, interval: float, job_seconds: float) -> dict[str, float]:
+async def measure(emu: EmulatorProcess, jobs: int, interval: float, job_seconds: float) -> dict[str, float]:
     from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 
+    base_url = emu.base_url
     rng = random.Random(11)
     sample = f"{base_url}/samples/shoe.jpg"
     session = requests.Session()
@@ -52,9 +53,7 @@ async def measure(base_url: str, jobs: int, interval: float, job_seconds: float)
             events[job_id] = time.time()
 
     await asyncio.gather(*(one(rng.uniform(0, 2 * interval)) for _ in range(jobs)))
-    finished = {
-        job["job_id"]: job["finished_at"] for job in session.get(f"{base_url}/_emulator/state").json()["jobs"]
-    }
+    finished = {job["job_id"]: job["finished_at"] for job in emu.state()["jobs"]}
     latencies = sorted(events[job] - finished[job] for job in events)
     return {
         "interval_s": interval,
@@ -77,7 +76,7 @@ def main() -> None:
     with emulator(job_seconds=args.job_seconds) as emu:
         os.environ.update(connection_env(emu.base_url))
         for interval in args.intervals:
-            rows.append(asyncio.run(measure(emu.base_url, args.jobs, interval, args.job_seconds)))
+            rows.append(asyncio.run(measure(emu, args.jobs, interval, args.job_seconds)))
     print(f"\nreaction_latency: {args.jobs} jobs of {args.job_seconds:g} s, COMPLETED -> trigger event")
     print(f"{'poll interval':>14}{'p50':>10}{'p95':>10}{'max':>10}{'p50/interval':>14}")
     for row in rows:

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from airflow_provider_hitpaw.emulator.startup import parse_startup_line
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(os.environ.get("HITPAW_DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 DAG_ID = "example_hitpaw_mapped"
@@ -45,10 +47,12 @@ def start_emulator() -> tuple[subprocess.Popen[str], str]:
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    if "listening on" not in line:
+    try:
+        base_url, _control_token = parse_startup_line(line)
+    except ValueError:
         process.kill()
-        raise SystemExit(f"the emulator did not start: {line!r}")
-    return process, line.rsplit(" ", 1)[-1].strip()
+        raise SystemExit(f"the emulator did not start: {line!r}") from None
+    return process, base_url
 
 
 def stop(process: subprocess.Popen[str]) -> None:

@@ -7,7 +7,9 @@ or through the pytest fixture ``hitpaw_emulator`` (:mod:`.pytest_plugin`). The m
 * :mod:`.api`: HitPaw's segmentation endpoints and result files; :mod:`.oss`: the pre-signed upload;
 * :mod:`.fetch`: how a job's image is fetched; :mod:`.imaging`: the segmentation and the sample images;
 * :mod:`.faults`: the fault rules; :mod:`.middleware`: request counting and fault injection;
-* :mod:`.control`: the ``/_emulator/*`` endpoint that steers it;
+* :mod:`.control`: the ``/_emulator/*`` endpoint that steers it, for loopback callers with the run's token;
+* :mod:`.startup`: the CLI's start-up line (address, control token) and its parser;
+* :mod:`.loopback`: what counts as this machine;
 * :mod:`.app`: the :class:`~.app.Emulator` that wires these together and owns the listeners;
 * :mod:`.runner`: :class:`~.runner.EmulatorServer`, the emulator in a background thread;
 * :mod:`.server`: every public name re-exported from the place it always had.

@@ -1,9 +1,14 @@
 """``hitpaw-emulator`` / ``python -m airflow_provider_hitpaw.emulator``: run the emulator in the foreground.
 
-It prints exactly one line on stdout, ``HitPaw emulator listening on http://HOST:PORT`` (``https://`` with
-``--tls-cert``/``--tls-key``), once it accepts
-connections (with ``--port 0`` it shows the port the system picked), so that scripts can wait for it
-and read the port. Logs go to stderr. SIGINT and SIGTERM stop it cleanly with exit status 0.
+Once it accepts connections it prints exactly one line on stdout,
+
+    HitPaw emulator listening on http://HOST:PORT (control token: TOKEN)
+
+(``https://`` with ``--tls-cert``/``--tls-key``; with ``--port 0`` it shows the port the system picked), so
+that scripts can wait for it and read the address and the token that ``/_emulator/*`` requests must send
+in ``X-Emulator-Token``: :func:`airflow_provider_hitpaw.emulator.startup.parse_startup_line` reads it.
+The token is random per run unless ``--control-token`` gives one. Logs go to stderr. SIGINT and SIGTERM
+stop it cleanly with exit status 0.
 """
 
 from __future__ import annotations
@@ -18,12 +23,20 @@ import sys
 from typing import TYPE_CHECKING
 
 from airflow_provider_hitpaw.emulator.app import Emulator, EmulatorConfig
+from airflow_provider_hitpaw.emulator.control import check_control_token
 from airflow_provider_hitpaw.emulator.faults import FaultSpecError, fault_help, parse_fault_spec
+from airflow_provider_hitpaw.emulator.startup import format_startup_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 _DEFAULT_KEY = "hitpaw-emulator-key"
+_CONTROL_HELP = """\
+control endpoint: GET /_emulator/state, GET|POST|DELETE /_emulator/faults,
+  POST /_emulator/keys|config|down|reset, POST /_emulator/jobs/{job_id}/expire|fail
+  every request needs the header X-Emulator-Token: TOKEN and a loopback Host (127.0.0.1, ::1,
+  localhost); a request body must be Content-Type: application/json
+start-up line on stdout: HitPaw emulator listening on http://HOST:PORT (control token: TOKEN)"""
 
 
 def _positive_float(text: str) -> float:
@@ -38,9 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hitpaw-emulator",
         description="A local emulator of HitPaw's image segmentation API (loopback only, no coins spent).",
-        epilog=fault_help()
-        + "\n\ncontrol endpoint (no Apikey): GET /_emulator/state, POST|DELETE /_emulator/faults, "
-        "POST /_emulator/keys|config|down|reset, POST /_emulator/jobs/{job_id}/expire|fail",
+        epilog=fault_help() + "\n\n" + _CONTROL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -78,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", default=None, metavar="FILE", help="serve https with this PEM certificate (chain)"
     )
     parser.add_argument("--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert")
+    parser.add_argument(
+        "--control-token",
+        default=None,
+        metavar="TOKEN",
+        help="the token /_emulator/* requests must send in X-Emulator-Token (16 to 256 characters from "
+        "A-Z a-z 0-9 _ . ~ -; default: a random one, printed on the start-up line)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level on stderr (default: INFO)")
     return parser
 
@@ -89,7 +107,7 @@ async def _serve(config: EmulatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"HitPaw emulator listening on {emulator.internal_url}", flush=True)
+    print(format_startup_line(emulator.internal_url, emulator.control_token), flush=True)
     try:
         await stop.wait()
     finally:
@@ -107,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--fault: {exc}")
     if args.coins < 0:
         parser.error("--coins must be >= 0")
+    if args.control_token is not None:
+        try:
+            check_control_token(args.control_token)
+        except ValueError as exc:
+            parser.error(f"--control-token: {exc}")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     ssl_context = None
@@ -133,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         allow_remote_fetch=args.allow_remote_fetch,
         ssl_context=ssl_context,
+        control_token=args.control_token,
     )
     try:
         asyncio.run(_serve(config))

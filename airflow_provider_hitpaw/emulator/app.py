@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from airflow_provider_hitpaw.emulator.api import HitPawApi
-from airflow_provider_hitpaw.emulator.control import ControlEndpoint
+from airflow_provider_hitpaw.emulator.control import (
+    ControlEndpoint,
+    ControlGuard,
+    check_control_token,
+    new_control_token,
+)
 from airflow_provider_hitpaw.emulator.faults import FaultInjector, FaultRule
 from airflow_provider_hitpaw.emulator.fetch import MAX_FETCH_BYTES, ImageFetcher
 from airflow_provider_hitpaw.emulator.imaging import sample_images
@@ -50,6 +55,8 @@ class EmulatorConfig:
     max_fetch_bytes: int = MAX_FETCH_BYTES
     #: Serve the public port over TLS with this context (the private port for own fetches stays http).
     ssl_context: ssl.SSLContext | None = None
+    #: What ``/_emulator/*`` requests must send in ``X-Emulator-Token``; None: a random one per run.
+    control_token: str | None = None
 
 
 class Emulator:
@@ -62,6 +69,10 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.port = config.port
+        #: The token of this run's control endpoint (see :mod:`.control`); it survives :meth:`reset`.
+        self.control_token = (
+            new_control_token() if config.control_token is None else check_control_token(config.control_token)
+        )
         self.state = EmulatorState(
             api_key=config.api_key,
             coins=config.coins,
@@ -93,6 +104,7 @@ class Emulator:
         app = web.Application(
             middlewares=[
                 ObserveMiddleware(self.state).handle,
+                ControlGuard(self.control_token).handle,
                 FaultMiddleware(self.faults, self.state).handle,
             ],
             client_max_size=MAX_FETCH_BYTES + 1024,

@@ -3,25 +3,98 @@
 ``GET /_emulator/state``, ``GET|POST|DELETE /_emulator/faults``, ``POST /_emulator/keys``,
 ``/_emulator/config``, ``/_emulator/down``, ``/_emulator/reset``, ``/_emulator/jobs/{job_id}/expire`` and
 ``/_emulator/jobs/{job_id}/fail``. Errors are ``{"error": message}``.
+
+It can change coins, keys and faults and it shows every job, so it only answers a local program that
+knows this run's token. :class:`ControlGuard` refuses, before any handler runs and so changing nothing:
+
+* a ``Host`` header that is not a loopback name or address (``localhost``, 127.0.0.0/8, ``[::1]``, with an
+  optional port): 403. This defeats DNS rebinding, where a web page in the developer's browser reaches
+  127.0.0.1 under its own host name. It holds also when the emulator runs with a ``--public-url``: the
+  API answers under that URL, the control endpoint does not.
+* a request without the run's token in ``X-Emulator-Token`` (compared in constant time): 403. The token is
+  random per run (``secrets.token_urlsafe``) unless given; ``hitpaw-emulator`` prints it on its start-up
+  line (:mod:`.startup`), :class:`~.runner.EmulatorServer` has it as ``control_token``.
+* a request with a body whose ``Content-Type`` is not ``application/json``: 415. Together with the custom
+  header this means a browser can only send a control request after a CORS preflight, which the emulator
+  never grants (it sends no CORS headers at all).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from typing import TYPE_CHECKING
+import re
+import secrets
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
 from airflow_provider_hitpaw.emulator.api import read_json_object
 from airflow_provider_hitpaw.emulator.faults import FaultSpecError, parse_fault_rules
+from airflow_provider_hitpaw.emulator.loopback import is_loopback_host
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from airflow_provider_hitpaw.emulator.app import Emulator
+
+CONTROL_PREFIX: Final = "/_emulator"
+TOKEN_HEADER: Final = "X-Emulator-Token"  # noqa: S105 (a header name)
+_TOKEN: Final = re.compile(r"[A-Za-z0-9_.~-]{16,256}")
+_HOST: Final = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>[0-9]{1,5}))?")
+
+
+def is_control_path(path: str) -> bool:
+    """Whether ``path`` is under the control endpoint."""
+    return path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
+
+
+def new_control_token() -> str:
+    """A fresh random token for one run."""
+    return secrets.token_urlsafe(32)
+
+
+def check_control_token(token: str) -> str:
+    """``token`` if it can be a control token (16 to 256 of ``A-Z a-z 0-9 _ . ~ -``), else ValueError."""
+    if not isinstance(token, str) or _TOKEN.fullmatch(token) is None:
+        raise ValueError("a control token is 16 to 256 characters from A-Z, a-z, 0-9, '_', '.', '~', '-'")
+    return token
+
+
+def is_loopback_host_header(value: str | None) -> bool:
+    """Whether a ``Host`` header names this machine: ``localhost``, 127.0.0.0/8 or ``[::1]``, any port."""
+    match = _HOST.fullmatch(value or "")
+    if match is None:
+        return False
+    return is_loopback_host(match["ipv6"] or match["name"])
 
 
 def control_error(message: str, status: int = 400) -> web.Response:
     """The control endpoint's error answer."""
     return web.json_response({"error": message}, status=status)
+
+
+class ControlGuard:
+    """The middleware that lets only loopback, token-carrying, JSON-bodied requests reach ``/_emulator/*``."""
+
+    def __init__(self, token: str) -> None:
+        self._token = check_control_token(token).encode()
+
+    @web.middleware
+    async def handle(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The middleware itself."""
+        if not is_control_path(request.path):
+            return await handler(request)
+        if not is_loopback_host_header(request.headers.get("Host")):
+            return control_error("the control endpoint only answers to a loopback Host", status=403)
+        given = request.headers.get(TOKEN_HEADER, "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self._token):
+            return control_error(f"missing or wrong {TOKEN_HEADER} header", status=403)
+        if request.body_exists and request.content_type != "application/json":
+            return control_error("control request bodies must be Content-Type: application/json", status=415)
+        return await handler(request)
 
 
 class ControlEndpoint:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from airflow_provider_hitpaw.emulator.api import ERRORS, INTERNAL_ERROR, RATE_LIMITED, hitpaw_error, hitpaw_ok
+from airflow_provider_hitpaw.emulator.control import is_control_path
 
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.faults import FaultInjector, FaultRule
@@ -26,18 +27,11 @@ log = logging.getLogger("airflow_provider_hitpaw.emulator")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CONTROL_PREFIX: Final = "/_emulator"
-
 _HTML_503: Final = (
     "<!DOCTYPE html>\n<html><head><title>503 Service Temporarily Unavailable</title></head>\n"
     "<body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center>"
     "</body></html>\n"
 )
-
-
-def is_control_path(path: str) -> bool:
-    """Whether ``path`` is under the control endpoint."""
-    return path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
 
 
 class ObserveMiddleware:

@@ -61,6 +61,15 @@ class HitPawEmulatorHandle:
         """The Airflow connection in its JSON environment-variable form."""
         return json.dumps({"conn_type": "hitpaw", "host": self.base_url, "password": self.api_key})
 
+    @property
+    def control_token(self) -> str:
+        """What HTTP requests to ``/_emulator/*`` must send in ``X-Emulator-Token``."""
+        return self.server.control_token
+
+    def control_headers(self) -> dict[str, str]:
+        """The headers an HTTP request to ``/_emulator/*`` needs (the helpers below need none)."""
+        return self.server.control_headers()
+
     def url(self, path: str) -> str:
         """An absolute URL on the emulator."""
         return self.server.url(path)

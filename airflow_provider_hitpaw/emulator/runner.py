@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from airflow_provider_hitpaw.emulator.app import Emulator, EmulatorConfig
+from airflow_provider_hitpaw.emulator.control import TOKEN_HEADER, check_control_token, new_control_token
 from airflow_provider_hitpaw.emulator.faults import FaultRule, parse_fault_rules
 from airflow_provider_hitpaw.emulator.state import DEFAULT_RESULT_TTL
 
@@ -31,7 +32,7 @@ class EmulatorServer:
 
     ``with EmulatorServer(job_seconds=0.2) as emu: requests.post(emu.base_url + "/api/...")``.
     The control helpers act on the loop directly rather than over HTTP, so they also work while the
-    emulator is :meth:`down`.
+    emulator is :meth:`down`; a test that calls ``/_emulator/*`` over HTTP sends :meth:`control_headers`.
     """
 
     def __init__(
@@ -48,7 +49,9 @@ class EmulatorServer:
         seed: int = 0,
         allow_remote_fetch: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        control_token: str | None = None,
     ) -> None:
+        token = new_control_token() if control_token is None else check_control_token(control_token)
         self.config = EmulatorConfig(
             api_key=api_key or f"emu-key-{secrets.token_hex(8)}",
             host=host,
@@ -61,6 +64,7 @@ class EmulatorServer:
             seed=seed,
             allow_remote_fetch=allow_remote_fetch,
             ssl_context=ssl_context,
+            control_token=token,
         )
         self._emulator: Emulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,6 +75,16 @@ class EmulatorServer:
     def api_key(self) -> str:
         """The key that is valid at start-up (and after every reset)."""
         return self.config.api_key
+
+    @property
+    def control_token(self) -> str:
+        """What HTTP requests to ``/_emulator/*`` must send in ``X-Emulator-Token`` (known before start)."""
+        assert self.config.control_token is not None
+        return self.config.control_token
+
+    def control_headers(self) -> dict[str, str]:
+        """The headers an HTTP request to ``/_emulator/*`` needs: ``{"X-Emulator-Token": <token>}``."""
+        return {TOKEN_HEADER: self.control_token}
 
     @property
     def base_url(self) -> str:

@@ -1,5 +1,5 @@
 """A client written only from ../shared/hitpaw-api.md, with plain requests and the documented JSON and
-nothing from this package, completes a job on the emulator: the emulator speaks the documented API."""
+nothing from the provider, completes a job on the emulator: the emulator speaks the documented API."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+
+from airflow_provider_hitpaw.emulator.startup import parse_startup_line
 
 KEY = "minimal-client-key-42"
 
@@ -36,7 +38,7 @@ def emulator_url() -> Iterator[str]:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("HitPaw emulator listening on http://127.0.0.1:"), line
-        yield line.rsplit(" ", 1)[-1].strip()
+        yield parse_startup_line(line).base_url
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0

@@ -82,3 +82,9 @@ def refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def control(emu: HitPawEmulatorHandle, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """A request to the control endpoint with this run's token (extra ``headers`` are added to it)."""
+    headers = {**emu.control_headers(), **kwargs.pop("headers", {})}
+    return requests.request(method, emu.url(path), headers=headers, timeout=5, **kwargs)

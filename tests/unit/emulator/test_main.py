@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -12,46 +13,58 @@ import pytest
 import requests
 
 from airflow_provider_hitpaw.emulator.__main__ import build_parser, main
+from airflow_provider_hitpaw.emulator.startup import StartupLine, parse_startup_line
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-@pytest.fixture
-def cli() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], StartupLine]:
+    """The emulator as a user starts it, and what its start-up line says."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_hitpaw.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            "very-secret-key-123",
-            "--job-seconds",
-            "0.1",
-            "--coins",
-            "40",
-            "--fault",
-            "500:first_n=1,paths=/api/task-status",
-        ],
+        [sys.executable, "-m", "airflow_provider_hitpaw.emulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("HitPaw emulator listening on http://127.0.0.1:"), line
-        yield proc, line.rsplit(" ", 1)[1]
+        assert re.fullmatch(
+            r"HitPaw emulator listening on http://127\.0\.0\.1:\d+ \(control token: \S+\)", line
+        ), line
+        return proc, parse_startup_line(line)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=5)  # also closes the pipes
+
+
+@pytest.fixture
+def cli() -> Iterator[tuple[subprocess.Popen[str], StartupLine]]:
+    proc, started = start_cli(
+        "--api-key",
+        "very-secret-key-123",
+        "--job-seconds",
+        "0.1",
+        "--coins",
+        "40",
+        "--fault",
+        "500:first_n=1,paths=/api/task-status",
+    )
+    try:
+        yield proc, started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=5)  # also closes the pipes
+        stop(proc)
 
 
-def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], str]) -> None:
-    proc, base = cli
+def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], StartupLine]) -> None:
+    proc, (base, token) = cli
     assert not base.endswith(":0")
     headers = {"Apikey": "very-secret-key-123"}
     assert (
@@ -62,7 +75,7 @@ def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], str])
         requests.post(base + "/api/task-status", json={"job_id": "x"}, headers=headers, timeout=5).status_code
         == 400
     )
-    state = requests.get(base + "/_emulator/state", timeout=5).json()
+    state = requests.get(base + "/_emulator/state", headers={"X-Emulator-Token": token}, timeout=5).json()
     assert state["coins"] == 40
     assert state["config"]["job_seconds"] == 0.1
     proc.send_signal(signal.SIGTERM)
@@ -71,17 +84,67 @@ def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], str])
     logs = proc.stderr.read()
     assert "POST /api/task-status" in logs
     assert "very-secret-key-123" not in logs
+    assert token not in logs
 
 
-def test_cli_stops_on_sigint(cli: tuple[subprocess.Popen[str], str]) -> None:
+def test_cli_stops_on_sigint(cli: tuple[subprocess.Popen[str], StartupLine]) -> None:
     proc, _ = cli
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=5) == 0
 
 
+def test_cli_prints_a_random_token_that_opens_the_control_endpoint(
+    cli: tuple[subprocess.Popen[str], StartupLine],
+) -> None:
+    _, (base, token) = cli
+    assert len(token) >= 32
+    assert requests.get(base + "/_emulator/state", timeout=5).status_code == 403
+    wrong = {"X-Emulator-Token": token[:-1] + ("A" if token[-1] != "A" else "B")}
+    assert (
+        requests.post(base + "/_emulator/config", json={"coins": 1}, headers=wrong, timeout=5).status_code
+        == 403
+    )
+    right = {"X-Emulator-Token": token}
+    assert requests.get(base + "/_emulator/state", headers=right, timeout=5).json()["coins"] == 40
+    assert requests.post(base + "/_emulator/config", json={"coins": 1}, headers=right, timeout=5).ok
+    assert requests.get(base + "/_emulator/state", headers=right, timeout=5).json()["coins"] == 1
+
+
+def test_cli_tokens_differ_per_run_and_can_be_given() -> None:
+    proc, first = start_cli()
+    stop(proc)
+    proc, second = start_cli("--control-token", "given-token-0123456789")
+    try:
+        assert second.control_token == "given-token-0123456789"
+        assert second.control_token != first.control_token
+        headers = {"X-Emulator-Token": "given-token-0123456789"}
+        assert requests.get(second.base_url + "/_emulator/state", headers=headers, timeout=5).ok
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("token", ["short", "with space 0123456789", "paren)0123456789abc"])
+def test_cli_rejects_a_bad_control_token(token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--control-token", token])
+    assert exc.value.code == 2
+    assert "--control-token" in capsys.readouterr().err
+
+
 def test_cli_help_documents_faults() -> None:
     text = build_parser().format_help()
-    for word in ("--fault", "first_n", "share", "retry_after", "after_commit", "503_html", "--public-url"):
+    for word in (
+        "--fault",
+        "first_n",
+        "share",
+        "retry_after",
+        "after_commit",
+        "503_html",
+        "--public-url",
+        "--control-token",
+        "X-Emulator-Token",
+        "(control token: TOKEN)",
+    ):
         assert word in text
 
 

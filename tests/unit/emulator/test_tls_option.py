@@ -13,6 +13,7 @@ import requests
 
 from airflow_provider_hitpaw.emulator.__main__ import main
 from airflow_provider_hitpaw.emulator.server import EmulatorServer
+from airflow_provider_hitpaw.emulator.startup import parse_startup_line
 from tests.conftest import TLSFiles, make_tls_files
 
 
@@ -89,8 +90,13 @@ def test_cli_serves_https(tls_files: TLSFiles) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("HitPaw emulator listening on https://127.0.0.1:"), line
-        base_url = line.rsplit(" ", 1)[1]
-        state = requests.get(f"{base_url}/_emulator/state", verify=tls_files.ca_cert, timeout=10)
+        base_url, token = parse_startup_line(line)
+        state = requests.get(
+            f"{base_url}/_emulator/state",
+            headers={"X-Emulator-Token": token},
+            verify=tls_files.ca_cert,
+            timeout=10,
+        )
         assert json.loads(state.text)["config"]["base_url"] == base_url
     finally:
         proc.terminate()
