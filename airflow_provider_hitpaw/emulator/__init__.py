@@ -7,6 +7,7 @@ or through the pytest fixture ``hitpaw_emulator`` (:mod:`.pytest_plugin`). The m
 * :mod:`.api`: HitPaw's segmentation endpoints and result files; :mod:`.oss`: the pre-signed upload;
 * :mod:`.fetch`: how a job's image is fetched; :mod:`.imaging`: the segmentation and the sample images;
 * :mod:`.faults`: the fault rules; :mod:`.middleware`: request counting and fault injection;
+* :mod:`.hostile`: the answers of a hostile server (redirects, bounded endless bodies, gzip bombs, drips);
 * :mod:`.control`: the ``/_emulator/*`` endpoint that steers it, for loopback callers with the run's token;
 * :mod:`.startup`: the CLI's start-up line (address, control token) and its parser;
 * :mod:`.loopback`: what counts as this machine;

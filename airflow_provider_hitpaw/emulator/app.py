@@ -101,11 +101,12 @@ class Emulator:
         self.connections_accepted = 0
 
     def _build_app(self) -> web.Application:
+        self._fault_middleware = FaultMiddleware(self.faults, self.state)
         app = web.Application(
             middlewares=[
                 ObserveMiddleware(self.state).handle,
                 ControlGuard(self.control_token).handle,
-                FaultMiddleware(self.faults, self.state).handle,
+                self._fault_middleware.handle,
             ],
             client_max_size=MAX_FETCH_BYTES + 1024,
         )
@@ -300,6 +301,7 @@ class Emulator:
             "requests": dict(self.state.request_counts),
             "faults_served": dict(self.faults.served),
             "faults": self.faults.describe(),
+            "streams": self._fault_middleware.streams.describe(),
             "connections": {"accepted": self.connections_accepted, "open": self.open_connections()},
             "listening": self.listening,
             "down_until": self._down_until,
@@ -333,6 +335,7 @@ class Emulator:
         self.state.reset()
         self.faults.set_rules(self.config.faults, seed=self.config.seed)
         self.faults.reset_counters()
+        self._fault_middleware.streams.reset()
         self.connections_accepted = 0
         if self._listener is None and self._runner is not None:
             await self.come_up()

@@ -2,18 +2,32 @@
 
 The provider has to survive everything a remote HTTP API can do to it: 5xx pages, rate limiting,
 dropped connections, slow answers, bodies that are not JSON, a ``code`` that says "error" under an HTTP
-200, and so on. Each of these is a *rule* here; the server asks :class:`FaultInjector` for every request
-whether a rule fires, and if one does, the rule's answer replaces the request entirely (nothing is
-validated, no job is created, no coin is spent), unless the rule has ``after_commit`` set.
+200, and so on; and, since whatever answers at the base URL is untrusted, a *hostile* server: redirects
+to internal addresses, endless or huge bodies, gzip bombs, answers dripped a byte at a time, files that
+are not what they say, and implausible values in a success answer. Each of these is a *rule* here; the
+server asks :class:`FaultInjector` for every request whether a rule fires, and if one does, the rule's
+answer replaces the request entirely (nothing is validated, no job is created, no coin is spent), except
+for the kinds in :data:`ALTERING_KINDS` (the request is carried out and its answer altered) and rules
+with ``after_commit`` set.
 
-A rule is ``{kind, first_n | share, paths, delay_s, retry_after, after_commit}``:
+A rule is ``{kind, first_n | share, paths, delay_s, retry_after, after_commit, location, size_bytes,
+value}``:
 
 * ``first_n=N``: the first N requests the rule matches get the fault, then the rule is spent.
 * ``share=P`` (0..1): each matching request gets the fault with probability P, drawn from a
   ``random.Random`` seeded with a known seed, so a run is reproducible.
 * neither: every matching request gets the fault.
 * ``paths``: exact request paths the rule applies to (a trailing ``*`` matches a prefix, e.g.
-  ``/results/*``); by default every ``/api/*`` path.
+  ``/results/*``); by default every ``/api/*`` path (``/results/*`` for ``png_then_html``). The kinds
+  that alter a submission answer only ever apply to ``/api/image-segmentation``, ``unknown_status`` only
+  to ``/api/task-status``.
+* ``delay_s``: seconds, for ``slow`` and ``drip``; ``retry_after``: seconds, for ``429``.
+* ``location``: the ``Location`` of a ``redirect``.
+* ``size_bytes``: how many bytes ``endless`` and ``huge_json`` send (default 300 MiB), what a
+  ``gzip_bomb`` decompresses to (default 1 GiB), how many bytes ``drip`` drips (default: all);
+  never more than 4 GiB, so every stream ends.
+* ``value``: the JSON value ``odd_coins`` puts in ``consume_coins`` and ``bad_job_id`` in ``job_id``;
+  the string ``"__missing__"`` removes the field instead.
 
 Rules are tried in order and the first one that fires wins; a rule only "sees" (and, for ``first_n``,
 only counts) the requests that no earlier rule took.
@@ -22,12 +36,16 @@ The textual form used by ``hitpaw-emulator --fault`` is ``KIND[:key=value,key=va
 ``500:first_n=3``, ``429:share=0.2,retry_after=1`` or
 ``slow:first_n=2,delay_s=5,paths=/api/task-status``. Several paths are separated by ``|``
 (``paths=/api/task-status|/api/image-segmentation``). ``after_commit`` takes ``true``/``false``.
+``value`` is written as JSON: ``odd_coins:value="20"`` (a string), ``odd_coins:value=-5``,
+``bad_job_id:value="a\nb\u001b[31m"``; a value in double quotes may contain commas.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,13 +62,68 @@ FAULT_KINDS: Final[Mapping[str, str]] = {
     "code_under_200": "HTTP 200 whose JSON body carries the error code 100500000",
     "unknown_status": "task-status answers the undocumented status 'PAUSED' (only /api/task-status)",
     "missing_fields": "HTTP 200 with the success code but an empty data object",
+    # a hostile server
+    "redirect": "HTTP 302 to location, with a small HTML body holding the marker 'internal-secret-body'",
+    "endless": "HTTP 200, a body of size_bytes (300 MiB) sent as fast as read, no Content-Length: the PNG "
+    "signature then zeros, or on /api/* the start of a JSON envelope then padding",
+    "gzip_bomb": "HTTP 200, Content-Encoding: gzip, ~1 MiB that inflates to size_bytes (1 GiB): the PNG "
+    "signature then zeros, or on /api/* the start of a JSON envelope then padding",
+    "drip": "the normal answer, one byte every delay_s seconds (the first size_bytes bytes, then the rest)",
+    "png_then_html": "HTTP 200 image/png whose body is the PNG signature followed by an HTML page "
+    "(default paths /results/*)",
+    "odd_coins": "submission: the job is created and charged, the answer's consume_coins is value",
+    "bad_job_id": "submission: the job is created and charged, the answer's job_id is value",
+    "same_job_id": "submission: every job is created and charged, every answer carries the job_id of the "
+    "first one",
+    "huge_json": "HTTP 200, a valid JSON envelope of size_bytes (300 MiB) with a giant padding string, "
+    "with its Content-Length",
 }
 
 #: Kinds for which ``after_commit`` makes sense: the request is carried out, then the answer is lost.
 AFTER_COMMIT_KINDS: Final[frozenset[str]] = frozenset({"drop", "500"})
+#: Kinds that carry the request out and then alter its answer (the job is created and charged).
+ALTERING_KINDS: Final[frozenset[str]] = frozenset({"odd_coins", "bad_job_id", "same_job_id", "drip"})
+#: Kinds that only ever apply to a submission.
+SUBMISSION_KINDS: Final[frozenset[str]] = frozenset({"odd_coins", "bad_job_id", "same_job_id"})
+#: The body marker of ``redirect``: a client must neither follow the redirect nor quote its body.
+REDIRECT_BODY_MARKER: Final = "internal-secret-body"
+#: The ``value`` that removes the field instead of replacing it.
+MISSING: Final = "__missing__"
+#: Defaults and bound of ``size_bytes``.
+DEFAULT_STREAM_BYTES: Final = 300 * 1024 * 1024
+DEFAULT_BOMB_BYTES: Final = 1024 * 1024 * 1024
+MAX_SIZE_BYTES: Final = 4 * 1024 * 1024 * 1024
 
 _TASK_STATUS_PATH: Final = "/api/task-status"
-_RULE_KEYS: Final = frozenset({"kind", "first_n", "share", "paths", "delay_s", "retry_after", "after_commit"})
+_SUBMIT_PATH: Final = "/api/image-segmentation"
+_SIZED_KINDS: Final = frozenset({"endless", "gzip_bomb", "drip", "huge_json"})
+_VALUE_KINDS: Final = frozenset({"odd_coins", "bad_job_id"})
+_DEFAULT_PATHS: Final[Mapping[str, tuple[str, ...]]] = {"png_then_html": ("/results/*",)}
+_RULE_KEYS: Final = frozenset(
+    {
+        "kind",
+        "first_n",
+        "share",
+        "paths",
+        "delay_s",
+        "retry_after",
+        "after_commit",
+        "location",
+        "size_bytes",
+        "value",
+    }
+)
+
+
+class _NoValue:
+    """The type of :data:`NO_VALUE`."""
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+#: ``value`` when none was given (``None`` is a value: JSON ``null``).
+NO_VALUE: Final = _NoValue()
 
 
 class FaultSpecError(ValueError):
@@ -68,7 +141,12 @@ class FaultRule:
     delay_s: float = 0.0
     retry_after: float | None = None
     after_commit: bool = False
+    location: str | None = None
+    size_bytes: int | None = None
+    value: Any = NO_VALUE
     fired: int = field(default=0, compare=False)
+    #: For ``same_job_id``: the job id of the first submission the rule fired on.
+    first_job_id: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -81,8 +159,8 @@ class FaultRule:
             raise FaultSpecError("share must be between 0 and 1")
         if self.delay_s < 0:
             raise FaultSpecError("delay_s must be >= 0")
-        if self.kind == "slow" and self.delay_s == 0:
-            raise FaultSpecError("a 'slow' fault needs delay_s > 0")
+        if self.kind in ("slow", "drip") and self.delay_s == 0:
+            raise FaultSpecError(f"a {self.kind!r} fault needs delay_s > 0")
         if self.retry_after is not None and self.retry_after < 0:
             raise FaultSpecError("retry_after must be >= 0")
         if self.after_commit and self.kind not in AFTER_COMMIT_KINDS:
@@ -91,14 +169,48 @@ class FaultRule:
             for path in self.paths:
                 if not path.startswith("/"):
                     raise FaultSpecError(f"fault paths must start with '/': {path!r}")
+        self._check_hostile_keys()
+
+    def _check_hostile_keys(self) -> None:
+        if (self.location is not None) != (self.kind == "redirect"):
+            raise FaultSpecError("a 'redirect' fault needs a location, and only it takes one")
+        if self.location is not None and (
+            not self.location or any(ord(ch) < 32 or ord(ch) == 127 for ch in self.location)
+        ):
+            raise FaultSpecError("location must be a non-empty string without control characters")
+        if self.size_bytes is not None:
+            if self.kind not in _SIZED_KINDS:
+                raise FaultSpecError(f"size_bytes only applies to {sorted(_SIZED_KINDS)}")
+            if not 1 <= self.size_bytes <= MAX_SIZE_BYTES:
+                raise FaultSpecError(f"size_bytes must be from 1 to {MAX_SIZE_BYTES}")
+        if (self.value is not NO_VALUE) != (self.kind in _VALUE_KINDS):
+            raise FaultSpecError(f"{sorted(_VALUE_KINDS)} need a value, and only they take one")
+        if self.value is not NO_VALUE:
+            try:
+                json.dumps(self.value)
+            except (TypeError, ValueError) as exc:
+                raise FaultSpecError(f"value must be a JSON value: {exc}") from exc
+
+    @property
+    def stream_bytes(self) -> int:
+        """How many bytes ``endless`` and ``huge_json`` send."""
+        return DEFAULT_STREAM_BYTES if self.size_bytes is None else self.size_bytes
+
+    @property
+    def bomb_bytes(self) -> int:
+        """How many bytes a ``gzip_bomb`` inflates to."""
+        return DEFAULT_BOMB_BYTES if self.size_bytes is None else self.size_bytes
 
     def matches(self, path: str) -> bool:
         """Whether this rule applies to a request for ``path`` (regardless of first_n/share)."""
         if self.kind == "unknown_status" and path != _TASK_STATUS_PATH:
             return False
-        if self.paths is None:
+        if self.kind in SUBMISSION_KINDS and path != _SUBMIT_PATH:
+            return False
+        paths = self.paths if self.paths is not None else _DEFAULT_PATHS.get(self.kind)
+        if paths is None:
             return path.startswith("/api/")
-        return any(_path_matches(pattern, path) for pattern in self.paths)
+        return any(_path_matches(pattern, path) for pattern in paths)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as accepted by :meth:`from_dict` (plus the read-only ``fired`` counter)."""
@@ -115,6 +227,12 @@ class FaultRule:
             out["retry_after"] = self.retry_after
         if self.after_commit:
             out["after_commit"] = True
+        if self.location is not None:
+            out["location"] = self.location
+        if self.size_bytes is not None:
+            out["size_bytes"] = self.size_bytes
+        if self.value is not NO_VALUE:
+            out["value"] = self.value
         out["fired"] = self.fired
         return out
 
@@ -131,6 +249,9 @@ class FaultRule:
         paths = raw.get("paths")
         if isinstance(paths, str):
             paths = [paths]
+        location = raw.get("location")
+        if location is not None and not isinstance(location, str):
+            raise FaultSpecError("location must be a string")
         if paths is not None and (
             not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths)
         ):
@@ -144,6 +265,9 @@ class FaultRule:
                 delay_s=_opt_float(raw.get("delay_s"), "delay_s") or 0.0,
                 retry_after=_opt_float(raw.get("retry_after"), "retry_after"),
                 after_commit=_bool(raw.get("after_commit", False), "after_commit"),
+                location=location,
+                size_bytes=_opt_int(raw.get("size_bytes"), "size_bytes"),
+                value=raw.get("value", NO_VALUE),
             )
         except FaultSpecError:
             raise
@@ -187,12 +311,50 @@ def _bool(value: Any, name: str) -> bool:
     raise FaultSpecError(f"{name} must be true or false, got {value!r}")
 
 
+def _split_params(params: str) -> list[str]:
+    """``a=1,b="x,y"`` -> ``['a=1', 'b="x,y"']``: commas inside a double-quoted JSON string do not split."""
+    tokens: list[str] = []
+    current: list[str] = []
+    in_string = escaped = False
+    for ch in params:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == ",":
+            tokens.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    if in_string:
+        raise FaultSpecError(f"unterminated string in fault spec parameters {params!r}")
+    tokens.append("".join(current))
+    return [t.strip() for t in tokens if t.strip()]
+
+
+def _text_value(key: str, text: str) -> Any:
+    """A value of the text form: JSON for ``value``, else the text (unquoted if written as a JSON string)."""
+    if key == "value" or text.startswith('"'):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise FaultSpecError(
+                f"{key} must be written as JSON (strings in double quotes), got {text!r}"
+            ) from exc
+    return text
+
+
 def parse_fault_spec(spec: str) -> FaultRule:
     """Parse the command-line form ``KIND[:key=value,...]`` (see the module docstring) into a rule."""
     kind, _, params = spec.strip().partition(":")
     raw: dict[str, Any] = {"kind": kind.strip()}
     last_key: str | None = None
-    for token in filter(None, (t.strip() for t in params.split(","))):
+    for token in _split_params(params):
         key, sep, value = token.partition("=")
         if not sep:
             # "paths=/a,/b" reads naturally, so a bare path continues the preceding paths list.
@@ -203,7 +365,7 @@ def parse_fault_spec(spec: str) -> FaultRule:
         key = key.strip()
         if key in raw:
             raise FaultSpecError(f"{key!r} given twice in fault spec {spec!r}")
-        raw[key] = [p for p in value.split("|") if p] if key == "paths" else value.strip()
+        raw[key] = [p for p in value.split("|") if p] if key == "paths" else _text_value(key, value.strip())
         last_key = key
     return FaultRule.from_dict(raw)
 
@@ -235,7 +397,7 @@ class FaultInjector:
         if seed is not None:
             self.seed = seed
         # Copies with fresh counters: the caller's rule objects stay untouched.
-        self.rules = [dataclasses.replace(rule, fired=0) for rule in rules]
+        self.rules = [dataclasses.replace(rule, fired=0, first_job_id=None) for rule in rules]
         self._random = random.Random(self.seed)
 
     def clear(self) -> None:
@@ -270,18 +432,36 @@ class FaultInjector:
 
 def fault_help() -> str:
     """The ``--fault`` syntax and the list of kinds, for ``hitpaw-emulator --help``."""
-    kinds = "\n".join(f"  {kind:<15} {what}" for kind, what in FAULT_KINDS.items())
+    kinds = "\n".join(
+        textwrap.fill(
+            what,
+            width=100,
+            initial_indent=f"  {kind:<15} ",
+            subsequent_indent=" " * 18,
+            break_on_hyphens=False,
+        )
+        for kind, what in FAULT_KINDS.items()
+    )
     return (
         "fault rules (--fault, repeatable): KIND[:key=value,...] with keys\n"
         "  first_n=N       the first N matching requests get the fault, then it stops\n"
         "  share=P         each matching request gets it with probability P (seeded, see --seed)\n"
         "                  (neither first_n nor share: every matching request)\n"
         "  paths=P1|P2     exact paths (trailing * = prefix); default: every /api/* path\n"
-        "  delay_s=S       for 'slow'\n"
+        "  delay_s=S       for 'slow' and 'drip'\n"
         "  retry_after=S   for '429': send a Retry-After header\n"
         "  after_commit=true  for 'drop' and '500': carry the request out (job created, coins\n"
         "                  charged) and only then lose or replace the answer\n"
+        "  location=URL    for 'redirect'\n"
+        "  size_bytes=N    for 'endless', 'huge_json' (default 300 MiB), 'gzip_bomb' (inflated size,\n"
+        "                  default 1 GiB), 'drip' (bytes dripped, default all); at most 4 GiB\n"
+        "  value=JSON      for 'odd_coins' and 'bad_job_id': value=\"20\", value=-5, value=true;\n"
+        '                  value="__missing__" removes the field\n'
         "examples: --fault 500:first_n=3  --fault 429:share=0.2,retry_after=1\n"
         "          --fault slow:first_n=2,delay_s=5,paths=/api/task-status\n"
+        "          --fault redirect:location=http://127.0.0.1:1/internal,paths=/results/*\n"
+        "          --fault endless:size_bytes=1000000000,paths=/results/*  --fault gzip_bomb\n"
+        "          --fault drip:delay_s=5,paths=/api/task-status  --fault 'odd_coins:value=\"20\"'\n"
+        "          --fault 'bad_job_id:value=\"x\\nx\"'  --fault same_job_id  --fault huge_json:first_n=1\n"
         f"kinds:\n{kinds}"
     )

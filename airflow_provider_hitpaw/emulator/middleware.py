@@ -1,6 +1,7 @@
 """The middlewares every request goes through: observation (counts, a log line) and fault injection.
 
 Requests to the control endpoint (``/_emulator/*``) are never faulted and not counted in ``requests``.
+The answers of the hostile kinds (streams, bombs, redirects) are made in :mod:`.hostile`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from airflow_provider_hitpaw.emulator import hostile
 from airflow_provider_hitpaw.emulator.api import ERRORS, INTERNAL_ERROR, RATE_LIMITED, hitpaw_error, hitpaw_ok
 from airflow_provider_hitpaw.emulator.control import is_control_path
+from airflow_provider_hitpaw.emulator.faults import ALTERING_KINDS, MISSING
 
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.faults import FaultInjector, FaultRule
@@ -69,11 +72,15 @@ class ObserveMiddleware:
 
 
 class FaultMiddleware:
-    """Let a fault rule of ``faults`` replace the request (or, with after_commit, its answer)."""
+    """Let a fault rule replace the request, or its answer (after_commit), or alter its answer.
+
+    :attr:`streams` counts what the streaming kinds sent.
+    """
 
     def __init__(self, faults: FaultInjector, state: EmulatorState) -> None:
         self._faults = faults
         self._state = state
+        self.streams = hostile.StreamStats()
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -87,6 +94,11 @@ class FaultMiddleware:
         if rule.kind == "slow":
             await asyncio.sleep(rule.delay_s)
             return await handler(request)
+        if rule.kind in ALTERING_KINDS:
+            answer = await _answer(handler, request)
+            if rule.kind == "drip":
+                return await hostile.drip(request, answer, rule.delay_s, rule.size_bytes, self.streams)
+            return _altered_submission(rule, answer)
         if rule.after_commit:
             await handler(request)  # the request is carried out; its answer is lost
         return await self._fault_response(rule, request)
@@ -120,8 +132,20 @@ class FaultMiddleware:
             return web.json_response(body, status=200)
         if kind == "unknown_status":
             return await self._paused_status(request)
-        # missing_fields
-        return web.json_response({"code": success_code, "message": "OK", "data": {}})
+        if kind == "missing_fields":
+            return web.json_response({"code": success_code, "message": "OK", "data": {}})
+        if kind == "redirect":
+            assert rule.location is not None
+            return hostile.redirect(rule.location)
+        if kind == "png_then_html":
+            return hostile.png_then_html()
+        if kind == "endless":
+            return await hostile.endless(request, rule.stream_bytes, self.streams)
+        if kind == "huge_json":
+            return await hostile.huge_json(request, rule.stream_bytes, self.streams)
+        if kind == "gzip_bomb":
+            return await hostile.gzip_bomb_response(request, rule.bomb_bytes)
+        raise AssertionError(f"fault kind without an answer: {kind}")
 
     async def _paused_status(self, request: web.Request) -> web.Response:
         job_id = ""
@@ -139,3 +163,39 @@ class FaultMiddleware:
                 "original_url": job.file_url if job else "",
             }
         )
+
+
+async def _answer(handler: Handler, request: web.Request) -> web.StreamResponse:
+    """The handler's answer, an HTTP error it raises included."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        return exc
+
+
+def _altered_submission(rule: FaultRule, answer: web.StreamResponse) -> web.StreamResponse:
+    """A successful submission answer with ``consume_coins`` or ``job_id`` altered as ``rule`` says.
+
+    The job behind it was created and charged. An error answer passes unchanged.
+    """
+    if not isinstance(answer, web.Response) or not isinstance(answer.body, bytes):
+        return answer
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        return answer
+    if not isinstance(body, dict) or body.get("code") != 200 or not isinstance(body.get("data"), dict):
+        return answer
+    data = body["data"]
+    if rule.kind == "same_job_id":
+        if rule.first_job_id is None:
+            rule.first_job_id = data.get("job_id")
+        else:
+            data["job_id"] = rule.first_job_id
+    else:
+        field = "consume_coins" if rule.kind == "odd_coins" else "job_id"
+        if rule.value == MISSING:
+            data.pop(field, None)
+        else:
+            data[field] = rule.value
+    return web.json_response(body, status=answer.status)

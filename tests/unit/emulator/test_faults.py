@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from airflow_provider_hitpaw.emulator.faults import (
     FAULT_KINDS,
+    NO_VALUE,
     FaultInjector,
     FaultRule,
     FaultSpecError,
@@ -23,6 +26,91 @@ def test_parse_cli_examples() -> None:
     )
     assert parse_fault_spec("drop") == FaultRule(kind="drop")
     assert parse_fault_spec("drop:first_n=1,after_commit=true").after_commit
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "redirect:location=http://127.0.0.1:1/x?a=1,paths=/results/*",
+            FaultRule(kind="redirect", location="http://127.0.0.1:1/x?a=1", paths=("/results/*",)),
+        ),
+        ('redirect:location="/a,b"', FaultRule(kind="redirect", location="/a,b")),
+        ("endless", FaultRule(kind="endless")),
+        (
+            "endless:size_bytes=1000,paths=/results/*",
+            FaultRule(kind="endless", size_bytes=1000, paths=("/results/*",)),
+        ),
+        ("gzip_bomb:first_n=1", FaultRule(kind="gzip_bomb", first_n=1)),
+        (
+            "drip:delay_s=5,paths=/api/task-status",
+            FaultRule(kind="drip", delay_s=5, paths=("/api/task-status",)),
+        ),
+        ("drip:delay_s=0.1,size_bytes=3", FaultRule(kind="drip", delay_s=0.1, size_bytes=3)),
+        ("png_then_html", FaultRule(kind="png_then_html")),
+        ('odd_coins:value="20"', FaultRule(kind="odd_coins", value="20")),
+        ("odd_coins:value=-5", FaultRule(kind="odd_coins", value=-5)),
+        ("odd_coins:value=1e300", FaultRule(kind="odd_coins", value=1e300)),
+        ("odd_coins:value=true", FaultRule(kind="odd_coins", value=True)),
+        ("odd_coins:value=null", FaultRule(kind="odd_coins", value=None)),
+        ('odd_coins:value="__missing__"', FaultRule(kind="odd_coins", value="__missing__")),
+        (
+            'bad_job_id:value="a,b\\n\\u001b[31m\\"",share=0.5',
+            FaultRule(kind="bad_job_id", value='a,b\n\x1b[31m"', share=0.5),
+        ),
+        ('bad_job_id:value=["x"]', FaultRule(kind="bad_job_id", value=["x"])),
+        ("same_job_id", FaultRule(kind="same_job_id")),
+        ("huge_json:size_bytes=4294967296", FaultRule(kind="huge_json", size_bytes=4 * 1024**3)),
+    ],
+)
+def test_parse_hostile_kinds(spec: str, expected: FaultRule) -> None:
+    rule = parse_fault_spec(spec)
+    assert rule == expected
+    assert FaultRule.from_dict(rule.to_dict()) == rule  # the JSON form says the same
+    assert parse_fault_rules([rule.to_dict()]) == [rule]
+
+
+def test_null_is_a_value_and_absent_is_none() -> None:
+    assert FaultRule.from_dict({"kind": "odd_coins", "value": None}).value is None
+    assert FaultRule(kind="endless").value is NO_VALUE
+    assert "value" not in FaultRule(kind="endless").to_dict()
+    assert FaultRule(kind="odd_coins", value=None).to_dict()["value"] is None
+    with pytest.raises(FaultSpecError, match="need a value"):
+        FaultRule.from_dict({"kind": "odd_coins"})
+    with pytest.raises(FaultSpecError, match="JSON value"):
+        FaultRule(kind="odd_coins", value=object())
+
+
+def test_sizes_default_and_bound() -> None:
+    assert FaultRule(kind="endless").stream_bytes == 300 * 1024**2
+    assert FaultRule(kind="huge_json", size_bytes=5).stream_bytes == 5
+    assert FaultRule(kind="gzip_bomb").bomb_bytes == 1024**3
+
+
+def test_submission_kinds_only_touch_submissions() -> None:
+    for kind, extra in (("odd_coins", {"value": 1}), ("bad_job_id", {"value": "x"}), ("same_job_id", {})):
+        injector = FaultInjector([FaultRule(kind=kind, paths=("/api/*",), **extra)])
+        assert injector.pick("/api/task-status") is None
+        assert injector.pick("/api/oss/presign-put") is None
+        assert injector.pick("/api/image-segmentation") is not None
+
+
+def test_png_then_html_defaults_to_results() -> None:
+    injector = FaultInjector([FaultRule(kind="png_then_html")])
+    assert injector.pick("/api/task-status") is None
+    assert injector.pick("/results/a/cutout.png") is not None
+    injector = FaultInjector([FaultRule(kind="png_then_html", paths=("/samples/*",))])
+    assert injector.pick("/results/a/cutout.png") is None
+    assert injector.pick("/samples/shoe.jpg") is not None
+
+
+def test_set_rules_forgets_the_first_job_id() -> None:
+    injector = FaultInjector([FaultRule(kind="same_job_id")])
+    rule = injector.pick("/api/image-segmentation")
+    assert rule is not None
+    rule.first_job_id = "abc"
+    injector.set_rules(injector.rules)
+    assert injector.rules[0].first_job_id is None
 
 
 def test_parse_several_paths() -> None:
@@ -46,6 +134,21 @@ def test_parse_several_paths() -> None:
         ("500:paths=api", "start with '/'"),
         ("500:first_n=1,first_n=2", "twice"),
         ("500:after_commit=maybe", "true or false"),
+        ("redirect", "needs a location"),
+        ("500:location=/x", "only it takes one"),
+        ("redirect:location=", "non-empty"),
+        ('redirect:location="/a\\r\\nSet-Cookie: x"', "control characters"),
+        ("500:size_bytes=10", "size_bytes only applies"),
+        ("endless:size_bytes=0", "from 1 to"),
+        ("huge_json:size_bytes=4294967297", "from 1 to"),
+        ("endless:size_bytes=ten", "integer"),
+        ("odd_coins", "need a value"),
+        ("500:value=1", "need a value"),
+        ("odd_coins:value=abc", "written as JSON"),
+        ('bad_job_id:value="unterminated', "unterminated"),
+        ("drip", "delay_s"),
+        ("same_job_id:value=1", "need a value"),
+        ("endless:after_commit=true", "after_commit"),
     ],
 )
 def test_parse_errors(spec: str, message: str) -> None:
@@ -126,9 +229,14 @@ def test_set_rules_copies_and_resets_counters() -> None:
     assert injector.pick("/api/x") is not None
 
 
-def test_help_mentions_every_kind() -> None:
+def test_help_mentions_every_kind_and_key() -> None:
     text = fault_help()
     for kind in FAULT_KINDS:
         assert kind in text
-    assert "first_n" in text
-    assert "share" in text
+    for key in ("first_n", "share", "location=", "size_bytes=", "value=", "__missing__"):
+        assert key in text
+
+
+@pytest.mark.parametrize("value", [{"a": [1, 2.5, None]}, "", 0, False])
+def test_any_json_value_is_taken(value: Any) -> None:
+    assert parse_fault_rules([{"kind": "odd_coins", "value": value}])[0].value == value

@@ -123,6 +123,34 @@ def test_cli_tokens_differ_per_run_and_can_be_given() -> None:
         stop(proc)
 
 
+def test_cli_takes_the_hostile_faults_in_text_form() -> None:
+    proc, (base, _) = start_cli(
+        "--api-key",
+        "k-0123",
+        "--fault",
+        'odd_coins:value="20",first_n=1',
+        "--fault",
+        "png_then_html",
+        "--fault",
+        "redirect:location=http://127.0.0.1:1/x?a=1,paths=/samples/nope.jpg",
+    )
+    try:
+        answer = requests.post(
+            base + "/api/image-segmentation",
+            json={"file_url": base + "/samples/shoe.jpg"},
+            headers={"Apikey": "k-0123"},
+            timeout=5,
+        )
+        assert answer.json()["data"]["consume_coins"] == "20"
+        assert requests.get(base + "/results/x/cutout.png", timeout=5).content.startswith(
+            b"\x89PNG\r\n\x1a\n<!"
+        )
+        moved = requests.get(base + "/samples/nope.jpg", allow_redirects=False, timeout=5)
+        assert moved.headers["Location"] == "http://127.0.0.1:1/x?a=1"
+    finally:
+        stop(proc)
+
+
 @pytest.mark.parametrize("token", ["short", "with space 0123456789", "paren)0123456789abc"])
 def test_cli_rejects_a_bad_control_token(token: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
