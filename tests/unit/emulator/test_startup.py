@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from airflow_provider_hitpaw.emulator.control import new_control_token
@@ -34,3 +37,14 @@ def test_round_trip(base_url: str) -> None:
 def test_other_lines_are_refused(line: str) -> None:
     with pytest.raises(ValueError, match="start-up line"):
         parse_startup_line(line)
+
+
+def test_reading_the_line_imports_nothing_heavy() -> None:
+    """Scripts that start the emulator import the parser in their own process: it must stay light."""
+    code = (
+        "import sys, airflow_provider_hitpaw.emulator.startup\n"
+        "heavy = [m for m in ('aiohttp', 'PIL', 'numpy', 'airflow', 'requests') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "[]"
