@@ -90,6 +90,7 @@ class Emulator:
         self.api = HitPawApi(self.state, self.fetcher, lambda: self.base_url, self._spawn)
         self.oss = OssApi(self.state, lambda: self.base_url)
         self.control = ControlEndpoint(self)
+        self._fault_middleware = FaultMiddleware(self.faults, self.state)
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.AbstractServer | None = None
@@ -101,7 +102,6 @@ class Emulator:
         self.connections_accepted = 0
 
     def _build_app(self) -> web.Application:
-        self._fault_middleware = FaultMiddleware(self.faults, self.state)
         app = web.Application(
             middlewares=[
                 ObserveMiddleware(self.state).handle,

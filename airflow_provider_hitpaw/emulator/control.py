@@ -49,6 +49,12 @@ def is_control_path(path: str) -> bool:
     return path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
 
 
+def is_control_request(request: web.Request) -> bool:
+    """Whether ``request`` is for the control endpoint: by its path, or by the route it resolved to."""
+    resource = request.match_info.route.resource
+    return is_control_path(request.path) or (resource is not None and is_control_path(resource.canonical))
+
+
 def new_control_token() -> str:
     """A fresh random token for one run."""
     return secrets.token_urlsafe(32)
@@ -85,7 +91,7 @@ class ControlGuard:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """The middleware itself."""
-        if not is_control_path(request.path):
+        if not is_control_request(request):
             return await handler(request)
         if not is_loopback_host_header(request.headers.get("Host")):
             return control_error("the control endpoint only answers to a loopback Host", status=403)

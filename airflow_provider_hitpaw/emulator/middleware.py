@@ -19,7 +19,7 @@ from aiohttp import web
 
 from airflow_provider_hitpaw.emulator import hostile
 from airflow_provider_hitpaw.emulator.api import ERRORS, INTERNAL_ERROR, RATE_LIMITED, hitpaw_error, hitpaw_ok
-from airflow_provider_hitpaw.emulator.control import is_control_path
+from airflow_provider_hitpaw.emulator.control import is_control_request
 from airflow_provider_hitpaw.emulator.faults import ALTERING_KINDS, MISSING
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class ObserveMiddleware:
         """The middleware itself."""
         route = request.match_info.route.resource
         name = route.canonical if route is not None else request.path
-        if not is_control_path(request.path):
+        if not is_control_request(request):
             self._state.count_request(name)
         started = time.perf_counter()
         status: int | str = "error"
@@ -85,7 +85,7 @@ class FaultMiddleware:
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The middleware itself."""
-        if is_control_path(request.path):
+        if is_control_request(request):
             return await handler(request)
         rule = self._faults.pick(request.path)
         if rule is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,36 @@ def test_a_body_that_is_not_declared_json_is_refused_even_with_the_token(
     emu, job_id = busy_emulator
     headers = emu.control_headers() | ({"Content-Type": content_type} if content_type else {})
     _refused_without_a_trace(emu, job_id, headers, 415, with_body=True)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/_emulator/state",
+        "//_emulator/state",
+        "/./_emulator/state",
+        "/x/../_emulator/state",
+        "/%5Femulator/state",
+        "/_emulator/state/",
+        "/_emulator//state",
+        "/_emulator%2Fstate",
+        "/_emulator/state?token=x",
+        "http://127.0.0.1/_emulator/state",
+    ],
+)
+def test_no_spelling_of_a_control_path_reaches_a_handler_without_the_token(
+    busy_emulator: tuple[HitPawEmulatorHandle, str], target: str
+) -> None:
+    emu, job_id = busy_emulator
+    with socket.create_connection(("127.0.0.1", emu.server.port), timeout=5) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (403, 404), answer
+    assert job_id.encode() not in answer
+    assert b"coins" not in answer
 
 
 def test_a_cors_preflight_is_never_granted(hitpaw_emulator: HitPawEmulatorHandle) -> None:
