@@ -98,11 +98,11 @@ async def _send(
     stats: StreamStats,
 ) -> web.StreamResponse:
     """Stream ``chunks``; stop when the client is gone or at the time limit (then cut the connection)."""
-    await response.prepare(request)
     stats.active += 1
     complete = False
     try:
         async with asyncio.timeout(STREAM_TIME_LIMIT):
+            await response.prepare(request)
             async for chunk in chunks:
                 if request.transport is None or request.transport.is_closing():
                     break
