@@ -37,7 +37,7 @@ The textual form used by ``hitpaw-emulator --fault`` is ``KIND[:key=value,key=va
 ``slow:first_n=2,delay_s=5,paths=/api/task-status``. Several paths are separated by ``|``
 (``paths=/api/task-status|/api/image-segmentation``). ``after_commit`` takes ``true``/``false``.
 ``value`` is written as JSON: ``odd_coins:value="20"`` (a string), ``odd_coins:value=-5``,
-``bad_job_id:value="a\nb\u001b[31m"``; a value in double quotes may contain commas.
+``bad_job_id:value="a\\nb\\u001b[31m"``; a value in double quotes may contain commas.
 """
 
 from __future__ import annotations
