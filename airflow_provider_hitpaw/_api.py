@@ -7,15 +7,16 @@ an answer means, and every rule can be tested without a server.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from airflow_provider_hitpaw._png import PNG_SIGNATURE
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
@@ -27,6 +28,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawResponseError,
     HitPawServerError,
     HitPawTLSError,
+    HitPawUntrustedAnswerError,
 )
 
 DEFAULT_BASE_URL: Final = "https://api-base.hitpaw.com"
@@ -129,35 +131,84 @@ def request_headers(api_key: str) -> dict[str, str]:
 
 
 def parse_submission(http_status: int, body: bytes, retry_after: str | None = None) -> SegmentationJob:
+    """The job a submission created.
+
+    An answer with code 200 and a usable ``job_id`` is a job that HitPaw charged for, whatever else it
+    says: an odd ``consume_coins`` (a string, a negative number, a bool) makes the cost unknown (None),
+    never the job. Raising there would count as "may have landed" and pay for the image again.
+    """
     data = parse_envelope(http_status, body, retry_after)
-    job_id = _required_str(data, "job_id", http_status)
-    coins = data.get("consume_coins")
-    if coins is None:
-        # Not said is not free: the cost stays unknown rather than invented.
-        return SegmentationJob(job_id=job_id, consume_coins=None)
-    if isinstance(coins, bool) or not isinstance(coins, int | float) or not _plausible_coins(coins):
-        raise HitPawResponseError(
-            f"the answer's consume_coins is not a number: {coins!r}", http_status=http_status
-        )
-    return SegmentationJob(job_id=job_id, consume_coins=int(coins))
+    job_id = _job_id(data, http_status)
+    return SegmentationJob(job_id=job_id, consume_coins=_coins_or_unknown(data.get("consume_coins")))
 
 
 #: A job's cost beyond this is no price but a broken answer (a job costs 20 coins today).
 _MAX_PLAUSIBLE_COINS: Final = 10**9
 
 
-def _plausible_coins(number: float) -> bool:
+def _coins_or_unknown(coins: Any) -> int | None:
+    """The coins a job cost, or None where the answer does not say it plainly."""
+    if isinstance(coins, bool) or not isinstance(coins, int | float):
+        return None
     # Compared as they are: math.isfinite would overflow on an int too large for a float.
-    if isinstance(number, float) and not math.isfinite(number):
-        return False
-    return 0 <= number <= _MAX_PLAUSIBLE_COINS
+    if isinstance(coins, float) and (not math.isfinite(coins) or not coins.is_integer()):
+        return None
+    if not 0 <= coins <= _MAX_PLAUSIBLE_COINS:
+        return None
+    return int(coins)
 
 
-def parse_task_status(http_status: int, body: bytes, retry_after: str | None = None) -> TaskStatus:
+#: What a job id may look like. HitPaw's are UUIDs; the pattern is wider but keeps ids safe to put in file
+#: names, log lines and XCom: no white space, no control or escape characters, no path separators.
+JOB_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def is_usable_job_id(value: Any) -> bool:
+    return isinstance(value, str) and JOB_ID_PATTERN.fullmatch(value) is not None
+
+
+def _job_id(data: dict[str, Any], http_status: int) -> str:
+    value = data.get("job_id")
+    if not isinstance(value, str) or not value:
+        raise HitPawResponseError("the answer has no 'job_id'", code=SUCCESS_CODE, http_status=http_status)
+    if not is_usable_job_id(value):
+        # Shown as repr and cut short: the id may carry line breaks or terminal escapes meant for a log.
+        raise HitPawUntrustedAnswerError(
+            f"the answer's job_id {value[:60]!r}{'...' if len(value) > 60 else ''} ({len(value)} "
+            "characters) is not a usable job id; if this answered a submission, HitPaw may have charged "
+            "for it, and it is not sent again",
+            code=SUCCESS_CODE,
+            http_status=http_status,
+        )
+    return value
+
+
+#: A status HitPaw may send: a short word. Unknown words are not failures (see :class:`TaskStatus`), but
+#: text that is not a word at all is a broken answer, not a status to log.
+_STATUS_WORD: Final = re.compile(r"[A-Za-z][A-Za-z_]{0,31}")
+
+
+def parse_task_status(
+    http_status: int, body: bytes, retry_after: str | None = None, *, job_id: str | None = None
+) -> TaskStatus:
+    """The status of a job; ``job_id``, when given, is the job asked about, which the answer must name."""
     data = parse_envelope(http_status, body, retry_after)
     status = _required_str(data, "status", http_status)
+    if not _STATUS_WORD.fullmatch(status):
+        raise HitPawResponseError(
+            f"the answer's status {status[:40]!r} is not a status word",
+            code=SUCCESS_CODE,
+            http_status=http_status,
+        )
+    answered = _job_id(data, http_status)
+    if job_id is not None and answered != job_id:
+        raise HitPawResponseError(
+            f"asked for job {job_id!r}, the answer is about job {answered!r}",
+            code=SUCCESS_CODE,
+            http_status=http_status,
+        )
     return TaskStatus(
-        job_id=_required_str(data, "job_id", http_status),
+        job_id=answered,
         status=status.upper(),
         res_url=_optional_str(data, "res_url"),
         mask_url=_optional_str(data, "mask_url"),
@@ -335,119 +386,6 @@ def submission_may_have_landed(error: HitPawError) -> bool:
     return isinstance(error, HitPawResponseError)
 
 
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """What a hook needs from an Airflow connection, checked once.
-
-    ``verify`` is requests' and aiohttp's shared meaning: True, or the path of a CA bundle.
-    """
-
-    base_url: str
-    api_key: str = field(repr=False)
-    verify: bool | str = True
-
-    @classmethod
-    def from_connection_fields(
-        cls, *, host: str | None, port: int | None, password: str | None, extra: dict[str, Any]
-    ) -> ConnectionSettings:
-        api_key = (password or "").strip()
-        if not api_key:
-            raise HitPawConfigurationError(
-                "password (API key)", "the HitPaw connection has no API key; put it in the password field"
-            )
-        base_url = base_url_from_host(host, port)
-        if not _is_true(extra.get("allow_insecure_http")):
-            refuse_clear_text_to_remote(base_url)
-        ca_bundle = extra.get("ca_bundle")
-        verify: bool | str = True
-        if ca_bundle:
-            if not isinstance(ca_bundle, str):
-                raise HitPawConfigurationError("extra.ca_bundle", "must be the path of a CA bundle file")
-            verify = ca_bundle
-        else:
-            verify = _verify_setting(extra.get("verify", True))
-        return cls(base_url=base_url, api_key=api_key, verify=verify)
-
-
-def _verify_setting(value: Any) -> bool | str:
-    """``verify`` as requests means it: a boolean (also spelled as a string), or a CA bundle's path.
-
-    Only an explicit false turns verification off; any other string is taken as a path, never as "off".
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        spelled = value.strip().lower()
-        if spelled in ("false", "0", "no", "off"):
-            return False
-        if spelled in ("true", "1", "yes", "on", ""):
-            return True
-        return value.strip()
-    return True
-
-
-def _is_true(value: Any) -> bool:
-    """A connection extra's boolean, which the UI and JSON may spell as a string."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
-def refuse_clear_text_to_remote(base_url: str) -> None:
-    """Plain http only to this machine: elsewhere the key would cross a network in clear text."""
-    parts = urlsplit(base_url)
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
-        raise HitPawConfigurationError(
-            "host (base URL)",
-            f"plain http to {parts.hostname} would send the API key in clear text; use https, or set "
-            '"allow_insecure_http": true in the connection extra if that network is trusted',
-        )
-
-
-def is_loopback_host(hostname: str) -> bool:
-    if hostname.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def base_url_from_host(host: str | None, port: int | None = None) -> str:
-    """Turn the connection's host field into the base URL of the API.
-
-    Empty means HitPaw's own service; a full URL (``http://127.0.0.1:8090``) is used as given; a bare host
-    name gets https, because the key travels in a header and must not cross a network in clear text.
-    """
-    host = (host or "").strip()
-    if not host:
-        return DEFAULT_BASE_URL
-    if "://" in host:
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https"):
-            raise HitPawConfigurationError(
-                "host (base URL)", f"the scheme must be http or https, not {parts.scheme!r}"
-            )
-        if not parts.hostname:
-            raise HitPawConfigurationError("host (base URL)", "the base URL has no host name")
-        base = host.rstrip("/")
-    else:
-        if "/" in host or " " in host:
-            raise HitPawConfigurationError(
-                "host (base URL)",
-                "give a bare host name (api-base.hitpaw.com) or a full URL with its scheme (https://...)",
-            )
-        base = f"https://{host}"
-    parts = urlsplit(base)
-    try:
-        url_port = parts.port
-    except ValueError:
-        raise HitPawConfigurationError("host (base URL)", f"the port in {base!r} is not a number") from None
-    if port and url_port is None:
-        base = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
-    return base
-
-
 # --- Uploads: the OSS pre-signed PUT (hitpaw-api.md section 4) ------------------------------------------
 
 PRESIGN_PATH: Final = "/api/oss/presign-put"
@@ -469,7 +407,6 @@ UPLOAD_CONTENT_TYPES: Final[dict[str, str]] = {
 }
 
 _JPEG_MAGIC: Final = b"\xff\xd8\xff"
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 
 
 def content_type_for(filename: str, field: str = "filename") -> str:
@@ -497,7 +434,7 @@ def sniff_image_type(head: bytes) -> str | None:
     """
     if head.startswith(_JPEG_MAGIC):
         return "image/jpeg"
-    if head.startswith(_PNG_MAGIC):
+    if head.startswith(PNG_SIGNATURE):
         return "image/png"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"

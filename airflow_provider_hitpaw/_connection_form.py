@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 CONN_TYPE: Final = "hitpaw"
+#: The connection every operator, sensor and hook uses unless told otherwise.
+DEFAULT_CONN_ID: Final = "hitpaw_default"
 HOOK_CLASS: Final = "airflow_provider_hitpaw.hooks.hitpaw.HitPawHook"
 HOOK_NAME: Final = "HitPaw"
 
@@ -23,6 +25,8 @@ _PLACEHOLDERS: Final = {
 EXTRA_FIELDS: Final = {
     "ca_bundle": ("CA bundle path", "string"),
     "allow_insecure_http": ("Allow plain http to a non-loopback host", "boolean"),
+    "max_download_bytes": ("Largest result file to download, in bytes (default 256 MiB)", "integer"),
+    "download_timeout": ("Seconds one result download may take (default 600)", "number"),
 }
 
 
@@ -50,4 +54,22 @@ def connection_type_info() -> dict[str, Any]:
             name: {"label": label, "schema": {"type": [kind, "null"]}}
             for name, (label, kind) in EXTRA_FIELDS.items()
         },
+    }
+
+
+def form_widgets() -> dict[str, Any]:
+    """The extra fields as the Airflow 2.11 webserver's form wants them (wtforms fields).
+
+    Imported here, when called: only the Airflow 2 webserver builds forms, and wtforms is not installed
+    elsewhere.
+    """
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, StringField
+
+    return {
+        name: BooleanField(lazy_gettext(label))
+        if kind == "boolean"
+        else StringField(lazy_gettext(label), widget=BS3TextFieldWidget())
+        for name, (label, kind) in EXTRA_FIELDS.items()
     }

@@ -143,8 +143,56 @@ class HitPawResponseError(HitPawError):
     retryable = True
 
 
+class HitPawUntrustedAnswerError(HitPawResponseError):
+    """An answer this provider refuses to act on: a job id unfit for logs and file names, one job id for
+    two images, a result link to an address the base URL has no business naming, a download over its size.
+
+    Not retried: the same server would say the same, and acting on it could leak or overwrite data.
+    """
+
+    retryable = False
+
+
+class HitPawStorageError(HitPawError):
+    """The user's storage refused to keep a result (or to give an input): a full disk, a permission, a
+    name it does not take. ``retryable`` says whether trying again can help (a full disk can clear up,
+    a permission does not)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_storage, (self.message, self.retryable))
+
+
+def _rebuild_storage(message: str, retryable: bool) -> HitPawStorageError:
+    return HitPawStorageError(message, retryable=retryable)
+
+
 class HitPawJobFailedError(HitPawError):
     """The job ended with status ``ERROR``: HitPaw could not process the image."""
+
+    #: The job that failed, when known.
+    job_id: str | None = None
+
+    @classmethod
+    def for_job(cls, job_id: str, image: str | None = None) -> HitPawJobFailedError:
+        error = cls(cls.describe(job_id, image))
+        error.job_id = job_id
+        return error
+
+    @staticmethod
+    def describe(job_id: str, image: str | None = None) -> str:
+        """What to tell a user whose job ended in ``ERROR``: which image, and what usually causes it."""
+        which = f"job {job_id!r}" + (f" for {image}" if image else "")
+        return (
+            f"{which} ended with status ERROR: HitPaw could not segment the image. Usually HitPaw could not "
+            "fetch it (a private or hot-link-protected host, an expired signed URL: upload it with "
+            "source_path instead) or the file is not a readable JPEG, PNG or WebP image"
+        )
 
 
 class HitPawTimeoutError(HitPawError):

@@ -4,60 +4,68 @@ Paths are Airflow's :class:`~airflow.providers.common.compat.sdk.ObjectStoragePa
 serves a local directory (``/data/out`` or ``file:///data/out``), ``memory://``, and any object store an
 Airflow provider registers (``s3://bucket/prefix`` with an AWS connection, ``gs://``, ...).
 
-Two promises hold for every result written here:
+What holds for every result kept here:
 
-* no reader ever sees half a file: bytes go to a hidden sibling (``.<name>.partial-<id>``) that is moved
-  into place only once the download is complete and checked; any failure removes it;
-* the API key never leaves for the storage or the result host: HitPaw's result links are public and are
-  fetched without it, and uploads go to a signed URL.
+* each input has its own names, stable across runs: the readable stem of its file name and a short hash
+  of the whole input (``sku-123/main.jpg`` gives ``main-<hash>.png`` and ``main-<hash>_mask.png``), so two
+  inputs never share a file and a cut-out never has another input's mask's name;
+* a cut-out and its mask land together or not at all, each only once it is downloaded whole and checked
+  (a well-formed PNG, within the connection's size cap), from a hidden sibling (``.<name>.partial-<id>``);
+* ``fail`` and ``skip`` never replace a file: on a local disk the target is created exclusively (a hard
+  link), so a writer that loses a race gets an error, not another image's file. Object stores have no
+  such primitive: there the check and the move are two steps;
+* the API key never leaves for the storage or the result host.
 
-Airflow's object storage and requests are imported inside the functions: DAG files import the operators,
-and the operators import this module; parsing a DAG must stay cheap.
+Airflow's object storage is imported inside the functions: DAG files import the operators, and the
+operators import this module; parsing a DAG must stay cheap.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import re
-import time
+import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw._png import PngChecker, PngError
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
-    HitPawConnectionError,
     HitPawError,
     HitPawResponseError,
+    HitPawStorageError,
 )
 from airflow_provider_hitpaw.validation import validate_overwrite
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import requests
     from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
-#: Seconds to connect, and to wait for the next bytes of a download.
-DEFAULT_TIMEOUT: Final = (10.0, 60.0)
-
-PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _LOCAL_PROTOCOLS: Final = frozenset({"", "file", "local"})
 _HTTP_PROTOCOLS: Final = frozenset({"http", "https"})
 #: Bytes read from an input to recognise its format (WebP needs 12).
 _SNIFF_BYTES: Final = 12
-_MAX_STEM_LENGTH: Final = 150
+#: Hex digits of the input's hash in its result names: 48 bits, so that even a million inputs sharing one
+#: folder have a chance of about 2e-3 in a million of two sharing a hash (and a batch checks anyway).
+_HASH_DIGITS: Final = 12
+#: Bytes the readable stem keeps at most. With the hash, ``_mask.png`` and a temporary prefix, every name
+#: stays well under the 255 bytes most file systems allow, whatever the script (a CJK letter is 3 bytes).
+_MAX_STEM_BYTES: Final = 120
 _UNSAFE: Final = re.compile(r"[^\w.\-]+")
-
-
-def _pause(seconds: float) -> None:
-    """The only wait of this module, so that tests can record back-off delays instead of sleeping them."""
-    time.sleep(seconds)
+#: File-system errors that a retry cannot mend.
+_PERMANENT_ERRNOS: Final = frozenset(
+    {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
+)
 
 
 # --- paths ------------------------------------------------------------------------------------------
@@ -71,9 +79,9 @@ def as_storage_path(
 ) -> ObjectStoragePath:
     """An :class:`ObjectStoragePath` for a URI (``s3://bucket/key``), a local path or a path object.
 
-    A plain local path (``/data/out``) becomes ``file:///data/out``; a relative one is made absolute
-    against the current directory. ``conn_id`` is the Airflow connection of an object store. A scheme no
-    filesystem is registered for raises :class:`HitPawConfigurationError` naming ``field``.
+    A plain local path (``/data/out``) becomes ``file:///data/out``; a relative one is refused: it would
+    mean a different place on every worker. ``conn_id`` is the Airflow connection of an object store. A
+    scheme no filesystem is registered for raises :class:`HitPawConfigurationError` naming ``field``.
     """
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -87,11 +95,18 @@ def as_storage_path(
     if not text:
         raise HitPawConfigurationError(field, "is empty (did a template render to nothing?)")
     if "://" not in text:
-        text = "file://" + os.path.abspath(os.path.expanduser(text))
+        expanded = os.path.expanduser(text)
+        if not os.path.isabs(expanded):
+            raise HitPawConfigurationError(
+                field,
+                f"{text!r} is a relative path, which would resolve against each worker's working "
+                f"directory ({os.getcwd()} here); give an absolute path or a URI such as file:///data/out",
+            )
+        text = "file://" + os.path.normpath(expanded)
     try:
         path = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
         _ = path.fs  # an unknown scheme fails here, with the field named, not at the first write
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise HitPawConfigurationError(field, f"{text!r} is not usable storage ({err})") from None
     return path
 
@@ -108,112 +123,59 @@ def storage_uri(path: ObjectStoragePath) -> str:
     return f"{protocol}://{inner.lstrip('/')}"
 
 
-def result_names(source: str, job_id: str) -> tuple[str, str]:
-    """The file names of an input's cut-out and mask: ``shoe-042.jpg`` gives ``shoe-042.png`` and
-    ``shoe-042_mask.png``.
+def input_identity(source: Any, conn_id: str | None = None) -> str:
+    """The text that identifies an input across runs: a URL as given, a stored file by its URI (so that
+    ``/data/a.jpg`` and ``file:///data/a.jpg`` are one input)."""
+    text = str(source).strip() if not hasattr(source, "protocol") else ""
+    if text.startswith(("http://", "https://")):
+        return text
+    return storage_uri(as_storage_path(source, conn_id, field="source_path"))
 
-    ``source`` may be a URL (its query and fragment are ignored), an object-store URI or a local path.
-    Characters that are not letters, digits, ``.``, ``-`` or ``_`` become ``_``. When the input has no
-    usable name (``https://cdn/`` or a name of symbols only), the job id names the files.
+
+def result_names(source: str) -> tuple[str, str]:
+    """The file names of an input's cut-out and mask: ``<stem>-<hash>.png`` and ``<stem>-<hash>_mask.png``.
+
+    ``source`` is the input's identity (:func:`input_identity`): the stem comes from its last path segment
+    without extension (letters of any script, digits, ``.``, ``-`` and ``_``; other characters become
+    ``_``; ``image`` when nothing usable is left), the hash from the whole of it. So ``a/photo.jpg``,
+    ``b/photo.jpg`` and ``photo.jpg?v=2`` all get names of their own, the same on every run; and a
+    cut-out's name, which ends in ``-<hash>.png``, can never be a mask's, which ends in ``_mask.png``.
     """
-    stem = _safe_stem(_base_name(source)) or _safe_stem(job_id) or "result"
-    return f"{stem}.png", f"{stem}_mask.png"
+    identity = unicodedata.normalize("NFC", str(source).strip())
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:_HASH_DIGITS]
+    stem = _safe_stem(_base_name(identity)) or "image"
+    return f"{stem}-{digest}.png", f"{stem}-{digest}_mask.png"
 
 
-def _base_name(source: Any) -> str:
-    text = str(source or "").strip()
+def check_unique_names(sources: list[str]) -> None:
+    """Refuse a set of inputs two of which would share a result file (before anything is paid for)."""
+    seen: dict[str, str] = {}
+    for source in dict.fromkeys(sources):
+        for name in result_names(source):
+            other = seen.setdefault(name, source)
+            if other != source:
+                raise HitPawConfigurationError(
+                    "output_path", f"{other!r} and {source!r} would both be kept as {name}"
+                )
+
+
+def _base_name(text: str) -> str:
     if "://" in text:
         text = unquote(urlsplit(text).path)
     return text.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _safe_stem(name: str) -> str:
-    name = str(name or "")
     dot = name.rfind(".")
-    if dot >= 0:
+    if dot > 0:
         name = name[:dot]
-    stem = _UNSAFE.sub("_", name).lstrip(".-").rstrip(".")[:_MAX_STEM_LENGTH]
+    stem = _UNSAFE.sub("_", name).lstrip(".-_").rstrip(".")
+    encoded = stem.encode("utf-8")[:_MAX_STEM_BYTES]
+    stem = encoded.decode("utf-8", errors="ignore").rstrip(".")
     return stem if any(ch.isalnum() for ch in stem) else ""
 
 
-# --- results: download and persist --------------------------------------------------------------------
-
-
-def persist_result(
-    url: str,
-    target: ObjectStoragePath,
-    *,
-    overwrite: str = "overwrite",
-    session: requests.Session | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-    retry_policy: _api.RetryPolicy | None = None,
-) -> ObjectStoragePath:
-    """Copy the PNG at ``url`` (a HitPaw result link) to ``target`` and return ``target``.
-
-    The download is streamed ``chunk_size`` bytes at a time (memory stays flat, whatever the size) into a
-    hidden sibling of ``target``, which is moved into place once the HTTP status, the PNG signature and
-    the ``Content-Length`` all check out; on any failure the sibling is removed and ``target`` is left as
-    it was. Transient faults (network, HTTP 5xx and 429, a cut-short body) are retried per
-    ``retry_policy`` (the hooks' default when None), each try from the start.
-
-    :param overwrite: ``"overwrite"`` replaces an existing ``target``; ``"skip"`` leaves it untouched and
-        downloads nothing; ``"fail"`` raises :class:`HitPawConfigurationError` naming ``output_path``.
-    :param session: a :class:`requests.Session` to download with (its TLS settings are used). The
-        ``Apikey`` header is removed from every download even if the session carries one.
-    """
-    policy = validate_overwrite(overwrite)
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-    if scheme not in _HTTP_PROTOCOLS:
-        raise HitPawConfigurationError("url", f"must be an http(s) URL, got {str(url)[:100]!r}")
-    if chunk_size < 1:
-        raise HitPawConfigurationError("chunk_size", f"must be at least 1, got {chunk_size}")
-    if policy != "overwrite" and _exists(target):
-        if policy == "skip":
-            log.info("%s exists; kept as it is (overwrite='skip')", storage_uri(target))
-            return target
-        raise _exists_error(target)
-    retry = retry_policy or _api.RetryPolicy()
-    if (target.protocol or "") in _LOCAL_PROTOCOLS:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    own_session = session is None
-    if session is None:
-        import requests
-
-        session = requests.Session()
-    try:
-        attempt = 0
-        while True:
-            attempt += 1
-            partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
-            try:
-                size = _download(url, partial, session, chunk_size, timeout)
-                if policy != "overwrite" and _exists(target):  # appeared while downloading
-                    if policy == "skip":
-                        _remove_quietly(partial)
-                        return target
-                    raise _exists_error(target)
-                partial.rename(target)
-            except BaseException as err:
-                _remove_quietly(partial)
-                if not isinstance(err, HitPawError) or not retry.should_retry(err, attempt):
-                    raise
-                delay = retry.delay(err, attempt)
-                log.warning(
-                    "Copying %s failed (%s); attempt %d of %d, retrying in %.1f s",
-                    _api.url_without_query(url),
-                    err,
-                    attempt,
-                    retry.max_attempts,
-                    delay,
-                )
-                _pause(delay)
-                continue
-            log.info("Copied %s to %s (%d bytes)", _api.url_without_query(url), storage_uri(target), size)
-            return target
-    finally:
-        if own_session:
-            session.close()
+# --- results: download and keep ------------------------------------------------------------------------
 
 
 def persist_job_results(
@@ -221,49 +183,154 @@ def persist_job_results(
     source: str,
     output_path: str | ObjectStoragePath,
     *,
+    hook: HitPawHook,
     overwrite: str = "overwrite",
     conn_id: str | None = None,
-    session: requests.Session | None = None,
-    retry_policy: _api.RetryPolicy | None = None,
 ) -> dict[str, str]:
-    """Copy a completed job's cut-out and mask into the directory ``output_path``.
-
-    The files are named after ``source`` (the job's input) by :func:`result_names`. Returns
+    """Copy a completed job's cut-out and mask into the directory ``output_path``; return
     ``{"res_path": uri, "mask_path": uri}`` (plain URI strings, for XCom).
+
+    The files are named by :func:`result_names` after ``source``, the input's identity. Both are
+    downloaded and checked before either is moved into place, and either both land or neither does.
+
+    :param overwrite: ``"overwrite"`` replaces an existing pair; ``"skip"`` keeps a complete existing
+        pair and downloads nothing; ``"fail"`` raises :class:`HitPawConfigurationError` naming
+        ``output_path`` when either file exists.
+    :param hook: the hook whose connection's limits and address rules the downloads follow.
     """
     policy = validate_overwrite(overwrite)
     values = status.to_dict() if isinstance(status, _api.TaskStatus) else dict(status)
-    res_url, mask_url = values.get("res_url"), values.get("mask_url")
     job_id = str(values.get("job_id") or "")
-    for name, value in (("res_url", res_url), ("mask_url", mask_url)):
+    urls = []
+    for name in ("res_url", "mask_url"):
+        value = values.get(name)
         if not isinstance(value, str) or not value:
-            raise HitPawResponseError(f"job {job_id or '(unknown)'} has no {name} to copy")
+            raise HitPawResponseError(f"job {job_id or '(unknown)'!r} has no {name} to copy")
+        urls.append(value)
     directory = as_storage_path(output_path, conn_id, field="output_path")
-    res_name, mask_name = result_names(source, job_id)
-    own_session = session is None
-    if session is None:
-        import requests
-
-        session = requests.Session()
+    targets = [directory / name for name in result_names(source)]
+    result = {"res_path": storage_uri(targets[0]), "mask_path": storage_uri(targets[1])}
+    existing = [target for target in targets if _exists(target)]
+    if existing and policy == "fail":
+        raise _exists_error(existing[0])
+    if len(existing) == len(targets) and policy == "skip":
+        log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
+        return result
+    if (targets[0].protocol or "") in _LOCAL_PROTOCOLS:
+        _storage_call(lambda: targets[0].parent.mkdir(parents=True, exist_ok=True), directory)
+    partials: list[ObjectStoragePath] = []
     try:
-        res_path = persist_result(
-            cast("str", res_url),
-            directory / res_name,
-            overwrite=policy,
-            session=session,
-            retry_policy=retry_policy,
-        )
-        mask_path = persist_result(
-            cast("str", mask_url),
-            directory / mask_name,
-            overwrite=policy,
-            session=session,
-            retry_policy=retry_policy,
-        )
+        for url, target in zip(urls, targets, strict=True):
+            partials.append(_download_checked(hook, url, target))
+        kept = _commit_pair(partials, targets, policy)
     finally:
-        if own_session:
-            session.close()
-    return {"res_path": storage_uri(res_path), "mask_path": storage_uri(mask_path)}
+        for partial in partials:
+            _remove_quietly(partial)
+    if not kept:
+        log.info(
+            "%s and its mask appeared meanwhile; kept as they are (overwrite='skip')", result["res_path"]
+        )
+    return result
+
+
+def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> ObjectStoragePath:
+    """Download ``url`` into a hidden sibling of ``target``, retried as one request is; return the sibling
+    once it holds a whole, well-formed PNG. A failure leaves no sibling behind."""
+    from airflow_provider_hitpaw.hooks._transport import retry_sync
+
+    shown = _api.url_without_query(url)
+    attempts = hook.download_attempts(f"Copying {shown}")
+
+    def attempt() -> ObjectStoragePath:
+        partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+        checker = PngChecker()
+        try:
+            with _storage_call(lambda: partial.open("wb"), partial) as out:
+
+                def write(piece: bytes) -> None:
+                    try:
+                        checker.feed(piece)
+                    except PngError as err:
+                        raise HitPawResponseError(f"{shown} is not a PNG: {err}") from None
+                    _storage_call(lambda: out.write(piece), partial)
+
+                size = hook.download_once(url, write, attempts)
+            try:
+                checker.finish()
+            except PngError as err:
+                raise HitPawResponseError(f"{shown} is not a PNG: {err}") from None
+        except BaseException:
+            _remove_quietly(partial)
+            raise
+        log.info("Copied %s (%d bytes)", shown, size)
+        return partial
+
+    return retry_sync(attempt, attempts)
+
+
+def _commit_pair(partials: list[ObjectStoragePath], targets: list[ObjectStoragePath], policy: str) -> bool:
+    """Move both downloads into place, or neither; False when ``skip`` found a pair another writer made
+    meanwhile (which is then kept)."""
+    placed: list[ObjectStoragePath] = []
+    try:
+        for partial, target in zip(partials, targets, strict=True):
+            if policy == "overwrite":
+                _storage_call(lambda p=partial, t=target: p.rename(t), target)  # type: ignore[misc]
+            elif not _create_exclusively(partial, target):
+                if policy == "skip" and not placed and all(_exists(t) for t in targets):
+                    return False
+                raise _exists_error(target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:  # this writer's own files only: neither of the pair stays
+            _remove_quietly(target)
+        raise
+    return True
+
+
+def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:
+    """Put ``partial`` at ``target`` unless something is there; False if something was.
+
+    On a local disk a hard link does it atomically. An object store has no such primitive: there the
+    check and the move are two steps, and two writers racing for one name can both pass the check.
+    """
+    if (target.protocol or "") in _LOCAL_PROTOCOLS:
+        try:
+            os.link(str(partial.path), str(target.path))
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise _storage_error(err, target) from None
+            # A file system without hard links: exclusive creation of the name, then the move.
+            try:
+                fd = os.open(str(target.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            os.close(fd)
+            os.replace(str(partial.path), str(target.path))
+        return True
+    if _exists(target):
+        return False
+    _storage_call(lambda: partial.rename(target), target)
+    return True
+
+
+def _storage_call(call: Any, path: ObjectStoragePath) -> Any:
+    """Run a storage operation; its failure becomes a :class:`HitPawStorageError` naming the path."""
+    try:
+        return call()
+    except HitPawError:
+        raise
+    except OSError as err:
+        raise _storage_error(err, path) from None
+
+
+def _storage_error(err: OSError, path: ObjectStoragePath) -> HitPawStorageError:
+    return HitPawStorageError(
+        f"the storage refused {storage_uri(path)}: {type(err).__name__}: {err}",
+        retryable=err.errno not in _PERMANENT_ERRNOS,
+    )
 
 
 def _exists_error(target: ObjectStoragePath) -> HitPawConfigurationError:
@@ -275,7 +342,7 @@ def _exists_error(target: ObjectStoragePath) -> HitPawConfigurationError:
 
 
 def _exists(path: ObjectStoragePath) -> bool:
-    return bool(path.exists())
+    return bool(_storage_call(path.exists, path))
 
 
 def _remove_quietly(path: ObjectStoragePath) -> None:
@@ -283,83 +350,7 @@ def _remove_quietly(path: ObjectStoragePath) -> None:
         if path.exists():
             path.unlink()
     except Exception:  # the original error matters more than a leftover we could not clean
-        log.warning("Could not remove the partial file %s", storage_uri(path), exc_info=True)
-
-
-def _download(
-    url: str, partial: ObjectStoragePath, session: requests.Session, chunk_size: int, timeout: Any
-) -> int:
-    """Stream ``url`` into ``partial``; return the number of bytes, or raise the error it stands for."""
-    import requests
-
-    shown = _api.url_without_query(url)
-    try:
-        # None removes a header a shared session may carry: result links are public, the key stays home.
-        response = session.get(url, stream=True, timeout=timeout, headers={_api.API_KEY_HEADER: None})
-    except requests.RequestException as err:
-        raise _network_error(shown, err) from None
-    with response:
-        if not 200 <= response.status_code < 300:
-            head = _first_bytes(response, 200)
-            raise _api.error_for_code(
-                None,
-                response.status_code,
-                f"downloading {shown} answered HTTP {response.status_code}: {_api.quote_body(head)}",
-                retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
-            )
-        expected = _expected_length(response)
-        written = 0
-        head = b""
-        try:
-            with partial.open("wb") as out:
-                for chunk in response.iter_content(chunk_size):
-                    if not chunk:
-                        continue
-                    if len(head) < len(PNG_SIGNATURE):
-                        head = (head + chunk)[: len(PNG_SIGNATURE)]
-                        if len(head) == len(PNG_SIGNATURE) and head != PNG_SIGNATURE:
-                            raise _not_png(shown, head, response.status_code)
-                    out.write(chunk)
-                    written += len(chunk)
-        except requests.RequestException as err:
-            raise _network_error(shown, err) from None
-        if head != PNG_SIGNATURE:
-            raise _not_png(shown, head, response.status_code)
-        if expected is not None and written != expected:
-            raise HitPawResponseError(
-                f"downloading {shown} gave {written} bytes where Content-Length said {expected}",
-                http_status=response.status_code,
-            )
-    return written
-
-
-def _first_bytes(response: requests.Response, limit: int) -> bytes:
-    try:
-        return next(response.iter_content(limit), b"")
-    except Exception:
-        return b""
-
-
-def _expected_length(response: requests.Response) -> int | None:
-    """The length the body must have, when the server said; an encoded body's length is not the file's."""
-    if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        return None
-    try:
-        length = int(response.headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return length if length >= 0 else None
-
-
-def _not_png(shown: str, head: bytes, http_status: int) -> HitPawResponseError:
-    return HitPawResponseError(f"{shown} is not a PNG (it starts with {head[:8]!r})", http_status=http_status)
-
-
-def _network_error(shown: str, err: Exception) -> HitPawConnectionError:
-    from airflow_provider_hitpaw.hooks.hitpaw import requests_failure
-
-    # requests' messages quote the URL with its query (a signed link's credential): say only the place.
-    return requests_failure(err, f"downloading {shown} failed: {type(err).__name__}")
+        log.warning("Could not remove %s", storage_uri(path), exc_info=True)
 
 
 # --- inputs: read for an upload -----------------------------------------------------------------------

@@ -12,18 +12,53 @@ from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw._addresses import internal_host_reason
 from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
 
 MAX_URL_LENGTH: Final = 2048
-#: The input formats HitPaw's segmentation accepts.
-SUPPORTED_EXTENSIONS: Final = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+#: The input formats HitPaw's segmentation accepts (what its upload takes them as, too).
+SUPPORTED_EXTENSIONS: Final = frozenset(_api.UPLOAD_CONTENT_TYPES)
+#: Extensions of image (and document) formats HitPaw's segmentation does not take. Only these refuse a
+#: URL by its name: a path's last dot says nothing in ``/u/John.Smith`` or ``/products/v2.0``.
+OTHER_IMAGE_EXTENSIONS: Final = frozenset(
+    {
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".svg",
+        ".svgz",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".ico",
+        ".psd",
+        ".raw",
+        ".cr2",
+        ".nef",
+        ".dng",
+        ".jxl",
+        ".jp2",
+        ".eps",
+        ".pdf",
+        ".apng",
+    }
+)
+#: A job may stay CONVERTING for a long time, but HitPaw keeps a job for 8 days: no wait is longer.
+MAX_TIMEOUT_SECONDS: Final = 8 * 24 * 3600.0
+#: HitPaw recommends polling every 2 to 5 seconds; faster than once a second is never useful.
+MIN_POLL_INTERVAL: Final = 1.0
 
 
-def validate_file_url(file_url: Any, field: str = "file_url") -> str:
+def validate_file_url(file_url: Any, field: str = "file_url", *, allow_internal_hosts: bool = False) -> str:
     """Return the URL, stripped, when HitPaw could fetch it; raise otherwise.
 
-    The extension is checked only when the path has one: many image URLs (CDNs, signed links) have none,
-    and HitPaw judges the bytes, not the name.
+    HitPaw fetches the image itself, from the internet: a URL on this machine, a private network or an
+    intranet name would be paid for and then fail, so it is refused (``allow_internal_hosts`` lifts that
+    when HitPaw's base URL is itself internal, as the local emulator is). The extension is checked only
+    against formats HitPaw does not take: many image URLs (CDNs, signed links, ``render.php?img=``) have
+    none or another, and HitPaw judges the bytes, not the name.
     """
     if not isinstance(file_url, str):
         raise HitPawConfigurationError(field, f"must be a string URL, got {type(file_url).__name__}")
@@ -43,14 +78,19 @@ def validate_file_url(file_url: Any, field: str = "file_url") -> str:
     except ValueError as err:
         raise HitPawConfigurationError(field, f"is not a valid URL ({err})") from None
     if parts.scheme not in ("http", "https"):
-        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
-        raise HitPawConfigurationError(
-            field, f"must be an http:// or https:// URL that HitPaw can fetch, not {shown}"
-        )
+        raise HitPawConfigurationError(field, _not_a_web_url(url, parts.scheme))
     if not hostname:
         raise HitPawConfigurationError(field, "has no host name")
+    if not allow_internal_hosts:
+        reason = internal_host_reason(hostname)
+        if reason is not None:
+            raise HitPawConfigurationError(
+                field,
+                f"HitPaw fetches images from the internet and could not reach {hostname} ({reason}); "
+                "give the image as source_path instead, and it is uploaded to HitPaw first",
+            )
     extension = posixpath.splitext(unquote(parts.path))[1].lower()
-    if extension and extension not in SUPPORTED_EXTENSIONS:
+    if extension in OTHER_IMAGE_EXTENSIONS:
         raise HitPawConfigurationError(
             field,
             f"has the extension {extension!r}; HitPaw segments {', '.join(sorted(SUPPORTED_EXTENSIONS))}",
@@ -58,12 +98,30 @@ def validate_file_url(file_url: Any, field: str = "file_url") -> str:
     return url
 
 
+def _not_a_web_url(url: str, scheme: str) -> str:
+    if not scheme or len(scheme) == 1:  # /data/a.jpg, C:\a.jpg
+        return (
+            "is a local path, not a URL HitPaw can fetch; give it as source_path instead, and it is "
+            "uploaded to HitPaw first"
+        )
+    return (
+        f"is a {scheme}:// location, not an http(s) URL HitPaw can fetch; give it as source_path "
+        "(with source_conn_id for its storage) instead, and it is uploaded to HitPaw first"
+    )
+
+
 def validate_job_id(job_id: Any, field: str = "job_id") -> str:
+    """A job id as HitPaw gives them (see :data:`~airflow_provider_hitpaw._api.JOB_ID_PATTERN`)."""
     if not isinstance(job_id, str):
         raise HitPawConfigurationError(field, f"must be a string, got {type(job_id).__name__}")
     stripped: str = job_id.strip()
     if not stripped:
         raise HitPawConfigurationError(field, "is empty (did a template render to nothing?)")
+    if not _api.is_usable_job_id(stripped):
+        raise HitPawConfigurationError(
+            field,
+            f"{stripped[:60]!r} is not a HitPaw job id (letters, digits, '-', '_', '.', ':'; 128 at most)",
+        )
     return stripped
 
 
@@ -77,6 +135,16 @@ def validate_positive_seconds(value: Any, field: str) -> float:
 
 #: What to do when a result file already exists: replace it, keep it (and not download), or fail.
 OVERWRITE_POLICIES: Final = ("overwrite", "skip", "fail")
+
+
+def validate_poll_interval(value: Any, field: str = "poll_interval") -> float:
+    """Seconds between two polls of one job: at least :data:`MIN_POLL_INTERVAL`."""
+    seconds = validate_positive_seconds(value, field)
+    if seconds < MIN_POLL_INTERVAL:
+        raise HitPawConfigurationError(
+            field, f"must be at least {MIN_POLL_INTERVAL:g} s (HitPaw recommends 2 to 5), got {value}"
+        )
+    return seconds
 
 
 def validate_overwrite(value: Any, field: str = "overwrite") -> str:
@@ -103,4 +171,9 @@ def validate_timeout(value: Any, field: str = "timeout") -> float:
         raise HitPawConfigurationError(field, f"must be a number of seconds, got {type(value).__name__}")
     if not 0 <= value < math.inf:  # also refuses NaN: a deadline that would never pass
         raise HitPawConfigurationError(field, f"must not be negative, got {value}")
+    if value > MAX_TIMEOUT_SECONDS:
+        raise HitPawConfigurationError(
+            field,
+            f"must be at most {MAX_TIMEOUT_SECONDS:g} s (8 days, as long as HitPaw keeps a job), got {value}",
+        )
     return float(value)

@@ -59,14 +59,43 @@ class Answer:
     raises: BaseException | None = None
 
 
+def http_response(answer: Answer, url: str = "") -> Any:
+    """A ``requests.Response`` whose body is read from a real urllib3 response, as from a socket."""
+    import io
+
+    import requests
+    import urllib3
+
+    response = requests.Response()
+    response.status_code = answer.status
+    response.headers.update(answer.headers)
+    response.url = url
+    response.raw = urllib3.HTTPResponse(
+        body=io.BytesIO(answer.body),
+        headers=answer.headers,
+        status=answer.status,
+        preload_content=False,
+        decode_content=False,
+    )
+    return response
+
+
+class FakeStream:
+    """``aiohttp.StreamReader``'s reading side: the body in pieces, as a socket delivers it."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def iter_chunked(self, size: int) -> Any:
+        for start in range(0, len(self._body), size):
+            yield self._body[start : start + size]
+
+
 class FakeAsyncResponse:
     def __init__(self, answer: Answer) -> None:
         self.status = answer.status
         self.headers = answer.headers
-        self._body = answer.body
-
-    async def read(self) -> bytes:
-        return self._body
+        self.content = FakeStream(answer.body)
 
     async def __aenter__(self) -> FakeAsyncResponse:
         return self
@@ -108,10 +137,10 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_async_sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+    from airflow_provider_hitpaw.hooks import _transport
 
-    monkeypatch.setattr(hooks, "_pause", delays.append)
-    monkeypatch.setattr(hooks, "_pause_async", fake_async_sleep)
+    monkeypatch.setattr(_transport, "_pause", delays.append)
+    monkeypatch.setattr(_transport, "_pause_async", fake_async_sleep)
     return delays
 
 
@@ -148,15 +177,36 @@ class FakeStateStore:
         self.values[key] = value
 
 
+class FakeTaskInstance:
+    """The part of a task instance the operators and the sensor use: when its try started, its tries,
+    and its XCom (JSON only, as Airflow keeps it)."""
+
+    def __init__(self, start: Any = None, max_tries: int = 2, try_number: int = 1) -> None:
+        self.start_date = start
+        self.try_number = try_number
+        self.max_tries = max_tries
+        self.task_id = "task"
+        self.map_index = -1
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = json.loads(json.dumps(value))
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **kwargs: Any) -> Any:
+        return self.xcom.get(key)
+
+
 def task_context(
-    started_at: float | None = None, store: FakeStateStore | None = None, max_tries: int = 2
+    started_at: float | None = None,
+    store: FakeStateStore | None = None,
+    max_tries: int = 2,
+    try_number: int = 1,
 ) -> dict[str, Any]:
-    """The part of a task's context that the operator and the sensor read."""
+    """The part of a task's context that the operators and the sensor read."""
     from datetime import datetime
-    from types import SimpleNamespace
 
     start = datetime.fromtimestamp(started_at, tz=UTC) if started_at is not None else None
-    context: dict[str, Any] = {"ti": SimpleNamespace(start_date=start, try_number=1, max_tries=max_tries)}
+    context: dict[str, Any] = {"ti": FakeTaskInstance(start, max_tries, try_number)}
     if store is not None:
         context["task_state_store"] = store
     return context

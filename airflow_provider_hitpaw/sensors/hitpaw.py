@@ -11,9 +11,13 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_hitpaw import _task_support
+from airflow_provider_hitpaw import _deferral, _state_store
+from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
+from airflow_provider_hitpaw._events import JobEvent
+from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
+from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
 from airflow_provider_hitpaw.exceptions import HitPawError, HitPawJobFailedError, HitPawTimeoutError
-from airflow_provider_hitpaw.validation import validate_job_id, validate_positive_seconds
+from airflow_provider_hitpaw.validation import validate_job_id, validate_poll_interval
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,7 +58,7 @@ class SegmentationSensor(BaseSensorOperator):
         self,
         *,
         job_id: str,
-        hitpaw_conn_id: str = "hitpaw_default",
+        hitpaw_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 3,
         deferrable: bool = True,
         output_path: Any = None,
@@ -62,9 +66,9 @@ class SegmentationSensor(BaseSensorOperator):
         overwrite: str = "overwrite",
         **kwargs: Any,
     ) -> None:
-        _task_support.ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
+        ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
         # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
-        poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
+        poll_interval = validate_poll_interval(poll_interval)
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.job_id = job_id
@@ -75,18 +79,19 @@ class SegmentationSensor(BaseSensorOperator):
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
 
-    operator_extra_links = _task_support.result_links()
+    operator_extra_links = result_links()
+
+    def _output(self) -> ResultOutput:
+        return ResultOutput.checked(self.output_path, self.output_conn_id, self.overwrite, waits=True)
 
     def _finish(self, context: Context, status: dict[str, Any]) -> dict[str, Any]:
         """Keep the results where asked (on this worker, never in the triggerer) and show their links."""
-        output = _task_support.ResultOutput.checked(
-            self.output_path, self.output_conn_id, self.overwrite, True
-        )
         source = status.get("original_url") or status.get("job_id") or ""
         try:
-            return output.persist(context, status, str(source))
+            with self._hook() as hook:
+                return self._output().persist(context, status, str(source), hook)
         except HitPawError as err:
-            raise _task_support.task_failure(err) from err
+            raise task_failure(err) from err
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -97,7 +102,7 @@ class SegmentationSensor(BaseSensorOperator):
         try:
             return validate_job_id(self.job_id)
         except HitPawError as err:
-            raise _task_support.fail_without_retry(err) from err
+            raise fail_without_retry(err) from err
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         job_id = self._validated_job_id()
@@ -106,14 +111,12 @@ class SegmentationSensor(BaseSensorOperator):
                 status = hook.get_task_status(job_id)
         except HitPawError as err:
             if err.retryable:
-                self.log.warning("Could not poll HitPaw job %s (%s); poking again later", job_id, err)
+                self.log.warning("Could not poll HitPaw job %r (%s); poking again later", job_id, err)
                 return False
-            raise _task_support.fail_without_retry(err) from err
-        self.log.info("HitPaw job %s is %s", job_id, status.status)
+            raise fail_without_retry(err) from err
+        self.log.info("HitPaw job %r is %s", job_id, status.status)
         if status.is_failed:
-            raise _task_support.fail_without_retry(
-                HitPawJobFailedError(f"HitPaw job {job_id} ended with status ERROR")
-            )
+            raise fail_without_retry(HitPawJobFailedError.for_job(job_id, status.original_url))
         if status.is_completed:
             return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.to_dict()))
         return False
@@ -122,6 +125,10 @@ class SegmentationSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         job_id = self._validated_job_id()
+        try:
+            self._output().check_storage()
+        except HitPawError as err:
+            raise fail_without_retry(err) from err
         # One quick look first: a job that is already done needs no trigger at all.
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
@@ -129,6 +136,7 @@ class SegmentationSensor(BaseSensorOperator):
         end_time = self._deadline(context)
         from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 
+        push_links(context, {"cutout": "", "mask": ""})
         self.defer(
             trigger=SegmentationTrigger(
                 job_id=job_id,
@@ -137,25 +145,25 @@ class SegmentationSensor(BaseSensorOperator):
                 end_time=end_time,
             ),
             method_name="execute_complete",
-            timeout=_task_support.deferral_timeout(end_time),
+            timeout=_deferral.deferral_timeout(end_time),
         )
 
     def _deadline(self, context: Context) -> float:
-        first_start = _task_support.recall(context, _FIRST_START_KEY)
+        first_start = _state_store.recall(context, _FIRST_START_KEY)
         if not isinstance(first_start, int | float):
-            first_start = _task_support.try_started_at(context)
-            _task_support.remember(context, _FIRST_START_KEY, first_start)
+            first_start = _deferral.try_started_at(context)
+            _state_store.remember(context, _FIRST_START_KEY, first_start)
         return float(first_start) + self.timeout
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Turn the trigger's event into the task's result, or into the right kind of failure."""
         try:
-            status = _task_support.status_from_event(event)
+            status = JobEvent.from_payload(event).raise_unless_completed()
         except HitPawTimeoutError as err:
             if self.soft_fail:
                 raise AirflowSkipException(f"{err} (soft_fail)") from err
             raise AirflowSensorTimeout(str(err)) from err
         except HitPawError as err:
             # Job ERROR and permanent API errors alike: waiting again on this job cannot help.
-            raise _task_support.fail_without_retry(err) from err
+            raise fail_without_retry(err) from err
         return self._finish(context, status)

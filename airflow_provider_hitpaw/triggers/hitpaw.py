@@ -1,4 +1,9 @@
-"""The trigger that waits for a HitPaw job in the triggerer, so no worker slot is held meanwhile."""
+"""The triggers that wait for HitPaw jobs in the triggerer, so no worker slot is held meanwhile.
+
+Both follow the wait rules of :mod:`airflow_provider_hitpaw._wait` and fire one event of
+:mod:`airflow_provider_hitpaw._events`; every poll is bounded by the time left to the deadline, so the
+trigger's own timeout event always comes before Airflow's backstop.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_hitpaw import _api
-from airflow_provider_hitpaw.exceptions import (
-    HitPawError,
-)
+from airflow_provider_hitpaw._events import BatchEvent, ErrorInfo, JobEvent, Outcome
+from airflow_provider_hitpaw._wait import BatchWatch, JobWatch
+from airflow_provider_hitpaw.exceptions import HitPawError
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.validation import validate_job_id, validate_positive_seconds
 
@@ -21,9 +25,9 @@ if TYPE_CHECKING:
     from airflow_provider_hitpaw._api import TaskStatus
 
 #: The event ``status`` values: what the waiting task must do next.
-EVENT_SUCCESS = "success"
-EVENT_ERROR = "error"
-EVENT_TIMEOUT = "timeout"
+EVENT_SUCCESS = Outcome.SUCCESS.value
+EVENT_ERROR = Outcome.ERROR.value
+EVENT_TIMEOUT = Outcome.TIMEOUT.value
 
 
 class _HitPawTrigger(BaseTrigger):
@@ -45,10 +49,8 @@ class _HitPawTrigger(BaseTrigger):
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
         raise NotImplementedError
 
-
-def _error_fields(err: HitPawError) -> dict[str, Any]:
-    """What an event says of an error, so that the task rebuilds the same family (retryable or not)."""
-    return {"code": err.code, "http_status": err.http_status, "error_type": type(err).__name__}
+    def _serialized(self, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
 
 class SegmentationTrigger(_HitPawTrigger):
@@ -60,9 +62,7 @@ class SegmentationTrigger(_HitPawTrigger):
     :param end_time: the deadline as a Unix time. Absolute, so a triggerer that restarts this trigger
         does not extend the wait.
 
-    The event's payload is a JSON dict: ``status`` (``success``, ``error`` or ``timeout``), ``job_id``,
-    ``message``, HitPaw's own status as ``job_status``, ``res_url``, ``mask_url``, ``original_url``,
-    and on an API error HitPaw's ``code`` and ``http_status``.
+    The event is a :class:`~airflow_provider_hitpaw._events.JobEvent`'s payload.
     """
 
     def __init__(self, job_id: str, hitpaw_conn_id: str, poll_interval: float, end_time: float) -> None:
@@ -73,99 +73,49 @@ class SegmentationTrigger(_HitPawTrigger):
         self.end_time = float(end_time)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+        return self._serialized(
             {
                 "job_id": self.job_id,
                 "hitpaw_conn_id": self.hitpaw_conn_id,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
-            },
+            }
         )
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
+        watch = JobWatch(self.job_id, self.end_time, self.poll_interval, self.log)
         try:
             await hook.prepare()
         except HitPawError as err:
-            return self._event(EVENT_ERROR, str(err), None, **_error_fields(err))
-        last_status: str | None = None
-        last_fault: str | None = None
+            return JobEvent.failed(self.job_id, err, None).to_payload()
         while True:
-            status: TaskStatus | None = None
+            event: JobEvent | None
             try:
-                # A poll (with its own retries) must not run on far past the deadline: Airflow's backstop
-                # would then fire instead of this trigger's timeout event.
-                async with asyncio.timeout(max(1.0, self.end_time - time.time())):
-                    status = await hook.get_task_status(self.job_id)
-            except TimeoutError:
-                last_fault = "TimeoutError"
+                # The poll, retries included, ends by the deadline: Airflow's backstop would otherwise
+                # fire instead of this trigger's timeout event.
+                status = await hook.get_task_status(self.job_id, timeout=watch.poll_budget(time.time()))
             except HitPawError as err:
-                if not err.retryable:
-                    return self._event(EVENT_ERROR, str(err), last_status, **_error_fields(err))
-                # A fault that outlasted the call's own retries: the job may be fine, so poll on.
-                # Logged once per kind of fault, not once per poll.
-                if type(err).__name__ != last_fault:
-                    self.log.warning("Polling HitPaw job %s failed (%s); polling on", self.job_id, err)
-                    last_fault = type(err).__name__
-            if status is not None:
-                last_fault = None
-                if status.status != last_status:
-                    self.log.info("HitPaw job %s is %s", self.job_id, status.status)
-                    last_status = status.status
-                if status.is_completed:
-                    return self._event(
-                        EVENT_SUCCESS, f"HitPaw job {self.job_id} completed", status.status, status.to_dict()
-                    )
-                if status.is_failed:
-                    return self._event(
-                        EVENT_ERROR,
-                        f"HitPaw job {self.job_id} ended with status ERROR",
-                        status.status,
-                        status.to_dict(),
-                    )
-            remaining = self.end_time - time.time()
-            if remaining <= 0:
-                return self._event(
-                    EVENT_TIMEOUT,
-                    f"HitPaw job {self.job_id} was still {last_status or 'unknown'} at the deadline",
-                    last_status,
-                )
-            await asyncio.sleep(min(self.poll_interval, remaining))
-
-    def _event(
-        self,
-        outcome: str,
-        message: str,
-        job_status: str | None,
-        fields: dict[str, str | None] | None = None,
-        **error: Any,
-    ) -> dict[str, Any]:
-        fields = fields or {}
-        return {
-            "status": outcome,
-            "job_id": self.job_id,
-            "message": message,
-            "job_status": job_status,
-            "res_url": fields.get("res_url"),
-            "mask_url": fields.get("mask_url"),
-            "original_url": fields.get("original_url"),
-            **error,
-        }
+                event = watch.fault(err)
+            else:
+                event = watch.observe(status)
+            if event is None:
+                pause = watch.pause(time.time())
+                if pause is not None:
+                    await asyncio.sleep(pause)
+                    continue
+                event = watch.timed_out()
+            return event.to_payload()
 
 
 class SegmentationBatchTrigger(_HitPawTrigger):
     """Wait for many jobs in one trigger, over one shared client, until all have ended or ``end_time``.
 
-    Each round polls every open job once, the polls spread evenly over ``poll_interval`` (at most
-    ``max_in_flight`` at a time) rather than fired in a burst that HitPaw would answer with 429.
+    Each open job is polled once per ``poll_interval`` on a schedule of its own (the first polls spread
+    over the first interval, at most ``max_in_flight`` at a time), so HitPaw sees no bursts and one job
+    whose polls hang delays nobody else. Every poll is bounded by the time left to ``end_time``.
 
-    The single event stays small for thousands of jobs: it counts the completed jobs and lists only the
-    failed ones (with a short reason) and, on a timeout, the ones still open. The waiting task fetches the
-    result URLs of the completed jobs itself, on a worker, where thousands of them are no burden.
-
-    Payload: ``status`` (``success`` when every job ended, ``timeout``, or ``error`` when the batch as a
-    whole could not go on, with HitPaw's ``code``), ``message``, ``completed`` (a count), ``failed``
-    (job id -> reason), ``pending`` (job ids still open at the deadline).
+    The event is a :class:`~airflow_provider_hitpaw._events.BatchEvent`'s payload: small for thousands of
+    jobs, because the waiting task fetches the result URLs of the completed jobs itself.
     """
 
     def __init__(
@@ -184,97 +134,59 @@ class SegmentationBatchTrigger(_HitPawTrigger):
         self.max_in_flight = max(1, int(max_in_flight))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+        return self._serialized(
             {
                 "job_ids": list(self.job_ids),
                 "hitpaw_conn_id": self.hitpaw_conn_id,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "max_in_flight": self.max_in_flight,
-            },
+            }
         )
 
     async def _wait(self, hook: HitPawAsyncHook) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        batch = _api.BatchProgress(open_jobs=list(dict.fromkeys(self.job_ids)))
-        total = len(batch.open_jobs)
-        progress = _Progress(self.log, total)
-        limiter = asyncio.Semaphore(self.max_in_flight)
         try:
-            # Read the connection once, before the first round: otherwise the first polls would all wait
+            # Read the connection once, before the first poll: otherwise the first polls would all wait
             # for it and then go out in the very burst the spacing avoids.
             await hook.prepare()
         except HitPawError as err:
-            return self._event("error", str(err), batch, **_error_fields(err))
-
-        async def poll(job_id: str) -> TaskStatus | HitPawError:
-            async with limiter:
-                try:
-                    return await hook.get_task_status(job_id)
-                except HitPawError as err:
-                    return err
-
-        while batch.open_jobs:
-            round_start = loop.time()
-            batch.absorb(await self._poll_round(batch.open_jobs, poll, loop))
-            if batch.stopped_by is not None:
-                stop = batch.stopped_by
-                return self._event("error", str(stop), batch, **_error_fields(stop))
-            progress.report(batch.completed, len(batch.failed))
-            if not batch.open_jobs:
-                break
-            if time.time() >= self.end_time:
-                message = f"{len(batch.open_jobs)} of {total} jobs were still open at the deadline"
-                return self._event("timeout", message, batch)
-            await asyncio.sleep(
-                max(0.0, min(round_start + self.poll_interval - loop.time(), self.end_time - time.time()))
-            )
-        progress.report(batch.completed, len(batch.failed), final=True)
-        message = f"{batch.completed} of {total} completed, {len(batch.failed)} failed"
-        return self._event("success", message, batch)
-
-    async def _poll_round(
-        self, open_jobs: list[str], poll: Any, loop: asyncio.AbstractEventLoop
-    ) -> list[TaskStatus | HitPawError | None]:
-        """Poll every open job once, spread over the interval; None for a job left unpolled because the
-        deadline came first. Polls still running when the round is cancelled are cancelled with it."""
-        round_start = loop.time()
-        spacing = self.poll_interval / len(open_jobs)
-        polls: list[asyncio.Future[TaskStatus | HitPawError]] = []
+            return BatchEvent(Outcome.ERROR, str(err), error=ErrorInfo.of(err)).to_payload()
+        watch = BatchWatch(self.job_ids, self.poll_interval, self.end_time, start=time.time())
+        progress = _Progress(self.log, watch.total)
+        polls: dict[asyncio.Task[TaskStatus | HitPawError], tuple[str, float]] = {}
         try:
-            for index, job_id in enumerate(open_jobs):
-                if time.time() >= self.end_time:
-                    break  # a round must not run on long past the deadline (Airflow's own would fire)
-                delay = round_start + index * spacing - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                polls.append(asyncio.ensure_future(poll(job_id)))
-            done: list[TaskStatus | HitPawError | None] = list(await asyncio.gather(*polls))
+            while (event := watch.event(time.time())) is None:
+                now = time.time()
+                for job_id in watch.take(now, self.max_in_flight - len(polls)):
+                    task = asyncio.ensure_future(self._poll(hook, job_id, self.end_time - now))
+                    polls[task] = (job_id, now)
+                next_due = watch.next_due()
+                wake = (
+                    self.end_time
+                    if next_due is None or len(polls) >= self.max_in_flight
+                    else min(next_due, self.end_time)
+                )
+                timeout = max(0.0, wake - time.time())
+                if polls:
+                    done, _ = await asyncio.wait(polls, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        job_id, started = polls.pop(task)
+                        watch.absorb(job_id, task.result(), started)
+                    progress.report(watch.completed, len(watch.failed))
+                else:
+                    await asyncio.sleep(timeout)
         finally:
-            for pending in polls:
-                pending.cancel()
-        return done + [None] * (len(open_jobs) - len(done))
+            for task in polls:
+                task.cancel()
+        progress.report(watch.completed, len(watch.failed), final=True)
+        return event.to_payload()
 
     @staticmethod
-    def _event(
-        outcome: str,
-        message: str,
-        batch: _api.BatchProgress,
-        code: int | None = None,
-        http_status: int | None = None,
-        error_type: str | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "status": outcome,
-            "message": message,
-            "completed": batch.completed,
-            "failed": dict(batch.failed),
-            "pending": list(batch.open_jobs) if outcome != "success" else [],
-            "code": code,
-            "http_status": http_status,
-            "error_type": error_type,
-        }
+    async def _poll(hook: HitPawAsyncHook, job_id: str, budget: float) -> TaskStatus | HitPawError:
+        try:
+            return await hook.get_task_status(job_id, timeout=max(1.0, budget))
+        except HitPawError as err:
+            return err
 
 
 class _Progress:
@@ -286,11 +198,13 @@ class _Progress:
         self._every = every_seconds
         self._step = max(1, total // 10)
         self._last_time = time.monotonic()
-        self._last_done = 0
+        self._last_done = -1
 
     def report(self, completed: int, failed: int, *, final: bool = False) -> None:
         done = completed + failed
         now = time.monotonic()
-        if final or done - self._last_done >= self._step or now - self._last_time >= self._every:
+        if done == self._last_done:
+            return  # nothing new: the last line still holds (also at the end)
+        if final or done - max(0, self._last_done) >= self._step or now - self._last_time >= self._every:
             self._log.info("%d/%d completed, %d failed", completed, self._total, failed)
             self._last_done, self._last_time = done, now

@@ -366,6 +366,8 @@ def run_scenario(
     conn_id: str = "hitpaw_default",
 ) -> Observation:
     """Reset the emulator, set the scenario up, run ``paths`` at the same time, and observe."""
+    from airflow_provider_hitpaw import validation
+    from airflow_provider_hitpaw.hooks import _transport
     from airflow_provider_hitpaw.hooks import hitpaw as hooks
     from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
     from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
@@ -419,8 +421,10 @@ def run_scenario(
         return job
 
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(hooks, "_pause", pause))
-        stack.enter_context(mock.patch.object(hooks, "_pause_async", pause_async))
+        # Polls far faster than users may poll: each scenario is about faults, not cadence.
+        stack.enter_context(mock.patch.object(validation, "MIN_POLL_INTERVAL", POLL_INTERVAL))
+        stack.enter_context(mock.patch.object(_transport, "_pause", pause))
+        stack.enter_context(mock.patch.object(_transport, "_pause_async", pause_async))
         stack.enter_context(
             mock.patch.object(SegmentImageOperator, "_hook", tuned(SegmentImageOperator._hook))
         )

@@ -36,7 +36,7 @@ def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> 
     inputs = urls(hitpaw_emulator, 24)
     inputs.insert(5, inputs[0])  # a duplicate is segmented once
     operator = SegmentImageBatchOperator(
-        task_id="batch", file_urls=inputs, poll_interval=0.2, max_in_flight=6
+        task_id="batch", file_urls=inputs, poll_interval=1, max_in_flight=6
     )
     results = run_deferred(operator, task_context())
     assert [r["file_url"] for r in results] == inputs
@@ -50,12 +50,12 @@ def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> 
 
 def test_failed_images_are_reported_per_image(hitpaw_emulator: Any) -> None:
     inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
-    lenient = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2, fail_on_error=False)
+    lenient = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, fail_on_error=False)
     results = run_deferred(lenient, task_context())
     assert [r["status"] for r in results] == ["COMPLETED", "ERROR"]
     assert results[1]["error"]["type"] == "HitPawJobFailedError"
 
-    strict = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2)
+    strict = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1)
     context = task_context()
     context["ti"].xcom_push = lambda key, value: context.setdefault("pushed", {}).update({key: value})
     with pytest.raises(AirflowException, match="1 of 2 images"):
@@ -75,7 +75,7 @@ def test_rate_limits_slow_the_whole_batch_and_drop_nothing(hitpaw_emulator: Any)
     hitpaw_emulator.set_faults(["429:share=0.3,retry_after=0.1,paths=/api/image-segmentation"], seed=3)
     inputs = urls(hitpaw_emulator, 40)
     operator = SegmentImageBatchOperator(
-        task_id="b", file_urls=inputs, poll_interval=0.2, max_in_flight=8, deferrable=False
+        task_id="b", file_urls=inputs, poll_interval=1, max_in_flight=8, deferrable=False
     )
     results = operator.execute(task_context())
     assert all(r["status"] == "COMPLETED" for r in results)
@@ -87,7 +87,7 @@ def test_rate_limits_slow_the_whole_batch_and_drop_nothing(hitpaw_emulator: Any)
 
 def test_not_deferrable_waits_in_the_worker(hitpaw_emulator: Any) -> None:
     inputs = urls(hitpaw_emulator, 6)
-    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2, deferrable=False)
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, deferrable=False)
     assert [r["status"] for r in operator.execute(task_context())] == ["COMPLETED"] * 6
 
 
@@ -95,7 +95,7 @@ def test_a_retry_reuses_the_jobs_of_the_earlier_try(hitpaw_emulator: Any) -> Non
     hitpaw_emulator.configure(job_seconds=1.0)
     inputs = urls(hitpaw_emulator, 12)
     store = FakeStateStore()
-    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=0.2)
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1)
     with pytest.raises(TaskDeferred):
         operator.execute(task_context(store=store))  # the first try defers... and its worker dies
     assert len(hitpaw_emulator.state()["jobs"]) == 12
@@ -108,7 +108,7 @@ def test_a_retry_submits_again_only_the_images_that_failed(hitpaw_emulator: Any)
     inputs = urls(hitpaw_emulator, 4)
     store = FakeStateStore()
     operator = SegmentImageBatchOperator(
-        task_id="b", file_urls=inputs, poll_interval=0.2, fail_on_error=False
+        task_id="b", file_urls=inputs, poll_interval=1, fail_on_error=False
     )
     first = run_deferred(operator, task_context(store=store))
     hitpaw_emulator.fail_job(first[2]["job_id"])
@@ -147,16 +147,17 @@ def test_sources_are_uploaded_and_results_kept(hitpaw_emulator: Any, tmp_path: A
         )
     sources = [str(inbox / name) for name in names]
     operator = SegmentImageBatchOperator(
-        task_id="b", source_paths=sources, output_path=f"file://{outbox}", poll_interval=0.2, max_in_flight=6
+        task_id="b", source_paths=sources, output_path=f"file://{outbox}", poll_interval=1, max_in_flight=6
     )
     results = run_deferred(operator, task_context())
     assert [r["source_path"] for r in results] == sources
     assert all(r["status"] == "COMPLETED" and r["error"] is None for r in results)
     assert all("/oss/objects/" in r["file_url"] for r in results)
-    stems = [name.rsplit(".", 1)[0] for name in names]
-    assert sorted(p.name for p in outbox.iterdir()) == sorted(
-        [f"{s}.png" for s in stems] + [f"{s}_mask.png" for s in stems]
-    )
+    from airflow_provider_hitpaw.storage import input_identity, result_names
+
+    kept = [name for source in sources for name in result_names(input_identity(source))]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(kept)
+    assert all(name.startswith("item-") for name in kept)
     state = hitpaw_emulator.state()
     assert state["uploads"] == 27
     assert state["requests"]["/api/oss/presign-put/batch"] == 2, (

@@ -32,14 +32,13 @@ def test_folder_in_folder_out(hitpaw_emulator_server: Any, tmp_path: Path) -> No
     state = emulator.state()
     emulator.reset()
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    assert sorted(p.name for p in outbox.iterdir()) == [
-        "portrait.png",
-        "portrait_mask.png",
-        "product.png",
-        "product_mask.png",
-        "shoe.png",
-        "shoe_mask.png",
-    ]
-    assert all(p.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for p in outbox.iterdir())
+    from airflow_provider_hitpaw._png import check_png
+    from airflow_provider_hitpaw.storage import result_names
+
+    inputs = [f"file://{inbox}/{name}" for name in ("shoe.jpg", "portrait.png", "product.webp")]
+    expected = [name for source in inputs for name in result_names(source)]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(expected)
+    for path in outbox.iterdir():
+        check_png(path.read_bytes())
     assert state["uploads"] == 3
     assert len(state["jobs"]) == 3

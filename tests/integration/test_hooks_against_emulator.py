@@ -231,7 +231,7 @@ async def test_many_triggers_share_one_connection_pool(hitpaw_emulator: Any) -> 
     import asyncio
     import time
 
-    from airflow_provider_hitpaw.hooks.hitpaw import CLIENT_CONNECTION_LIMIT
+    from airflow_provider_hitpaw.hooks._transport import CLIENT_CONNECTION_LIMIT
 
     hitpaw_emulator.configure(job_seconds=1.0)
     with sync_hook() as hook:

@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+from airflow_provider_hitpaw.storage import input_identity, result_names
 from tests.conftest import RecordingTaskInstance, run_deferred
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,14 +47,16 @@ def test_results_are_copied_next_to_each_other_named_after_the_input(
         task_id="t",
         file_url=hitpaw_emulator.sample_url("shoe.jpg"),
         output_path=f"file://{out}",
-        poll_interval=0.1,
+        poll_interval=1,
     )
     result = run_deferred(operator, ctx)
-    assert result["res_path"] == f"file://{out}/shoe.png"
-    assert result["mask_path"] == f"file://{out}/shoe_mask.png"
-    assert (out / "shoe.png").read_bytes() == requests.get(result["res_url"], timeout=10).content
-    assert (out / "shoe_mask.png").read_bytes().startswith(PNG)
-    assert sorted(p.name for p in out.iterdir()) == ["shoe.png", "shoe_mask.png"], "a partial file was left"
+    res, mask = result_names(hitpaw_emulator.sample_url("shoe.jpg"))
+    assert res.startswith("shoe-")
+    assert result["res_path"] == f"file://{out}/{res}"
+    assert result["mask_path"] == f"file://{out}/{mask}"
+    assert (out / res).read_bytes() == requests.get(result["res_url"], timeout=10).content
+    assert (out / mask).read_bytes().startswith(PNG)
+    assert sorted(p.name for p in out.iterdir()) == sorted([res, mask]), "a partial file was left"
     # file:// has no public URL: the links point at HitPaw's own copies.
     assert ctx["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": result["res_url"], "mask": result["mask_url"]}
 
@@ -66,31 +69,36 @@ def test_results_to_memory_storage_in_process(hitpaw_emulator: Any, memory_root:
         file_url=hitpaw_emulator.sample_url("portrait.png"),
         output_path=ObjectStoragePath(f"{memory_root}/out/"),
         deferrable=False,
-        poll_interval=0.1,
+        poll_interval=1,
     )
     result = operator.execute(context())
     assert ObjectStoragePath(result["res_path"]).read_bytes().startswith(PNG)
-    assert ObjectStoragePath(result["mask_path"]).name == "portrait_mask.png"
+    assert (
+        ObjectStoragePath(result["mask_path"]).name
+        == result_names(hitpaw_emulator.sample_url("portrait.png"))[1]
+    )
 
 
 @pytest.mark.parametrize("policy", ["skip", "fail", "overwrite"])
 def test_overwrite_policy(hitpaw_emulator: Any, tmp_path: Path, policy: str) -> None:
-    (tmp_path / "mug.png").write_bytes(b"older")
+    res, mask = result_names(hitpaw_emulator.sample_url("mug.jpg"))
+    (tmp_path / res).write_bytes(b"older")
+    (tmp_path / mask).write_bytes(b"older mask")
     operator = SegmentImageOperator(
         task_id="t",
         file_url=hitpaw_emulator.sample_url("mug.jpg"),
         output_path=str(tmp_path),
         overwrite=policy,
         deferrable=False,
-        poll_interval=0.1,
+        poll_interval=1,
     )
     if policy == "fail":
         with pytest.raises(AirflowFailException, match="output_path"):
             operator.execute(context())
-        assert (tmp_path / "mug.png").read_bytes() == b"older"
+        assert (tmp_path / res).read_bytes() == b"older"
         return
     operator.execute(context())
-    kept = (tmp_path / "mug.png").read_bytes()
+    kept = (tmp_path / res).read_bytes()
     assert (kept == b"older") is (policy == "skip")
 
 
@@ -100,13 +108,15 @@ def test_source_from_local_storage_is_uploaded_and_segmented(hitpaw_emulator: An
     source.write_bytes(requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=10).content)
     out = tmp_path / "out"
     operator = SegmentImageOperator(
-        task_id="t", source_path=str(source), output_path=str(out), poll_interval=0.1
+        task_id="t", source_path=str(source), output_path=str(out), poll_interval=1
     )
     result = run_deferred(operator, context())
     assert result["source_path"] == str(source)
     assert "/oss/objects/" in result["file_url"], "the access_url of the upload was not submitted"
     assert result["status"] == "COMPLETED"
-    assert sorted(p.name for p in out.iterdir()) == ["shoe-042.png", "shoe-042_mask.png"]
+    kept = result_names(input_identity(str(source)))
+    assert kept[0].startswith("shoe-042-")
+    assert sorted(p.name for p in out.iterdir()) == sorted(kept)
     state = hitpaw_emulator.state()
     assert state["uploads"] == 1
     assert len(state["jobs"]) == 1
@@ -129,10 +139,11 @@ def test_sensor_keeps_results_too(hitpaw_emulator: Any, tmp_path: Path) -> None:
         task_id="s", file_url=hitpaw_emulator.sample_url("product.webp")
     )._hook() as hook:
         job = hook.submit_segmentation(hitpaw_emulator.sample_url("product.webp"))
-    sensor = SegmentationSensor(task_id="w", job_id=job.job_id, output_path=str(tmp_path), poll_interval=0.1)
+    sensor = SegmentationSensor(task_id="w", job_id=job.job_id, output_path=str(tmp_path), poll_interval=1)
     result = run_deferred(sensor, context())
-    assert result["res_path"].endswith("/product.png")
-    assert (tmp_path / "product_mask.png").read_bytes().startswith(PNG)
+    res, mask = result_names(hitpaw_emulator.sample_url("product.webp"))
+    assert result["res_path"].endswith(f"/{res}")
+    assert (tmp_path / mask).read_bytes().startswith(PNG)
 
 
 def test_emit_asset_declares_the_output_folder() -> None:
@@ -154,12 +165,13 @@ def test_openlineage_names_the_input_and_the_kept_files(hitpaw_emulator: Any, tm
         file_url=hitpaw_emulator.sample_url("shoe.jpg"),
         output_path=str(tmp_path),
         deferrable=False,
-        poll_interval=0.1,
+        poll_interval=1,
     )
     operator.execute(context())
     lineage = operator.get_openlineage_facets_on_complete(None)
     (source,) = lineage.inputs
     assert source.namespace == hitpaw_emulator.base_url
     assert source.name == "/samples/shoe.jpg"
-    assert sorted(d.name for d in lineage.outputs) == [f"{tmp_path}/shoe.png", f"{tmp_path}/shoe_mask.png"]
+    names = result_names(hitpaw_emulator.sample_url("shoe.jpg"))
+    assert sorted(d.name for d in lineage.outputs) == sorted(f"{tmp_path}/{name}" for name in names)
     assert {d.namespace for d in lineage.outputs} == {"file"}

@@ -78,15 +78,15 @@ def ca_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 @pytest.fixture
 def retry_delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Every back-off the hooks ask for (a certificate failure must ask for none)."""
-    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+    from airflow_provider_hitpaw.hooks import _transport
 
     delays: list[float] = []
 
     async def pause_async(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(hooks, "_pause", delays.append)
-    monkeypatch.setattr(hooks, "_pause_async", pause_async)
+    monkeypatch.setattr(_transport, "_pause", delays.append)
+    monkeypatch.setattr(_transport, "_pause_async", pause_async)
     return delays
 
 

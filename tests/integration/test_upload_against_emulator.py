@@ -17,11 +17,13 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInvalidRequestError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+from airflow_provider_hitpaw._png import check_png
 from airflow_provider_hitpaw.storage import (
-    PNG_SIGNATURE,
+    input_identity,
     open_source,
     persist_job_results,
     read_source,
+    result_names,
 )
 
 FAST_RETRIES = _api.RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
@@ -109,14 +111,16 @@ def test_stream_a_local_file_segment_and_persist(
 
     job = hook.submit_segmentation(upload.access_url)
     status = hook.wait_for_completion(job.job_id, poll_interval=0.05, timeout=30)
-    paths = persist_job_results(status, str(source), str(tmp_path / "out"))
+    identity = input_identity(str(source))
+    paths = persist_job_results(status, identity, str(tmp_path / "out"), hook=hook)
+    names = result_names(identity)
     assert paths == {
-        "res_path": f"file://{tmp_path}/out/product.png",
-        "mask_path": f"file://{tmp_path}/out/product_mask.png",
+        "res_path": f"file://{tmp_path}/out/{names[0]}",
+        "mask_path": f"file://{tmp_path}/out/{names[1]}",
     }
-    for name in ("product.png", "product_mask.png"):
-        assert (tmp_path / "out" / name).read_bytes().startswith(PNG_SIGNATURE)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["product.png", "product_mask.png"]
+    for name in names:
+        check_png((tmp_path / "out" / name).read_bytes())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
 
 
 def test_content_type_mismatch_is_refused_before_upload(hitpaw_emulator: Any, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""The protocol module, without any HTTP: what each answer means, how to retry, how a connection is read."""
+"""The protocol module, without any HTTP: what each answer means and how to retry."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable
@@ -13,12 +14,9 @@ from hypothesis import strategies as st
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._api import (
-    DEFAULT_BASE_URL,
-    ConnectionSettings,
     RetryPolicy,
     SegmentationJob,
     TaskStatus,
-    base_url_from_host,
     parse_envelope,
     parse_submission,
     parse_task_status,
@@ -35,6 +33,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawResponseError,
     HitPawServerError,
     HitPawTimeoutError,
+    HitPawUntrustedAnswerError,
 )
 from tests.conftest import SECRET_KEY, envelope, status_body
 
@@ -320,21 +319,67 @@ def test_submission_parsed(data: dict[str, Any], expected: SegmentationJob) -> N
         pytest.param({"job_id": "", "consume_coins": 20}, id="job-id-empty"),
         pytest.param({"job_id": 12345, "consume_coins": 20}, id="job-id-number"),
         pytest.param({"job_id": None, "consume_coins": 20}, id="job-id-null"),
-        pytest.param({"job_id": "j", "consume_coins": "20"}, id="coins-string"),
-        pytest.param({"job_id": "j", "consume_coins": True}, id="coins-bool"),
     ],
 )
-def test_submission_with_bad_fields_is_a_response_error(data: dict[str, Any]) -> None:
+def test_submission_without_a_job_id_is_a_response_error(data: dict[str, Any]) -> None:
     err = parse_error(parse_submission, 200, raw({"code": 200, "message": "OK", "data": data}))
     assert type(err) is HitPawResponseError
     assert err.http_status == 200
 
 
+@pytest.mark.parametrize(
+    "coins",
+    [
+        pytest.param("20", id="string"),
+        pytest.param(True, id="bool"),
+        pytest.param(-5, id="negative"),
+        pytest.param(2.5, id="fraction"),
+        pytest.param([20], id="list"),
+        pytest.param(10**12, id="implausible"),
+    ],
+)
+def test_a_job_with_an_odd_cost_is_kept_and_its_cost_unknown(coins: Any) -> None:
+    """Code 200 and a job id is a job HitPaw charged for: an odd cost must not make it look lost (which
+    would send the image again and pay twice)."""
+    body = raw({"code": 200, "message": "OK", "data": {"job_id": "j-1", "consume_coins": coins}})
+    assert parse_submission(200, body) == SegmentationJob("j-1", None)
+
+
 @pytest.mark.parametrize("coins", ["Infinity", "-Infinity", "NaN", "1e999"])
-def test_submission_with_non_finite_coins_is_a_response_error(coins: str) -> None:
+def test_a_job_with_a_non_finite_cost_is_kept_and_its_cost_unknown(coins: str) -> None:
     body = b'{"code": 200, "message": "OK", "data": {"job_id": "j", "consume_coins": %s}}' % coins.encode()
+    assert parse_submission(200, body) == SegmentationJob("j", None)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        pytest.param("job\n2026-12-02 INFO - forged line", id="newline"),
+        pytest.param("\x1b[31mred\x1b[0m", id="ansi-escape"),
+        pytest.param("j" * 10_000, id="10-kb"),
+        pytest.param("../../etc/passwd", id="path"),
+        pytest.param("a b", id="space"),
+    ],
+)
+def test_an_unusable_job_id_is_refused_without_a_resubmission(job_id: str) -> None:
+    """An id that could forge log lines or escape a folder is refused as an untrusted answer: not
+    retryable, so the image is not sent (and paid for) again."""
+    body = raw({"code": 200, "message": "OK", "data": {"job_id": job_id, "consume_coins": 20}})
     err = parse_error(parse_submission, 200, body)
+    assert isinstance(err, HitPawUntrustedAnswerError)
+    assert not err.retryable  # so the hook does not send the image again (see the hook tests)
+    assert "\n" not in str(err) and "\x1b" not in str(err) and len(str(err)) < 300
+
+
+def test_a_status_answer_about_another_job_is_a_bad_answer() -> None:
+    body = status_body("job-2", "COMPLETED")
+    err = parse_error(functools.partial(parse_task_status, job_id="job-1"), 200, body)
     assert type(err) is HitPawResponseError
+
+
+def test_a_status_that_is_no_word_is_a_bad_answer() -> None:
+    body = raw({"code": 200, "message": "OK", "data": {"job_id": "j", "status": "DONE\n[error] forged"}})
+    assert type(parse_error(parse_task_status, 200, body)) is HitPawResponseError
 
 
 @pytest.mark.parametrize(
@@ -550,143 +595,6 @@ def test_should_retry_never_for_permanent_errors(error: HitPawError) -> None:
     assert not any(policy.should_retry(error, attempt) for attempt in range(1, 10))
 
 
-# --- base_url_from_host ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("host", "port", "expected"),
-    [
-        pytest.param(None, None, DEFAULT_BASE_URL, id="none"),
-        pytest.param("", None, DEFAULT_BASE_URL, id="empty"),
-        pytest.param("   ", None, DEFAULT_BASE_URL, id="blank"),
-        pytest.param("", 8443, DEFAULT_BASE_URL, id="empty-with-port"),
-        pytest.param("http://127.0.0.1:8090", None, "http://127.0.0.1:8090", id="full-url"),
-        pytest.param("http://127.0.0.1:8090/", None, "http://127.0.0.1:8090", id="trailing-slash"),
-        pytest.param(
-            " https://api.example.com/// ", None, "https://api.example.com", id="slashes-and-spaces"
-        ),
-        pytest.param(
-            "https://proxy.example.com/hitpaw/", None, "https://proxy.example.com/hitpaw", id="with-path"
-        ),
-        pytest.param("HTTPS://api.example.com", None, "HTTPS://api.example.com", id="uppercase-scheme"),
-        pytest.param("api-base.hitpaw.com", None, "https://api-base.hitpaw.com", id="bare-host"),
-        pytest.param("localhost:8090", None, "https://localhost:8090", id="bare-host-with-port"),
-        pytest.param("api.example.com", 8443, "https://api.example.com:8443", id="bare-host-port-field"),
-        pytest.param("http://127.0.0.1", 8090, "http://127.0.0.1:8090", id="full-url-port-field"),
-        pytest.param(
-            "https://proxy.example.com/hitpaw",
-            8443,
-            "https://proxy.example.com:8443/hitpaw",
-            id="path-port-field",
-        ),
-        pytest.param("http://127.0.0.1:8090", 9999, "http://127.0.0.1:8090", id="url-port-wins"),
-    ],
-)
-def test_base_url_from_host(host: str | None, port: int | None, expected: str) -> None:
-    assert base_url_from_host(host, port) == expected
-
-
-@pytest.mark.parametrize(
-    ("host", "port"),
-    [
-        pytest.param("ftp://files.example.com", None, id="ftp"),
-        pytest.param("file:///etc/passwd", None, id="file"),
-        pytest.param("ws://api.example.com", None, id="websocket"),
-        pytest.param("http://", None, id="scheme-without-host"),
-        pytest.param("https:///api", None, id="path-without-host"),
-        pytest.param("api.example.com/api", None, id="path-without-scheme"),
-        pytest.param("api.example.com/", None, id="slash-without-scheme"),
-        pytest.param("api example.com", None, id="space"),
-        pytest.param(
-            "http://127.0.0.1:abc",
-            8090,
-            id="bad-port-with-port-field",
-        ),
-        pytest.param(
-            "http://127.0.0.1:abc",
-            None,
-            id="bad-port",
-        ),
-    ],
-)
-def test_base_url_from_bad_host_names_the_field(host: str, port: int | None) -> None:
-    with pytest.raises(HitPawConfigurationError) as info:
-        base_url_from_host(host, port)
-    assert info.value.field == "host (base URL)"
-    assert "host" in str(info.value)
-
-
-def test_base_url_error_says_the_scheme() -> None:
-    with pytest.raises(HitPawConfigurationError, match="ftp"):
-        base_url_from_host("ftp://files.example.com")
-
-
-# --- ConnectionSettings ---------------------------------------------------------------------------
-
-
-def settings_from(
-    password: str | None = SECRET_KEY, host: str | None = None, port: int | None = None, **extra: Any
-) -> ConnectionSettings:
-    return ConnectionSettings.from_connection_fields(host=host, port=port, password=password, extra=extra)
-
-
-def test_settings_from_connection_fields() -> None:
-    settings = settings_from(host="http://127.0.0.1", port=8090)
-    assert settings == ConnectionSettings(base_url="http://127.0.0.1:8090", api_key=SECRET_KEY, verify=True)
-
-
-def test_settings_default_to_hitpaw_service() -> None:
-    assert settings_from().base_url == DEFAULT_BASE_URL
-
-
-def test_settings_strip_the_key() -> None:
-    assert settings_from(password=f"  {SECRET_KEY}\n").api_key == SECRET_KEY
-
-
-@pytest.mark.parametrize(
-    "password", [pytest.param(None, id="none"), pytest.param("", id="empty"), pytest.param(" \t", id="blank")]
-)
-def test_settings_without_key_name_the_password_field(password: str | None) -> None:
-    with pytest.raises(HitPawConfigurationError) as info:
-        settings_from(password=password)
-    assert info.value.field == "password (API key)"
-    assert "password" in str(info.value)
-
-
-def test_settings_bad_host_is_checked() -> None:
-    with pytest.raises(HitPawConfigurationError) as info:
-        settings_from(host="ftp://files.example.com")
-    assert info.value.field == "host (base URL)"
-
-
-@pytest.mark.parametrize(
-    ("extra", "verify"),
-    [
-        pytest.param({}, True, id="default"),
-        pytest.param({"ca_bundle": "/etc/ssl/hitpaw-ca.pem"}, "/etc/ssl/hitpaw-ca.pem", id="ca-bundle"),
-        pytest.param({"ca_bundle": ""}, True, id="empty-ca-bundle"),
-        pytest.param({"verify": False}, False, id="verify-false"),
-        pytest.param({"ca_bundle": "/ca.pem", "verify": False}, "/ca.pem", id="ca-bundle-wins"),
-    ],
-)
-def test_settings_verify(extra: dict[str, Any], verify: bool | str) -> None:
-    assert settings_from(**extra).verify == verify
-
-
-def test_settings_non_string_ca_bundle_names_the_field() -> None:
-    with pytest.raises(HitPawConfigurationError) as info:
-        settings_from(ca_bundle=["/ca.pem"])
-    assert info.value.field == "extra.ca_bundle"
-
-
-def test_settings_never_show_the_key() -> None:
-    settings = settings_from(host="http://127.0.0.1:8090", ca_bundle="/ca.pem")
-    assert settings.api_key == SECRET_KEY
-    assert SECRET_KEY not in repr(settings)
-    assert SECRET_KEY not in str(settings)
-    assert "http://127.0.0.1:8090" in repr(settings)
-
-
 # --- property tests: nothing but HitPawError escapes a parser -------------------------------------
 
 _json_scalars = (
@@ -770,7 +678,11 @@ def test_any_json_document_parses_or_raises_a_hitpaw_error(
 
 
 @_property
-@given(http_status=st.integers(200, 299), job_id=st.text(min_size=1), coins=st.integers(0, 10**6))
+@given(
+    http_status=st.integers(200, 299),
+    job_id=st.from_regex(_api.JOB_ID_PATTERN, fullmatch=True),
+    coins=st.integers(0, 10**6),
+)
 def test_any_valid_submission_round_trips(http_status: int, job_id: str, coins: int) -> None:
     job = parse_submission(http_status, envelope({"job_id": job_id, "consume_coins": coins}))
     assert job == SegmentationJob(job_id=job_id, consume_coins=coins)
@@ -788,80 +700,3 @@ def test_any_valid_submission_round_trips(http_status: int, job_id: str, coins: 
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert _api.parse_retry_after(header) == expected
-
-
-# --- TLS: the key never crosses a network in clear text -----------------------------------------
-
-
-@pytest.mark.parametrize(
-    "host",
-    [
-        "http://127.0.0.1:8090",
-        "http://127.8.9.10",
-        "http://localhost:1",
-        "http://[::1]:8090",
-        "https://10.1.2.3",
-    ],
-    ids=["loopback", "loopback-range", "localhost", "ipv6-loopback", "https-anywhere"],
-)
-def test_http_to_loopback_and_https_anywhere_are_accepted(host: str) -> None:
-    settings = ConnectionSettings.from_connection_fields(host=host, port=None, password="k", extra={})
-    assert settings.base_url == host
-    assert settings.verify is True
-
-
-@pytest.mark.parametrize("host", ["http://10.1.2.3:8090", "http://api.example.com", "http://192.168.0.2"])
-def test_plain_http_elsewhere_is_refused_naming_the_field(host: str) -> None:
-    with pytest.raises(HitPawConfigurationError, match=r"host \(base URL\).*clear text") as raised:
-        ConnectionSettings.from_connection_fields(host=host, port=None, password="k", extra={})
-    assert raised.value.field == "host (base URL)"
-
-
-@pytest.mark.parametrize("flag", [True, "true", "True", "1"])
-def test_plain_http_elsewhere_when_explicitly_allowed(flag: object) -> None:
-    settings = ConnectionSettings.from_connection_fields(
-        host="http://10.1.2.3:8090", port=None, password="k", extra={"allow_insecure_http": flag}
-    )
-    assert settings.base_url == "http://10.1.2.3:8090"
-
-
-@pytest.mark.parametrize("flag", [False, "false", "0", "no"])
-def test_verification_can_be_turned_off_only_explicitly(flag: object) -> None:
-    settings = ConnectionSettings.from_connection_fields(
-        host=None, port=None, password="k", extra={"verify": flag}
-    )
-    assert settings.verify is False
-
-
-# --- the batch rule: one round of polls at a time -------------------------------------------------
-
-
-def test_batch_progress_sorts_each_outcome() -> None:
-    from airflow_provider_hitpaw.exceptions import HitPawInvalidRequestError, HitPawServerError
-
-    batch = _api.BatchProgress(open_jobs=["done", "broken", "busy", "flaky", "gone", "skipped"])
-    batch.absorb(
-        [
-            TaskStatus("done", "COMPLETED"),
-            TaskStatus("broken", "ERROR"),
-            TaskStatus("busy", "CONVERTING"),
-            HitPawServerError("down", http_status=503),
-            HitPawInvalidRequestError("Bad Request", code=100400002, http_status=400),
-            None,
-        ]
-    )
-    assert batch.completed == 1
-    assert batch.failed == {
-        "broken": "ended with status ERROR",
-        "gone": "HitPaw (code 100400002, HTTP 400): Bad Request",
-    }
-    assert batch.open_jobs == ["busy", "flaky", "skipped"]
-    assert batch.stopped_by is None
-
-
-def test_batch_progress_stops_on_an_account_problem() -> None:
-    bad_key = HitPawAuthenticationError("api_key is not valid", code=110400000, http_status=400)
-    batch = _api.BatchProgress(open_jobs=["a", "b"])
-    batch.absorb([TaskStatus("a", "COMPLETED"), bad_key])
-    assert batch.stopped_by is bad_key
-    assert batch.open_jobs == ["b"]

@@ -164,9 +164,9 @@ def test_code_as_float_is_not_mistaken_for_success() -> None:
         pytest.param("1" + "0" * 4000, id="4001-digits"),
     ],
 )
-def test_integer_consume_coins_beyond_a_float_is_a_response_error(coins: str) -> None:
+def test_integer_consume_coins_beyond_a_float_is_an_unknown_cost(coins: str) -> None:
+    """The job exists (code 200, a job id): an absurd cost makes the cost unknown, never the job lost."""
     body = (
         b'{"code": 200, "message": "OK", "data": {"job_id": "j", "consume_coins": ' + coins.encode() + b"}}"
     )
-    with pytest.raises(HitPawResponseError):
-        _api.parse_submission(200, body)
+    assert _api.parse_submission(200, body) == _api.SegmentationJob(job_id="j", consume_coins=None)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_hitpaw._connection_form import EXTRA_FIELDS
+
 
 def run_airflow(tmp_path: Path, *args: str) -> str:
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
@@ -56,7 +58,7 @@ def test_the_connection_form_is_labelled_for_this_airflow(
         ).stdout
         form = json.loads(out.strip().splitlines()[-1])
         behaviour = form["behaviour"]
-        assert form["widgets"] == ["extra__hitpaw__allow_insecure_http", "extra__hitpaw__ca_bundle"]
+        assert form["widgets"] == sorted(f"extra__hitpaw__{name}" for name in EXTRA_FIELDS)
         assert set(behaviour["hidden_fields"]) >= {"login", "schema", "port"}
         assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
     else:

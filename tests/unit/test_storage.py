@@ -1,7 +1,7 @@
-"""storage: result names, persisting results (atomically, streamed, without the key), reading inputs.
+"""storage: result names, keeping results (both or neither, checked, capped, without the key), inputs.
 
 Downloads come from a real HTTP server on 127.0.0.1 (``http.server`` in a thread), so streaming, a body cut
-short and a connection dropped mid-stream are the real thing, not mocks.
+short, a redirect, a trickle and a dropped connection are the real thing, not mocks.
 """
 
 from __future__ import annotations
@@ -9,18 +9,22 @@ from __future__ import annotations
 import gc
 import json
 import os
+import struct
 import threading
+import time
 import tracemalloc
 import uuid
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import requests
 
 from airflow_provider_hitpaw import _api, storage
+from airflow_provider_hitpaw._png import PNG_SIGNATURE
+from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
@@ -29,25 +33,56 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInvalidRequestError,
     HitPawResponseError,
     HitPawServerError,
+    HitPawUntrustedAnswerError,
 )
+from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 from airflow_provider_hitpaw.storage import (
-    PNG_SIGNATURE,
     as_storage_path,
+    check_unique_names,
     open_source,
     persist_job_results,
-    persist_result,
     read_source,
     result_names,
     storage_uri,
 )
-from airflow_provider_hitpaw.validation import OVERWRITE_POLICIES
 from tests.conftest import SECRET_KEY
 
-ONE_TRY = _api.RetryPolicy(max_attempts=1)
-FAST_RETRIES = _api.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
-SMALL_PNG = PNG_SIGNATURE + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
-MASK_PNG = PNG_SIGNATURE + b"mask" * 300
 MIB = 1024 * 1024
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def make_png(width: int = 4, height: int = 3, extra: bytes = b"") -> bytes:
+    """A well-formed grey PNG (``extra`` goes into a private ancillary chunk, to vary the bytes)."""
+    rows = b"".join(b"\x00" + bytes(range(width)) for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows))
+    if extra:
+        body += png_chunk(b"prVt", extra)
+    return PNG_SIGNATURE + body + png_chunk(b"IEND", b"")
+
+
+CUTOUT = make_png(8, 8, b"cut-out")
+MASK = make_png(8, 8, b"mask")
+
+
+def big_png_parts(size: int) -> tuple[bytes, int, bytes]:
+    """A PNG of about ``size`` bytes, as head, zero-filled data length and tail, to stream without
+    holding it: one huge private chunk of zeros."""
+    head = PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    idat = png_chunk(b"IDAT", zlib.compress(b"\x00\x00"))
+    zeros = size - len(head) - len(idat) - 12 - 12
+    crc, left = zlib.crc32(b"prVt"), zeros
+    while left:  # a megabyte at a time: this runs inside the memory measurement
+        step = min(left, MIB)
+        crc, left = zlib.crc32(Handler.block[:step], crc), left - step
+    return (
+        head + idat + struct.pack(">I", zeros) + b"prVt",
+        zeros,
+        struct.pack(">I", crc) + png_chunk(b"IEND", b""),
+    )
 
 
 # --- a local HTTP server --------------------------------------------------------------------------------
@@ -58,20 +93,38 @@ class Handler(BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
     seen_headers: ClassVar[list[dict[str, str]]] = []
     hits: ClassVar[dict[str, int]] = {}
+    sent: ClassVar[dict[str, int]] = {}
     block: ClassVar[bytes] = b"\x00" * MIB
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
 
-    def _send(self, status: int, body: bytes, content_type: str = "image/png") -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "image/png", **headers: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
         self.end_headers()
         self.wfile.write(body)
 
+    def _stream(self, path: str, head: bytes, zeros: int, tail: bytes = b"") -> None:
+        """Send ``head``, ``zeros`` zero bytes and ``tail``, counting what went out until the client left."""
+        Handler.sent[path] = 0
+        try:
+            self.wfile.write(head)
+            left = zeros
+            while left > 0:
+                n = min(left, len(Handler.block))
+                self.wfile.write(Handler.block[:n])
+                Handler.sent[path] += n
+                left -= n
+            self.wfile.write(tail)
+        except OSError:
+            self.close_connection = True
+
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         Handler.seen_headers.append(dict(self.headers))
         Handler.hits[path] = Handler.hits.get(path, 0) + 1
         if path.startswith("/files/"):
@@ -81,23 +134,45 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, data)
         elif path.startswith("/status/"):
-            self._send(int(path.rsplit("/", 1)[-1]), b"<html>nope</html>", "text/html")
+            self._send(int(path.rsplit("/", 1)[-1]), b"<html>internal-secret-body</html>", "text/html")
         elif path == "/not-png.png":
             self._send(200, b"<html>a login page, not an image</html>", "text/html")
+        elif path == "/png-then-html.png":
+            self._send(200, PNG_SIGNATURE + b"<html><body>Service Unavailable</body></html>" * 20)
+        elif path == "/trailing.png":
+            self._send(200, CUTOUT + b"<html>appended</html>")
+        elif path == "/truncated.png":
+            self._send(200, CUTOUT[:-12])
         elif path == "/tiny.png":
             self._send(200, b"\x89P")
         elif path == "/big.png":
-            size = int(self.path.split("size=", 1)[1])
+            head, zeros, tail = big_png_parts(int(query.split("size=", 1)[1]))
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Length", str(len(head) + zeros + len(tail)))
             self.end_headers()
-            self.wfile.write(PNG_SIGNATURE)
-            left = size - len(PNG_SIGNATURE)
-            while left > 0:
-                n = min(left, len(Handler.block))
-                self.wfile.write(Handler.block[:n] if n < len(Handler.block) else Handler.block)
-                left -= n
+            self._stream(path, head, zeros, tail)
+        elif path == "/endless.png":
+            # No Content-Length, and far more than any cap: only the client's limit stops it.
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.close_connection = True
+            self._stream(path, HUGE_CHUNK_HEAD, 200 * MIB)
+        elif path == "/gzip-bomb.png":
+            self._send(200, gzip_bomb(), Content_Encoding="gzip")
+        elif path == "/drip.png":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(CUTOUT)))
+            self.end_headers()
+            try:
+                for byte in CUTOUT:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                self.close_connection = True
         elif path == "/short.png":
             # Promises 100 kB, sends 50 kB, hangs up.
             self.send_response(200)
@@ -113,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "image/png")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for piece in (PNG_SIGNATURE + b"a" * 1000, b"b" * 4000):
+            for piece in (CUTOUT[:40], CUTOUT[40:60]):
                 self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             self.wfile.flush()
             self.close_connection = True
@@ -121,9 +196,32 @@ class Handler(BaseHTTPRequestHandler):
             if Handler.hits[path] == 1:
                 self._send(503, b"busy", "text/plain")
             else:
-                self._send(200, SMALL_PNG)
+                self._send(200, CUTOUT)
+        elif path == "/redirect":
+            target = query.split("to=", 1)[1].split("&", 1)[0]
+            self._send(302, b"internal-secret-body", "text/plain", Location=target)
+        elif path == "/loop":
+            self._send(302, b"", "text/plain", Location="/loop")
         else:
             self._send(404, b"", "text/plain")
+
+
+#: A PNG's start whose second chunk claims 2 GiB: what follows passes the structure check as chunk data,
+#: so only the size cap can stop an endless body.
+HUGE_CHUNK_HEAD = (
+    PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)) + b"\x7f\xff\xff\xffprVt"
+)
+_BOMB: list[bytes] = []
+
+
+def gzip_bomb() -> bytes:
+    """A gzip body of about 200 kB that inflates to 200 MiB (a PNG signature, then zeros)."""
+    if not _BOMB:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        parts = [compressor.compress(HUGE_CHUNK_HEAD)]
+        parts += [compressor.compress(b"\x00" * MIB) for _ in range(200)]
+        _BOMB.append(b"".join([*parts, compressor.flush()]))
+    return _BOMB[0]
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +240,25 @@ def http_server() -> Iterator[str]:
 @pytest.fixture
 def server(http_server: str) -> str:
     Handler.files.clear()
-    Handler.files["cutout.png"] = SMALL_PNG
-    Handler.files["mask.png"] = MASK_PNG
+    Handler.files["cutout.png"] = CUTOUT
+    Handler.files["mask.png"] = MASK
     Handler.seen_headers.clear()
     Handler.hits.clear()
+    Handler.sent.clear()
     return http_server
+
+
+def make_hook(base_url: str, *, attempts: int = 1, **limits: Any) -> HitPawHook:
+    """A hook whose connection points at ``base_url`` (its address kind is what result links may use)."""
+    hook = HitPawHook(retry_policy=_api.RetryPolicy(max_attempts=attempts, base_delay=0.001, max_delay=0.002))
+    hook.__dict__["settings"] = ConnectionSettings(base_url=base_url, api_key=SECRET_KEY, **limits)
+    return hook
+
+
+@pytest.fixture
+def hook(server: str, no_sleep: list[float]) -> Iterator[HitPawHook]:
+    with make_hook(server) as hook:
+        yield hook
 
 
 @pytest.fixture
@@ -176,100 +288,131 @@ def local_names(directory: Path) -> list[str]:
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
-def target_in(directory: Path, name: str = "shoe.png") -> Any:
-    return as_storage_path(str(directory)) / name
+SOURCE = "https://cdn.example.com/sku-123/main.jpg"
+RES, MASK_NAME = result_names(SOURCE)
+
+
+def completed(server: str, res: str = "/files/cutout.png", mask: str = "/files/mask.png") -> dict[str, Any]:
+    return {
+        "job_id": "f5007c0b",
+        "status": "COMPLETED",
+        "res_url": f"{server}{res}",
+        "mask_url": f"{server}{mask}",
+        "original_url": SOURCE,
+    }
+
+
+def keep(hook: HitPawHook, status: dict[str, Any], output: Any, **kwargs: Any) -> dict[str, str]:
+    return persist_job_results(status, SOURCE, str(output), hook=hook, **kwargs)
 
 
 # --- names ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("source", "expected"),
+    ("source", "stem"),
     [
-        ("shoe-042.jpg", "shoe-042"),
         ("https://cdn.example.com/shoes/2026/shoe-042.jpg", "shoe-042"),
         ("https://cdn.example.com/shoes/shoe-042.jpg?width=800&sig=abc#top", "shoe-042"),
         ("https://cdn.example.com/a%20b%2Fc.png", "c"),  # %2F decodes to a separator: the last part wins
         ("https://cdn.example.com/my%20photo.webp", "my_photo"),
         ("s3://bucket/inputs/portrait.PNG", "portrait"),
         ("gs://bucket/deep/path/item.v2.jpeg", "item.v2"),
-        ("/data/in/shoe.jpg", "shoe"),
-        ("relative/dir/shoe.jpg", "shoe"),
-        ("C:\\images\\shoe.jpg", "shoe"),
         ("file:///data/in/shoe.jpg", "shoe"),
+        ("C:\\images\\shoe.jpg", "shoe"),
         ("https://cdn.example.com/image?id=42", "image"),
         ("photo:1<2>|?*.jpg", "photo_1_2_"),
         ("../../etc/passwd", "passwd"),
-        ("..jpg", "job-123"),
+        ("https://cdn.example.com/", "image"),
+        ("???.png", "image"),
         ("produit-été.jpg", "produit-été"),
+        ("商品写真.jpg", "商品写真"),
         ("-dash.jpg", "dash"),
     ],
 )
-def test_result_names(source: str, expected: str) -> None:
-    assert result_names(source, "job-123") == (f"{expected}.png", f"{expected}_mask.png")
+def test_result_names_keep_the_readable_stem(source: str, stem: str) -> None:
+    res, mask = result_names(source)
+    digest = res.removeprefix(f"{stem}-").removesuffix(".png")
+    assert len(digest) == 12, res
+    assert set(digest) <= set("0123456789abcdef"), res
+    assert mask == f"{stem}-{digest}_mask.png"
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "https://cdn.example.com/",
-        "https://cdn.example.com",
-        "s3://bucket",
-        "",
-        ".jpg",
-        "???.png",
-        "/data/in/",
-    ],
-)
-def test_result_names_fall_back_to_the_job_id(source: str) -> None:
-    assert result_names(source, "f5007c0b-e902-4070") == (
-        "f5007c0b-e902-4070.png",
-        "f5007c0b-e902-4070_mask.png",
+def test_result_names_are_stable_across_runs_and_versions() -> None:
+    """A later run (and the next release) must find the files an earlier one kept: the names are pinned."""
+    assert result_names("https://cdn.example.com/sku-123/main.jpg") == (
+        "main-e2d7699b7c21.png",
+        "main-e2d7699b7c21_mask.png",
     )
 
 
-def test_result_names_sanitise_the_job_id_too() -> None:
-    assert result_names("", "a/b c") == ("a_b_c.png", "a_b_c_mask.png")
-    assert result_names("", "///") == ("result.png", "result_mask.png")
+def test_no_two_inputs_share_a_file_as_real_catalogues_name_them() -> None:
+    inputs = [
+        "https://cdn.example.com/sku-123/main.jpg",
+        "https://cdn.example.com/sku-456/main.jpg",
+        "https://cdn.example.com/a/photo.jpg",
+        "https://cdn.example.com/b/photo.jpg",
+        "https://cdn.example.com/photo.png",
+        "https://cdn.example.com/photo.jpg?v=2",
+        "https://cdn.example.com/photo.jpg",
+        "https://cdn.example.com/a.jpg",
+        "https://cdn.example.com/a_mask.jpg",
+        "file:///data/in/a.jpg",
+        "file:///data/in/a_mask.jpg",
+    ]
+    names = [name for source in inputs for name in result_names(source)]
+    assert len(names) == len(set(names)), "two inputs, or a cut-out and another input's mask, share a file"
+    check_unique_names(inputs)
+
+
+def test_a_name_clash_is_found_before_anything_is_paid_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "_HASH_DIGITS", 0)  # as if two inputs shared their hash
+    check_unique_names(["https://x/a/main.jpg", "https://x/a/main.jpg"])  # one input twice is no clash
+    with pytest.raises(HitPawConfigurationError, match="would both be kept as") as raised:
+        check_unique_names(["https://x/a/main.jpg", "https://x/b/main.jpg"])
+    assert raised.value.field == "output_path"
+
+
+def test_long_names_in_any_script_fit_a_file_system(tmp_path: Path) -> None:
+    """150 CJK letters are 450 bytes: names are capped in bytes, leaving room for the temporary prefix."""
+    res, mask = result_names("https://cdn.example.com/" + "商" * 150 + ".jpg")
+    for name in (res, mask, f".{mask}.partial-{'0' * 12}"):
+        assert len(name.encode()) < 255
+        (tmp_path / name).write_bytes(b"x")  # the file system takes it
+    assert res.startswith("商" * 40)
 
 
 def test_result_names_are_never_hidden_or_traversing() -> None:
-    for source in ["https://x/..png", "https://x/.hidden.jpg", "/a/../..", "..", "."]:
-        name, _mask = result_names(source, "job")
-        assert not name.startswith(".")
-        assert "/" not in name
-        assert "\\" not in name
+    for source in ["https://x/..png", "https://x/.hidden.jpg", "/a/../..", "..", ".", "https://x/%2e%2e"]:
+        for name in result_names(source):
+            assert not name.startswith(".")
+            assert "/" not in name
+            assert "\\" not in name
 
 
 # --- paths ---------------------------------------------------------------------------------------------
 
 
-def test_as_storage_path_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_as_storage_path_local(tmp_path: Path) -> None:
     assert storage_uri(as_storage_path("/data/out")) == "file:///data/out"
-    monkeypatch.chdir(tmp_path)
-    assert storage_uri(as_storage_path("rel/out")) == f"file://{tmp_path}/rel/out"
     assert storage_uri(as_storage_path(tmp_path)) == f"file://{tmp_path}"
     assert storage_uri(as_storage_path(f"file://{tmp_path}/x")) == f"file://{tmp_path}/x"
+    assert storage_uri(as_storage_path("/data/out/../in")) == "file:///data/in"
+
+
+def test_a_relative_path_is_refused_not_resolved_against_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HitPawConfigurationError, match="relative path") as raised:
+        as_storage_path("rel/out")
+    assert raised.value.field == "output_path"
+    assert str(tmp_path) in str(raised.value)
 
 
 def test_as_storage_path_keeps_a_path_object() -> None:
     path = as_storage_path("/data/out")
     assert as_storage_path(path) is path
-
-
-def test_as_storage_path_object_store_uri_with_conn_id() -> None:
-    path = as_storage_path("s3://bucket/prefix", conn_id="aws_test") if _has_s3() else None
-    if path is None:
-        pytest.skip("no s3 filesystem installed")
-    assert storage_uri(path) == "s3://bucket/prefix"
-
-
-def _has_s3() -> bool:
-    try:
-        as_storage_path("s3://bucket/x")
-    except HitPawConfigurationError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("value", ["", "   ", None, 42])
@@ -289,77 +432,153 @@ def test_storage_uri_of_memory(memory_root: str) -> None:
     assert storage_uri(as_storage_path(f"{memory_root}/a.png")) == f"{memory_root}/a.png"
 
 
-# --- persist_result -------------------------------------------------------------------------------------
-
-
-def test_persist_to_a_local_directory(server: str, out_dir: Path) -> None:
-    target = persist_result(f"{server}/files/cutout.png", target_in(out_dir), retry_policy=ONE_TRY)
-    assert (out_dir / "shoe.png").read_bytes() == SMALL_PNG
-    assert storage_uri(target) == f"file://{out_dir}/shoe.png"
-    assert local_names(out_dir) == ["shoe.png"]
-
-
-def test_persist_to_memory(server: str, memory_root: str) -> None:
-    target = as_storage_path(f"{memory_root}/cutouts/2026-03-25") / "shoe.png"
-    persist_result(f"{server}/files/cutout.png", target, retry_policy=ONE_TRY)
-    assert target.read_bytes() == SMALL_PNG
-    siblings = [p.name for p in as_storage_path(f"{memory_root}/cutouts/2026-03-25").iterdir()]
-    assert siblings == ["shoe.png"]
-
-
-def test_overwrite_replaces(server: str, out_dir: Path) -> None:
-    out_dir.mkdir()
-    (out_dir / "shoe.png").write_bytes(b"old")
-    persist_result(
-        f"{server}/files/cutout.png", target_in(out_dir), overwrite="overwrite", retry_policy=ONE_TRY
+def test_input_identity_is_one_for_one_file(tmp_path: Path) -> None:
+    assert storage.input_identity(str(tmp_path / "a.jpg")) == storage.input_identity(
+        f"file://{tmp_path}/a.jpg"
     )
-    assert (out_dir / "shoe.png").read_bytes() == SMALL_PNG
+    assert storage.input_identity("https://x/a.jpg?v=1") == "https://x/a.jpg?v=1"
 
 
-def test_skip_keeps_the_existing_file_and_downloads_nothing(server: str, out_dir: Path) -> None:
+# --- keeping a job's results --------------------------------------------------------------------------
+
+
+def test_keep_to_a_local_directory(hook: HitPawHook, server: str, out_dir: Path) -> None:
+    paths = keep(hook, completed(server), out_dir)
+    assert paths == {"res_path": f"file://{out_dir}/{RES}", "mask_path": f"file://{out_dir}/{MASK_NAME}"}
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert (out_dir / MASK_NAME).read_bytes() == MASK
+    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+    json.dumps(paths)  # fit for XCom
+
+
+def test_keep_to_memory_with_a_task_status(hook: HitPawHook, server: str, memory_root: str) -> None:
+    status = _api.TaskStatus(**completed(server))
+    paths = persist_job_results(status, "s3://in/portrait.png", f"{memory_root}/out/", hook=hook)
+    res, mask = result_names("s3://in/portrait.png")
+    assert paths == {"res_path": f"{memory_root}/out/{res}", "mask_path": f"{memory_root}/out/{mask}"}
+    assert as_storage_path(paths["mask_path"]).read_bytes() == MASK
+    assert sorted(p.name for p in as_storage_path(f"{memory_root}/out").iterdir()) == sorted([res, mask])
+
+
+def test_overwrite_replaces_both(hook: HitPawHook, server: str, out_dir: Path) -> None:
     out_dir.mkdir()
-    (out_dir / "shoe.png").write_bytes(b"old")
-    target = persist_result(f"{server}/files/cutout.png", target_in(out_dir), overwrite="skip")
-    assert (out_dir / "shoe.png").read_bytes() == b"old"
-    assert storage_uri(target) == f"file://{out_dir}/shoe.png"
+    (out_dir / RES).write_bytes(b"old")
+    (out_dir / MASK_NAME).write_bytes(b"old mask")
+    keep(hook, completed(server), out_dir, overwrite="overwrite")
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert (out_dir / MASK_NAME).read_bytes() == MASK
+
+
+def test_skip_keeps_a_complete_pair_and_downloads_nothing(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
+    out_dir.mkdir()
+    (out_dir / RES).write_bytes(b"old")
+    (out_dir / MASK_NAME).write_bytes(b"old mask")
+    paths = keep(hook, completed(server), out_dir, overwrite="skip")
+    assert (out_dir / RES).read_bytes() == b"old"
+    assert paths["res_path"].endswith(RES)
     assert Handler.hits == {}
 
 
-def test_skip_writes_when_nothing_is_there(server: str, out_dir: Path) -> None:
-    persist_result(f"{server}/files/cutout.png", target_in(out_dir), overwrite="skip")
-    assert (out_dir / "shoe.png").read_bytes() == SMALL_PNG
-
-
-def test_fail_refuses_an_existing_file(server: str, out_dir: Path) -> None:
+def test_skip_writes_a_pair_of_which_one_file_is_missing(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
     out_dir.mkdir()
-    (out_dir / "shoe.png").write_bytes(b"old")
-    with pytest.raises(HitPawConfigurationError) as excinfo:
-        persist_result(f"{server}/files/cutout.png", target_in(out_dir), overwrite="fail")
+    (out_dir / RES).write_bytes(b"left from a crash")
+    with pytest.raises(HitPawConfigurationError, match="already exists"):
+        keep(hook, completed(server), out_dir, overwrite="skip")
+    assert (out_dir / RES).read_bytes() == b"left from a crash"  # never replaced under skip
+    assert local_names(out_dir) == [RES]
+
+
+def test_fail_refuses_an_existing_file_before_downloading(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
+    out_dir.mkdir()
+    (out_dir / MASK_NAME).write_bytes(b"old")
+    with pytest.raises(HitPawConfigurationError, match="already exists") as excinfo:
+        keep(hook, completed(server), out_dir, overwrite="fail")
     assert excinfo.value.field == "output_path"
-    assert "already exists" in str(excinfo.value)
-    assert (out_dir / "shoe.png").read_bytes() == b"old"
+    assert local_names(out_dir) == [MASK_NAME]
     assert Handler.hits == {}
 
 
-def test_fail_writes_when_nothing_is_there(server: str, memory_root: str) -> None:
-    target = as_storage_path(memory_root) / "shoe.png"
-    persist_result(f"{server}/files/cutout.png", target, overwrite="fail")
-    assert target.read_bytes() == SMALL_PNG
+def test_fail_writes_when_nothing_is_there(hook: HitPawHook, server: str, memory_root: str) -> None:
+    keep(hook, completed(server), memory_root, overwrite="fail")
     with pytest.raises(HitPawConfigurationError):
-        persist_result(f"{server}/files/cutout.png", target, overwrite="fail")
+        keep(hook, completed(server), memory_root, overwrite="fail")
 
 
-@pytest.mark.parametrize("overwrite", ["replace", "", None, True])
-def test_unknown_overwrite_policy(server: str, out_dir: Path, overwrite: Any) -> None:
-    with pytest.raises(HitPawConfigurationError) as excinfo:
-        persist_result(f"{server}/files/cutout.png", target_in(out_dir), overwrite=overwrite)
-    assert excinfo.value.field == "overwrite"
-    assert OVERWRITE_POLICIES == ("overwrite", "skip", "fail")
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_writer_that_loses_the_race_never_swaps_the_winners_file(
+    hook: HitPawHook, server: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    """Another writer creates the cut-out while this one downloads: the target is created exclusively,
+    so the loser gets an error (or, under skip, keeps the winner's complete pair), never a silent swap."""
+    real = storage._download_checked
+
+    def download_while_another_writes(hook: Any, url: str, target: Any) -> Any:
+        partial = real(hook, url, target)
+        if target.name == MASK_NAME:
+            (out_dir / RES).write_bytes(b"the winner's cut-out")
+            (out_dir / MASK_NAME).write_bytes(b"the winner's mask")
+        return partial
+
+    monkeypatch.setattr(storage, "_download_checked", download_while_another_writes)
+    if policy == "skip":
+        keep(hook, completed(server), out_dir, overwrite=policy)
+    else:
+        with pytest.raises(HitPawConfigurationError, match="already exists"):
+            keep(hook, completed(server), out_dir, overwrite=policy)
+    assert (out_dir / RES).read_bytes() == b"the winner's cut-out"
+    assert (out_dir / MASK_NAME).read_bytes() == b"the winner's mask"
+    assert local_names(out_dir) == sorted([RES, MASK_NAME])  # no partial file left
 
 
-def test_url_must_be_http(out_dir: Path) -> None:
+def test_a_failed_mask_leaves_no_cut_out_and_a_retry_succeeds(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
+    """Both files land or neither: with overwrite='fail', a retry must not fail on the task's own file."""
+    with pytest.raises(HitPawInvalidRequestError):
+        keep(hook, completed(server, mask="/files/missing.png"), out_dir, overwrite="fail")
+    assert local_names(out_dir) == []
+    keep(hook, completed(server), out_dir, overwrite="fail")
+    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+
+
+def test_a_mask_that_cannot_be_placed_takes_the_cut_out_back(
+    hook: HitPawHook, server: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = storage._create_exclusively
+
+    def refuse_the_mask(partial: Any, target: Any) -> bool:
+        if target.name == MASK_NAME:
+            raise storage._storage_error(OSError(28, "No space left on device"), target)
+        return real(partial, target)
+
+    monkeypatch.setattr(storage, "_create_exclusively", refuse_the_mask)
+    with pytest.raises(HitPawError, match="No space left"):
+        keep(hook, completed(server), out_dir, overwrite="fail")
+    assert local_names(out_dir) == []
+
+
+def test_keep_checks_overwrite_before_anything(hook: HitPawHook, server: str, out_dir: Path) -> None:
     with pytest.raises(HitPawConfigurationError):
-        persist_result("file:///etc/passwd", target_in(out_dir))
+        keep(hook, completed(server), out_dir, overwrite="sometimes")
+    assert Handler.hits == {}
+
+
+@pytest.mark.parametrize("missing", ["res_url", "mask_url"])
+def test_keep_needs_both_urls(hook: HitPawHook, server: str, out_dir: Path, missing: str) -> None:
+    status = completed(server)
+    status[missing] = None
+    with pytest.raises(HitPawResponseError, match=missing):
+        keep(hook, status, out_dir)
+    assert local_names(out_dir) == []
+
+
+# --- what a result link may answer ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -370,173 +589,122 @@ def test_url_must_be_http(out_dir: Path) -> None:
         ("/status/403", HitPawAuthenticationError),
         ("/status/404", HitPawInvalidRequestError),
         ("/not-png.png", HitPawResponseError),
+        ("/png-then-html.png", HitPawResponseError),
+        ("/trailing.png", HitPawResponseError),
+        ("/truncated.png", HitPawResponseError),
         ("/tiny.png", HitPawResponseError),
         ("/short.png", HitPawError),
         ("/drop.png", HitPawConnectionError),
+        ("/gzip-bomb.png", HitPawUntrustedAnswerError),
+        ("/redirect?to=http://169.254.169.254/latest/meta-data/", HitPawUntrustedAnswerError),
+        ("/loop", HitPawUntrustedAnswerError),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])
-def test_failed_download_leaves_no_file(
-    server: str, out_dir: Path, path: str, family: type[HitPawError], existing: bool
+def test_a_bad_download_leaves_nothing_and_quotes_nothing(
+    server: str, out_dir: Path, no_sleep: list[float], path: str, family: type[HitPawError], existing: bool
 ) -> None:
     out_dir.mkdir()
     if existing:
-        (out_dir / "shoe.png").write_bytes(b"previous result")
-    with pytest.raises(family):
-        persist_result(f"{server}{path}?token=sig", target_in(out_dir), retry_policy=ONE_TRY)
-    # Neither a partial file nor a half-written result: the directory is as it was.
-    assert local_names(out_dir) == (["shoe.png"] if existing else [])
+        (out_dir / RES).write_bytes(b"previous result")
+    with make_hook(server, max_download_bytes=4 * MIB) as hook, pytest.raises(family) as raised:
+        keep(
+            hook,
+            completed(server, res=f"{path}{'&' if '?' in path else '?'}Signature=SIGNED-SECRET"),
+            out_dir,
+        )
+    # Neither a partial file nor a half-written pair: the directory is as it was.
+    assert local_names(out_dir) == ([RES] if existing else [])
     if existing:
-        assert (out_dir / "shoe.png").read_bytes() == b"previous result"
+        assert (out_dir / RES).read_bytes() == b"previous result"
+    assert "SIGNED-SECRET" not in str(raised.value)
+    assert "internal-secret-body" not in str(raised.value)
 
 
-@pytest.mark.parametrize("path", ["/status/500", "/not-png.png", "/short.png", "/drop.png"])
-def test_failed_download_leaves_no_object_in_memory(server: str, memory_root: str, path: str) -> None:
-    directory = as_storage_path(memory_root) / "out"
-    with pytest.raises(HitPawError):
-        persist_result(f"{server}{path}", directory / "shoe.png", retry_policy=ONE_TRY)
-    assert not (directory / "shoe.png").exists()
-    assert list(directory.iterdir()) == [] if directory.exists() else True
+def test_an_endless_body_stops_at_the_cap(server: str, out_dir: Path) -> None:
+    with make_hook(server, max_download_bytes=2 * MIB) as hook, pytest.raises(HitPawUntrustedAnswerError):
+        keep(hook, completed(server, res="/endless.png"), out_dir)
+    assert local_names(out_dir) == []
+    time.sleep(0.2)
+    assert Handler.sent["/endless.png"] < 50 * MIB  # the client hung up, not the server's end
 
 
-def test_short_body_is_reported(server: str, out_dir: Path) -> None:
-    with pytest.raises(HitPawError) as excinfo:
-        persist_result(f"{server}/short.png", target_in(out_dir), retry_policy=ONE_TRY)
-    assert excinfo.value.retryable
-
-
-def test_length_check_of_our_own(server: str, out_dir: Path, mocker: Any) -> None:
-    """Even where the transport does not enforce Content-Length, a body shorter than it is refused."""
-    mocker.patch.object(storage, "_expected_length", return_value=len(SMALL_PNG) + 10)
-    with pytest.raises(HitPawResponseError, match="Content-Length"):
-        persist_result(f"{server}/files/cutout.png", target_in(out_dir), retry_policy=ONE_TRY)
+def test_a_trickling_download_ends_by_its_deadline(server: str, out_dir: Path) -> None:
+    started = time.monotonic()
+    with make_hook(server, download_timeout=1.0) as hook, pytest.raises(HitPawConnectionError):
+        keep(hook, completed(server, res="/drip.png"), out_dir)
+    assert time.monotonic() - started < 5  # the body alone would take 30 s
     assert local_names(out_dir) == []
 
 
-def test_error_messages_do_not_quote_the_query(server: str, out_dir: Path) -> None:
-    for path in ("/status/500", "/drop.png"):
-        with pytest.raises(HitPawError) as excinfo:
-            persist_result(
-                f"{server}{path}?Signature=SIGNED-SECRET", target_in(out_dir), retry_policy=ONE_TRY
-            )
-        assert "SIGNED-SECRET" not in str(excinfo.value)
-
-
-def test_transient_faults_are_retried(server: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    delays: list[float] = []
-    monkeypatch.setattr(storage, "_pause", delays.append)
-    persist_result(f"{server}/flaky.png", target_in(out_dir), retry_policy=FAST_RETRIES)
-    assert (out_dir / "shoe.png").read_bytes() == SMALL_PNG
-    assert Handler.hits["/flaky.png"] == 2
-    assert len(delays) == 1
-    assert local_names(out_dir) == ["shoe.png"]
-
-
-def test_permanent_faults_are_not_retried(
-    server: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_redirect_within_the_allowed_addresses_is_followed(
+    hook: HitPawHook, server: str, out_dir: Path
 ) -> None:
-    monkeypatch.setattr(storage, "_pause", lambda _: None)
-    with pytest.raises(HitPawInvalidRequestError):
-        persist_result(f"{server}/status/404", target_in(out_dir), retry_policy=FAST_RETRIES)
+    keep(hook, completed(server, res=f"/redirect?to={server}/files/cutout.png"), out_dir)
+    assert (out_dir / RES).read_bytes() == CUTOUT
+
+
+def test_a_link_to_this_machine_is_refused_when_hitpaw_is_elsewhere(server: str, out_dir: Path) -> None:
+    """A public base URL vouches for public result hosts only: nothing on 127.0.0.1 is even connected to."""
+    with (
+        make_hook("https://api-base.hitpaw.com") as hook,
+        pytest.raises(HitPawUntrustedAnswerError) as raised,
+    ):
+        keep(hook, completed(server), out_dir)
+    assert "loopback" in str(raised.value)
+    assert Handler.hits == {}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1/a.png", "file:///etc/passwd", "http://user:pass@127.0.0.1:9/a.png", "http:///a.png"],
+)
+def test_a_link_that_is_no_plain_http_url_is_refused(hook: HitPawHook, out_dir: Path, url: str) -> None:
+    status = {"job_id": "j", "res_url": url, "mask_url": url}
+    with pytest.raises(HitPawUntrustedAnswerError):
+        keep(hook, status, out_dir)
+
+
+def test_transient_faults_are_retried(server: str, out_dir: Path, no_sleep: list[float]) -> None:
+    with make_hook(server, attempts=3) as hook:
+        keep(hook, completed(server, res="/flaky.png"), out_dir)
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert Handler.hits["/flaky.png"] == 2
+    assert len(no_sleep) == 1
+    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+
+
+def test_permanent_faults_are_not_retried(server: str, out_dir: Path, no_sleep: list[float]) -> None:
+    with make_hook(server, attempts=3) as hook, pytest.raises(HitPawInvalidRequestError):
+        keep(hook, completed(server, res="/status/404"), out_dir)
     assert Handler.hits["/status/404"] == 1
 
 
-def test_no_api_key_is_sent_even_on_the_hooks_session(server: str, out_dir: Path) -> None:
-    session = requests.Session()
-    session.headers.update(_api.request_headers(SECRET_KEY))
-    persist_result(f"{server}/files/cutout.png", target_in(out_dir), session=session)
-    persist_result(f"{server}/files/mask.png", target_in(out_dir, "m.png"))
+def test_no_api_key_is_sent_to_a_result_host(hook: HitPawHook, server: str, out_dir: Path) -> None:
+    keep(hook, completed(server), out_dir)
     assert len(Handler.seen_headers) == 2
     for headers in Handler.seen_headers:
         assert "apikey" not in {name.lower() for name in headers}
         assert SECRET_KEY not in json.dumps(headers)
-    assert session.headers["Apikey"] == SECRET_KEY  # the caller's session is not changed
 
 
-def test_a_large_download_streams_in_bounded_memory(server: str, out_dir: Path) -> None:
+def test_a_large_download_streams_in_bounded_memory(hook: HitPawHook, server: str, out_dir: Path) -> None:
     size = 50 * MIB
-    target = target_in(out_dir)
-    # Warm up outside the measurement: first imports and the filesystem's set-up are no part of a copy.
-    persist_result(f"{server}/files/cutout.png", target_in(out_dir, "warm-up.png"), retry_policy=ONE_TRY)
+    keep(hook, completed(server), out_dir)  # warm up: first imports are no part of a copy
     gc.collect()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        persist_result(f"{server}/big.png?size={size}", target, retry_policy=ONE_TRY)
+        persist_job_results(
+            completed(server, res=f"/big.png?size={size}"), "https://x/big.jpg", str(out_dir), hook=hook
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert (out_dir / "shoe.png").stat().st_size == size
-    with (out_dir / "shoe.png").open("rb") as stream:
-        assert stream.read(8) == PNG_SIGNATURE
+    res, _ = result_names("https://x/big.jpg")
+    assert (out_dir / res).stat().st_size == size
     # The server thread's allocations count too; a copy held in memory would be 50 MiB on its own.
     assert peak < 10 * MIB, f"peak {peak / MIB:.1f} MiB for a {size / MIB:.0f} MiB file"
-
-
-# --- persist_job_results ---------------------------------------------------------------------------------
-
-
-def completed(server: str, job_id: str = "f5007c0b") -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "status": "COMPLETED",
-        "res_url": f"{server}/files/cutout.png",
-        "mask_url": f"{server}/files/mask.png",
-        "original_url": "https://cdn.example.com/shoe-042.jpg",
-    }
-
-
-def test_persist_job_results_local(server: str, out_dir: Path) -> None:
-    paths = persist_job_results(completed(server), "https://cdn.example.com/shoe-042.jpg?w=1", str(out_dir))
-    assert paths == {
-        "res_path": f"file://{out_dir}/shoe-042.png",
-        "mask_path": f"file://{out_dir}/shoe-042_mask.png",
-    }
-    assert (out_dir / "shoe-042.png").read_bytes() == SMALL_PNG
-    assert (out_dir / "shoe-042_mask.png").read_bytes() == MASK_PNG
-    json.dumps(paths)  # fit for XCom
-
-
-def test_persist_job_results_memory_with_task_status(server: str, memory_root: str) -> None:
-    status = _api.TaskStatus(**{k: v for k, v in completed(server).items()})
-    paths = persist_job_results(status, "s3://in/portrait.png", f"{memory_root}/out/")
-    assert paths == {
-        "res_path": f"{memory_root}/out/portrait.png",
-        "mask_path": f"{memory_root}/out/portrait_mask.png",
-    }
-    assert as_storage_path(paths["mask_path"]).read_bytes() == MASK_PNG
-
-
-def test_persist_job_results_named_after_the_job_without_a_name(server: str, out_dir: Path) -> None:
-    paths = persist_job_results(completed(server, "job-77"), "https://cdn.example.com/", out_dir.as_posix())
-    assert paths["res_path"].endswith("/job-77.png")
-    assert paths["mask_path"].endswith("/job-77_mask.png")
-
-
-def test_persist_job_results_skip_and_fail(server: str, out_dir: Path) -> None:
-    out_dir.mkdir()
-    (out_dir / "shoe.png").write_bytes(b"old")
-    persist_job_results(completed(server), "shoe.jpg", str(out_dir), overwrite="skip")
-    assert (out_dir / "shoe.png").read_bytes() == b"old"
-    assert (out_dir / "shoe_mask.png").read_bytes() == MASK_PNG
-    with pytest.raises(HitPawConfigurationError) as excinfo:
-        persist_job_results(completed(server), "shoe.jpg", str(out_dir), overwrite="fail")
-    assert excinfo.value.field == "output_path"
-
-
-def test_persist_job_results_checks_overwrite_before_anything(server: str, out_dir: Path) -> None:
-    with pytest.raises(HitPawConfigurationError):
-        persist_job_results(completed(server), "shoe.jpg", str(out_dir), overwrite="sometimes")
-    assert Handler.hits == {}
-
-
-@pytest.mark.parametrize("missing", ["res_url", "mask_url"])
-def test_persist_job_results_needs_both_urls(server: str, out_dir: Path, missing: str) -> None:
-    status = completed(server)
-    status[missing] = None
-    with pytest.raises(HitPawResponseError, match=missing):
-        persist_job_results(status, "shoe.jpg", str(out_dir))
-    assert local_names(out_dir) == []
 
 
 # --- inputs ----------------------------------------------------------------------------------------------

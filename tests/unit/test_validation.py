@@ -47,7 +47,7 @@ def _rejected(check: Any, value: Any, field: str, *args: Any) -> HitPawConfigura
         pytest.param("https://example.com/cat.png?X-Signature=abc&expires=1", id="query-string"),
         pytest.param("https://example.com/render?format=gif", id="no-extension-query-mentions-gif"),
         pytest.param("https://example.com:8443/cat.jpg", id="explicit-port"),
-        pytest.param("http://127.0.0.1:9/shoe.jpg", id="ip-address"),
+        pytest.param("http://93.184.215.14:9/shoe.jpg", id="ip-address"),
         pytest.param("https://example.com/my%20cat.jpg", id="percent-encoded-space"),
         pytest.param(_url_of_length(MAX_URL_LENGTH), id="exactly-max-length"),
     ],

@@ -35,10 +35,21 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawSubmissionUnknownError,
     HitPawTimeoutError,
 )
+from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.get_provider_info import get_provider_info
+from airflow_provider_hitpaw.hooks import _transport
 from airflow_provider_hitpaw.hooks import hitpaw as hooks
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook, HitPawHook
-from tests.conftest import BASE_URL, CONN_ID, SECRET_KEY, Answer, FakeAsyncClient, envelope, status_body
+from tests.conftest import (
+    BASE_URL,
+    CONN_ID,
+    SECRET_KEY,
+    Answer,
+    FakeAsyncClient,
+    envelope,
+    http_response,
+    status_body,
+)
 
 IMAGE_URL = "https://example.com/shoe.jpg"
 SUBMIT_URL = BASE_URL + _api.SUBMIT_PATH
@@ -132,14 +143,6 @@ def assert_default_backoff(delays: list[float], retries: int = 4) -> None:
         assert ceiling / 2 <= delay <= ceiling
 
 
-def http_response(answer: Answer) -> requests.Response:
-    response = requests.Response()
-    response.status_code = answer.status
-    response._content = answer.body
-    response.headers.update(answer.headers)
-    return response
-
-
 @dataclass
 class PostCall:
     session: requests.Session
@@ -213,8 +216,10 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> list[f
         no_sleep.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(hooks, "_pause", pause)
-    monkeypatch.setattr(hooks, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    clock = SimpleNamespace(monotonic=lambda: now[0], time=lambda: now[0], sleep=pause)
+    monkeypatch.setattr(_transport, "_pause", pause)
+    monkeypatch.setattr(_transport, "time", clock)
+    monkeypatch.setattr(hooks, "time", clock)
     return no_sleep
 
 
@@ -679,7 +684,12 @@ def test_both_hooks_serve_the_hitpaw_connection_type(hook_class: type[HitPawHook
 def test_connection_form_widgets_on_airflow_2() -> None:
     pytest.importorskip("flask_appbuilder")
     pytest.importorskip("wtforms")
-    assert set(HitPawHook.get_connection_form_widgets()) == {"ca_bundle", "allow_insecure_http"}
+    assert set(HitPawHook.get_connection_form_widgets()) == {
+        "ca_bundle",
+        "allow_insecure_http",
+        "max_download_bytes",
+        "download_timeout",
+    }
 
 
 def test_provider_info() -> None:
@@ -760,7 +770,7 @@ def test_provider_entry_point() -> None:
 def async_hook_with(client: FakeAsyncClient, **kwargs: Any) -> HitPawAsyncHook:
     """An async hook whose settings and client are already there: nothing is read or opened."""
     hook = HitPawAsyncHook(**kwargs)
-    hook._settings = _api.ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
+    hook._settings = ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
     hook._client = client  # type: ignore[assignment]
     return hook
 
@@ -925,7 +935,7 @@ async def test_async_context_manager_closes_on_exception(no_sleep: list[float]) 
 async def test_async_real_client_carries_no_key_and_closes() -> None:
     """The key goes with each request, never into a client that other hooks may share."""
     hook = HitPawAsyncHook()
-    hook._settings = _api.ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
+    hook._settings = ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
     client = await hook._get_client()
     assert isinstance(client, aiohttp.ClientSession)
     assert _api.API_KEY_HEADER not in client.headers
@@ -937,17 +947,23 @@ async def test_async_real_client_carries_no_key_and_closes() -> None:
 async def test_async_requests_carry_the_key_header() -> None:
     client = FakeAsyncClient(default=ok_status())
     hook = HitPawAsyncHook()
-    hook._settings = _api.ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
+    hook._settings = ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
     hook._client = client  # type: ignore[assignment]
     await hook.get_task_status("job-1")
-    assert client.request_headers == [{"Content-Type": "application/json", _api.API_KEY_HEADER: SECRET_KEY}]
+    assert client.request_headers == [
+        {
+            "Content-Type": "application/json",
+            _api.API_KEY_HEADER: SECRET_KEY,
+            "Accept-Encoding": _transport.ACCEPT_ENCODING,
+        }
+    ]
     assert SECRET_KEY not in repr(client.requests)
 
 
 async def test_shared_client_one_per_base_url_closed_by_the_last_user() -> None:
     def shared_hook(base_url: str, key: str) -> HitPawAsyncHook:
         hook = HitPawAsyncHook(share_client=True)
-        hook._settings = _api.ConnectionSettings(base_url=base_url, api_key=key)
+        hook._settings = ConnectionSettings(base_url=base_url, api_key=key)
         return hook
 
     first, second = shared_hook(BASE_URL, "key-a"), shared_hook(BASE_URL, "key-b")
@@ -972,7 +988,7 @@ async def test_shared_client_one_per_base_url_closed_by_the_last_user() -> None:
 
 async def test_async_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
     hook = HitPawAsyncHook()
-    hook._settings = _api.ConnectionSettings(BASE_URL, SECRET_KEY, verify=str(tmp_path / "missing-ca.pem"))
+    hook._settings = ConnectionSettings(BASE_URL, SECRET_KEY, verify=str(tmp_path / "missing-ca.pem"))
     try:
         with pytest.raises(HitPawConfigurationError, match="ca_bundle"):
             await hook.get_task_status("job-1")
@@ -985,9 +1001,9 @@ def test_ssl_context_for_each_verify() -> None:
 
     import certifi
 
-    assert hooks._ssl_context(True) is True
-    assert hooks._ssl_context(False) is False
-    assert isinstance(hooks._ssl_context(certifi.where()), ssl.SSLContext)
+    assert _transport.ssl_context(True) is True
+    assert _transport.ssl_context(False) is False
+    assert isinstance(_transport.ssl_context(certifi.where()), ssl.SSLContext)
 
 
 # --- HitPawAsyncHook: the connection --------------------------------------------------------------
@@ -1040,7 +1056,7 @@ async def test_concurrent_first_calls_open_one_client() -> None:
     import asyncio
 
     hook = HitPawAsyncHook(share_client=True)
-    hook._settings = _api.ConnectionSettings(base_url="http://127.0.0.1:9", api_key=SECRET_KEY)
+    hook._settings = ConnectionSettings(base_url="http://127.0.0.1:9", api_key=SECRET_KEY)
     clients = await asyncio.gather(*(hook._get_client() for _ in range(10)))
     assert len({id(client) for client in clients}) == 1
     await hook.close()

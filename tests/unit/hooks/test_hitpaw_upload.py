@@ -30,7 +30,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawServerError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
-from tests.conftest import BASE_URL, SECRET_KEY, Answer
+from tests.conftest import BASE_URL, SECRET_KEY, Answer, http_response
 
 SIGNATURE = "Signature=deadbeefSIGNED"
 UPLOAD_URL = f"http://127.0.0.1:9001/oss/upload/uploads/2026/03/25/abc.jpg?Expires=1742954400&{SIGNATURE}"
@@ -95,11 +95,7 @@ class ScriptedTransport:
         assert answer is not None, f"unscripted request to {request.url}"
         if answer.raises is not None:
             raise answer.raises
-        response = requests.Response()
-        response.status_code = answer.status
-        response._content = answer.body
-        response.headers.update(answer.headers)
-        response.url = str(request.url)
+        response = http_response(answer, str(request.url))
         response.request = request
         return response
 

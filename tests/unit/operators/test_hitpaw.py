@@ -12,6 +12,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInsufficientCoinsError,
     HitPawInvalidRequestError,
     HitPawJobFailedError,
+    HitPawResponseError,
     HitPawServerError,
     HitPawTimeoutError,
 )
@@ -177,7 +178,7 @@ class TestExecuteComplete:
         assert result == {**SUBMISSION, "consume_coins": None, **COMPLETED.to_dict()}
 
     def test_missing_event(self) -> None:
-        with pytest.raises(AirflowException):
+        with pytest.raises(HitPawResponseError, match="no usable event"):
             operator().execute_complete(task_context(), None, submission=SUBMISSION)
 
 

@@ -182,7 +182,13 @@ class TestClassicSensor:
         mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
         fake_hook.get_task_status.side_effect = [CONVERTING, CONVERTING, COMPLETED]
         sensor = SegmentationSensor(
-            task_id="wait", job_id=JOB, deferrable=False, mode="poke", poll_interval=0.01, timeout=30
+            task_id="wait",
+            job_id=JOB,
+            deferrable=False,
+            mode="poke",
+            poll_interval=1,
+            poke_interval=0.01,
+            timeout=30,
         )
         result = sensor.execute(task_context(started_at=time.time()))
         assert result == COMPLETED.to_dict()

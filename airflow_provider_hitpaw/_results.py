@@ -1,0 +1,96 @@
+"""Where a task keeps its results, and what it shows of them: the copies, the extra links, the asset.
+
+Shared by the operators and the sensor, which all end with a completed job on a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
+from airflow_provider_hitpaw.validation import validate_overwrite
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+
+@dataclass(frozen=True)
+class ResultOutput:
+    """The ``output_path``, ``output_conn_id`` and ``overwrite`` of a task, checked."""
+
+    path: Any
+    conn_id: str | None
+    overwrite: str
+
+    @classmethod
+    def checked(cls, path: Any, conn_id: str | None, overwrite: str, *, waits: bool) -> ResultOutput:
+        """Checks that need no storage and no template rendering, so they can run when the DAG is parsed."""
+        validate_overwrite(overwrite)
+        if path is not None and not waits:
+            raise HitPawConfigurationError(
+                "output_path", "results can only be kept when the task waits for them"
+            )
+        if path is not None and not isinstance(path, str | os.PathLike) and not hasattr(path, "protocol"):
+            raise HitPawConfigurationError(
+                "output_path", f"must be a path, a URI or an ObjectStoragePath, got {type(path).__name__}"
+            )
+        if isinstance(path, str) and not path.strip():
+            raise HitPawConfigurationError("output_path", "is empty")
+        return cls(path=path, conn_id=conn_id, overwrite=overwrite)
+
+    def check_storage(self) -> None:
+        """Resolve the (rendered) path before anything is paid for: an unknown scheme, a relative path or
+        a missing filesystem then fails the task up front, not after the job was paid for."""
+        if self.path is not None:
+            from airflow_provider_hitpaw import storage
+
+            storage.as_storage_path(self.path, self.conn_id, field="output_path")
+
+    def asset(self) -> Any:
+        """The Asset (Dataset on Airflow 2) of the output folder, for ``outlets``."""
+        from airflow.providers.common.compat.sdk import Asset
+
+        if self.path is None or "{{" in str(self.path):
+            raise HitPawConfigurationError("emit_asset", "needs a fixed output_path (not a template)")
+        from airflow_provider_hitpaw import storage
+
+        # The same URI the copies are written under, so that a DAG scheduled on it sees them.
+        return Asset(uri=storage.storage_uri(storage.as_storage_path(self.path, self.conn_id)))
+
+    def persist(
+        self, context: Context, result: dict[str, Any], source: str, hook: HitPawHook
+    ) -> dict[str, Any]:
+        """Copy the results when asked to, push the links' XCom, return the result with the paths."""
+        from airflow_provider_hitpaw.links import links_value
+
+        persisted: dict[str, str] | None = None
+        if self.path is not None:
+            from airflow_provider_hitpaw import storage
+
+            persisted = storage.persist_job_results(
+                result, source, self.path, hook=hook, overwrite=self.overwrite, conn_id=self.conn_id
+            )
+            result = {**result, **persisted}
+        push_links(context, links_value(result, persisted))
+        return result
+
+
+def push_links(context: Context, value: dict[str, str]) -> None:
+    """What the extra links read; pushed empty before a deferral too, so that the links (resolved when
+    the deferring try ends) find a value instead of logging a missing XCom."""
+    from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
+
+    ti = context.get("ti")
+    if ti is not None and hasattr(ti, "xcom_push"):
+        ti.xcom_push(key=LINKS_XCOM_KEY, value=value)
+
+
+def result_links() -> tuple[Any, ...]:
+    """The extra links of the tasks that end with a cut-out: to it and to its mask."""
+    from airflow_provider_hitpaw.links import HitPawCutoutLink, HitPawMaskLink
+
+    return (HitPawCutoutLink(), HitPawMaskLink())

@@ -1,0 +1,136 @@
+"""Many requests at once from a worker: a bounded thread pool that shares one rate-limit back-off, and that
+records every answer that arrived, also when the work is interrupted.
+
+Used by :meth:`HitPawHook.submit_segmentations` and :meth:`HitPawHook.get_task_statuses`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow_provider_hitpaw.exceptions import HitPawError
+from airflow_provider_hitpaw.hooks import _transport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from airflow_provider_hitpaw import _api
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+log = logging.getLogger(__name__)
+
+
+class SharedRateLimitGate:
+    """One back-off shared by the threads of a batch: a 429 to any of them pauses them all.
+
+    Consecutive 429s lengthen the pause as the retry policy says; an answer that gets through resets it.
+    """
+
+    def __init__(self, policy: _api.RetryPolicy, stop: threading.Event | None = None) -> None:
+        self._policy = policy
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._strikes = 0
+        self.holds = 0
+
+    def wait(self, deadline: float | None) -> None:
+        while True:
+            with self._lock:
+                delay = self._resume_at - time.monotonic()
+            if deadline is not None:
+                delay = min(delay, deadline - time.monotonic())
+            if delay <= 0 or (self._stop is not None and self._stop.is_set()):
+                return
+            _transport._pause(min(delay, 1.0))
+
+    def hold(self, error: HitPawError) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._resume_at:
+                return  # another thread already paused the batch for this burst
+            self._strikes += 1
+            self.holds += 1
+            delay = self._policy.delay(error, self._strikes)
+            self._resume_at = now + delay
+        log.warning("HitPaw is rate limiting (%s); the whole batch pauses %.1f s", error, delay)
+
+    def passed(self) -> None:
+        with self._lock:
+            self._strikes = 0
+
+
+def call_many(
+    items: Sequence[Item],
+    call: Callable[[Item, SharedRateLimitGate, threading.Event], T],
+    *,
+    policy: _api.RetryPolicy,
+    max_in_flight: int,
+    on_result: Callable[[int, T | HitPawError], None] | None = None,
+    stop_on: Callable[[T | HitPawError], bool] | None = None,
+) -> list[T | HitPawError]:
+    """``call`` for every item, ``max_in_flight`` at a time; one result (a value, or its error) per item.
+
+    ``on_result`` is called in the caller's thread as each item is done, so that the caller can record
+    what was paid for as it happens. When the caller is interrupted (a task time-out, a SIGTERM, a
+    failing ``on_result``), no request that has not started is sent, the ones under way finish (their
+    retries stop), and every answer that arrived is still passed to ``on_result`` before the
+    interruption goes on: a paid job must never go unrecorded. ``stop_on`` stops the same way, without
+    an interruption, at the first result it says yes to (a bad key, no coins: the same for all the
+    rest); the items not sent then end as :class:`~._transport.HitPawNotSentError`.
+    """
+    results: list[T | HitPawError | None] = [None] * len(items)
+    reported: set[int] = set()
+    stop = threading.Event()
+    gate = SharedRateLimitGate(policy, stop)
+
+    def one(item: Item) -> T | HitPawError:
+        try:
+            return call(item, gate, stop)
+        except HitPawError as err:
+            return err
+
+    def report(index: int, future: Future[T | HitPawError]) -> None:
+        if index in reported or future.cancelled() or not future.done():
+            return
+        reported.add(index)
+        result = future.result()
+        results[index] = result
+        if stop_on is not None and stop_on(result):
+            stop.set()
+        if on_result is not None:
+            on_result(index, result)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="hitpaw")
+    futures: dict[Future[T | HitPawError], int] = {}
+    try:
+        futures = {pool.submit(one, item): index for index, item in enumerate(items)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                report(futures[future], future)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, index in futures.items():
+            try:
+                report(index, future)
+            except Exception:  # a failing recorder must not hide the other records, nor the interruption
+                log.exception("Recording the result of item %d failed", index)
+        raise
+    pool.shutdown(wait=True)
+    return results  # type: ignore[return-value]
+
+
+def attempts_for(
+    policy: _api.RetryPolicy, gate: SharedRateLimitGate, stop: threading.Event, **options: Any
+) -> _transport.Attempts:
+    """The attempts of one request of a batch: behind the batch's gate, stopped with the batch."""
+    return _transport.Attempts(policy, gate=gate, stop=stop, **options)

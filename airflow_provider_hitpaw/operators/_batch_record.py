@@ -1,0 +1,103 @@
+"""What a batch has paid for, kept where a later try of the task finds it.
+
+Each job id (and what HitPaw said it cost) is recorded as its submission is answered, aligned with the
+batch's unique inputs and stored in chunks (one value stays well under Airflow's 64 KB advice); a digest
+of the inputs guards against reading the record of a different input list. Writes are batched: at most
+one every :attr:`BatchRecord.FLUSH_SECONDS` while submitting, and one at the end on every path, so a crash
+loses at most those last seconds of records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow_provider_hitpaw import _state_store
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+_CHUNK: Final = 500
+_KEY: Final = "hitpaw_batch"
+
+
+class BatchRecord:
+    """The jobs of one batch, in the task state store (Airflow 3.3) where Airflow keeps one."""
+
+    FLUSH_SECONDS = 2.0
+
+    def __init__(self, context: Context, unique: list[str]) -> None:
+        self._context = context
+        self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
+        self._ids: list[str | None] = [None] * len(unique)
+        self._costs: list[int | None] = [None] * len(unique)
+        self._dirty: set[int] = set()
+        self._last_flush = time.monotonic()
+        self.submitted_any = False
+
+    @property
+    def durable(self) -> bool:
+        """Whether a later try of this task will find what is recorded here."""
+        return _state_store.can_remember(self._context)
+
+    def job_ids(self) -> list[str | None]:
+        """The job of each unique input that an earlier try recorded (None where it recorded none)."""
+        head = _state_store.recall(self._context, _KEY)
+        if not isinstance(head, dict) or head.get("digest") != self._digest:
+            return list(self._ids)
+        for chunk in range(int(head.get("chunks", 0))):
+            values = _state_store.recall(self._context, f"{_KEY}_{chunk}") or []
+            for offset, entry in enumerate(values):
+                index = chunk * _CHUNK + offset
+                job_id, cost = _entry(entry)
+                if index < len(self._ids) and job_id is not None:
+                    self._ids[index], self._costs[index] = job_id, cost
+        return list(self._ids)
+
+    def cost(self, index: int) -> int | None:
+        return self._costs[index]
+
+    def set(self, index: int, job_id: str, coins: int | None) -> None:
+        self.submitted_any = True
+        self._ids[index], self._costs[index] = job_id, coins
+        self._dirty.add(index // _CHUNK)
+        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        chunks = (len(self._ids) + _CHUNK - 1) // _CHUNK
+        for chunk in sorted(self._dirty):
+            span = range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, len(self._ids)))
+            values = [[self._ids[i], self._costs[i]] if self._ids[i] else None for i in span]
+            if not _state_store.remember(self._context, f"{_KEY}_{chunk}", values):
+                self._dirty.clear()
+                return  # no store on this Airflow
+        _state_store.remember(self._context, _KEY, {"digest": self._digest, "chunks": chunks})
+        self._dirty.clear()
+        self._last_flush = time.monotonic()
+
+
+def _entry(entry: Any) -> tuple[str | None, int | None]:
+    """A recorded entry: ``[job_id, coins]``, or a bare job id (records of earlier versions)."""
+    if isinstance(entry, str):
+        return entry, None
+    if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+        cost = entry[1] if isinstance(entry[1], int) and not isinstance(entry[1], bool) else None
+        return entry[0], cost
+    return None, None
+
+
+def first_try_of_clearing(context: Context, retries: int) -> bool:
+    """Whether this try is the first since the task was last cleared (or first run).
+
+    Airflow gives a task instance ``retries`` more tries than it has had whenever it is cleared, so the
+    first try of a clearing is number ``max_tries - retries + 1``. Unknown counts count as a first try.
+    """
+    ti = context.get("ti")
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return True
+    return try_number <= max_tries - retries + 1

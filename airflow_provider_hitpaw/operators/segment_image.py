@@ -1,0 +1,321 @@
+"""``SegmentImageOperator``: one image, submitted, waited for (in the triggerer by default), and kept.
+
+DAG files import this module on every parse, so it imports neither HTTP clients nor the hooks at the top:
+they are loaded when a task runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_hitpaw import _api, _deferral, _state_store
+from airflow_provider_hitpaw._addresses import internal_host_reason
+from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
+from airflow_provider_hitpaw._events import JobEvent
+from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
+from airflow_provider_hitpaw._lineage import lineage
+from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
+from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawInvalidRequestError,
+    HitPawJobFailedError,
+)
+from airflow_provider_hitpaw.validation import validate_file_url, validate_poll_interval, validate_timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_hitpaw._api import TaskStatus
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+#: Where a try keeps the job it submitted, so that the next try waits for it instead of paying again.
+_SUBMITTED_JOB_KEY = "hitpaw_submitted_job"
+#: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
+SUBMISSION_XCOM_KEY = "hitpaw_submission"
+
+
+def coins_text(coins: int | None) -> str:
+    """What a job cost, for a log line: HitPaw's figure, or that it did not say."""
+    return "an unknown number of coins" if coins is None else f"{coins:,} coins"
+
+
+def allows_internal_hosts(hook: HitPawHook) -> bool:
+    """Whether image URLs may be on internal hosts: only when HitPaw's base URL is itself internal (the
+    local emulator on 127.0.0.1, a test double on a private network), which can then reach them."""
+    return internal_host_reason(hook.settings.base_host) is not None
+
+
+class SegmentImageOperator(BaseOperator):
+    """Submit one image to HitPaw's segmentation and, by default, wait for the cut-out.
+
+    Returns (XCom) ``job_id``, ``consume_coins`` (None when HitPaw did not say) and ``file_url``; when it
+    waited, also ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
+    ``res_path`` and ``mask_path``, the copies that outlive HitPaw's 8 days.
+
+    The input, the connection and the output storage are checked before anything is sent: what HitPaw
+    could not take fails the task at once, without retries and without spending coins. A job that ends in
+    ``ERROR`` fails the task normally, so its retries submit the image again. On Airflow 3.3 the submitted
+    job is kept in the task state store, so a retry after a crash or a time-out waits for that job instead
+    of paying for a new one.
+
+    :param file_url: public http(s) URL of the image (templated).
+    :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (an
+        ``ObjectStoragePath``, an absolute local path, ``s3://...``; templated), uploaded through
+        HitPaw's pre-signed upload.
+    :param source_conn_id: the connection of ``source_path``'s storage, when it needs one.
+    :param output_path: where to keep the cut-out and the mask (an ``ObjectStoragePath`` or a URI such as
+        ``file:///data/out/`` or ``s3://bucket/cutouts/``; templated). Names are the input's stem and a
+        hash of the whole input (``main-<hash>.png``, ``main-<hash>_mask.png``): unique and stable.
+    :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
+    :param overwrite: when the results exist already: ``overwrite``, ``skip`` or ``fail``.
+    :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2) this task updates
+        (needs a fixed, untemplated path).
+    :param hitpaw_conn_id: the ``hitpaw`` connection.
+    :param wait_for_completion: wait for the job to end (True) or return right after submitting.
+    :param deferrable: wait in the triggerer (True) or poll in this worker (False).
+    :param poll_interval: seconds between two status polls (at least 1).
+    :param timeout: seconds to wait for the job, from the start of this try (at most 8 days, as long as
+        HitPaw keeps a job). A job can stay ``CONVERTING`` for more than 15 minutes under load.
+    """
+
+    template_fields: Sequence[str] = ("file_url", "source_path", "output_path")
+    ui_color = "#aed6f1"
+
+    def __init__(
+        self,
+        *,
+        file_url: str | None = None,
+        source_path: Any = None,
+        source_conn_id: str | None = None,
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        overwrite: str = "overwrite",
+        emit_asset: bool = False,
+        hitpaw_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        poll_interval: float = 3,
+        timeout: float = 3600,
+        **kwargs: Any,
+    ) -> None:
+        if (file_url is None) == (source_path is None):
+            raise HitPawConfigurationError(
+                "file_url", "give either file_url or source_path, not both or none"
+            )
+        output = ResultOutput.checked(output_path, output_conn_id, overwrite, waits=wait_for_completion)
+        if emit_asset:
+            kwargs["outlets"] = [*kwargs.get("outlets", []), output.asset()]
+        super().__init__(**kwargs)
+        self.file_url = file_url
+        self.source_path = source_path
+        self.source_conn_id = source_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.overwrite = overwrite
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        # Checked at parse time: a DAG with a nonsensical wait should not load, let alone run.
+        self.poll_interval = validate_poll_interval(poll_interval)
+        self.timeout = validate_timeout(timeout)
+        self._lineage: dict[str, Any] = {}
+
+    operator_extra_links = result_links()
+
+    def _hook(self) -> HitPawHook:
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+        return HitPawHook(self.hitpaw_conn_id)
+
+    def _output(self) -> ResultOutput:
+        return ResultOutput.checked(
+            self.output_path, self.output_conn_id, self.overwrite, waits=self.wait_for_completion
+        )
+
+    def _input_key(self) -> str:
+        """What identifies the input across tries and runs: the URL, or the source's URI (its upload gets
+        a new URL each time)."""
+        if self.source_path is None:
+            return str(self.file_url).strip()
+        from airflow_provider_hitpaw import storage
+
+        return storage.input_identity(self.source_path, self.source_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with self._hook() as hook:
+            try:
+                file_url, source = self._checked_input(hook)
+            except HitPawError as err:
+                raise fail_without_retry(err) from err
+            try:
+                submission, status = self._submit_or_reattach(hook, file_url, source, context)
+                if status is not None and status.is_completed:
+                    return self._finish(context, submission, status.to_dict(), hook)
+                if not self.wait_for_completion:
+                    return submission
+                if not self.deferrable:
+                    # Counted from the start of the try, as the deferrable wait counts it.
+                    remaining = _deferral.try_started_at(context) + self.timeout - time.time()
+                    status = hook.wait_for_completion(
+                        submission["job_id"], poll_interval=self.poll_interval, timeout=max(0.0, remaining)
+                    )
+                    return self._finish(context, submission, status.to_dict(), hook)
+            except HitPawJobFailedError as err:
+                raise self._job_failed(err) from err
+            except HitPawError as err:
+                raise task_failure(err) from err
+        self._defer_until_done(submission, context)
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def _checked_input(self, hook: HitPawHook) -> tuple[str | None, Any]:
+        """Everything that can be judged before a coin is spent: the connection, the input, the output
+        storage. Returns the URL to submit, or the checked source to upload."""
+        allow_internal = allows_internal_hosts(hook)
+        self._output().check_storage()
+        if self.source_path is None:
+            return validate_file_url(self.file_url, allow_internal_hosts=allow_internal), None
+        from airflow_provider_hitpaw import storage
+
+        return None, storage.read_source(self.source_path, conn_id=self.source_conn_id)
+
+    def _upload(self, hook: HitPawHook, source: Any) -> str:
+        """Upload the source through HitPaw's pre-signed upload; return the URL to submit."""
+        from airflow_provider_hitpaw import storage
+
+        filename, content_type, size = source
+        presigned = hook.presign_upload(filename, content_type)
+        with storage.open_source(self.source_path, conn_id=self.source_conn_id) as stream:
+            hook.upload(presigned, stream)
+        self.log.info("Uploaded %s (%d bytes) to HitPaw", self._input_key(), size)
+        return presigned.access_url
+
+    def _submit_or_reattach(
+        self, hook: HitPawHook, file_url: str | None, source: Any, context: Context
+    ) -> tuple[dict[str, Any], TaskStatus | None]:
+        """Return the job to wait for: the one an earlier try submitted when it can still end well,
+        else a new one."""
+        earlier = _state_store.recall(context, _SUBMITTED_JOB_KEY)
+        if (
+            isinstance(earlier, dict)
+            and earlier.get("input") == self._input_key()
+            and _api.is_usable_job_id(earlier.get("job_id"))
+        ):
+            try:
+                status = hook.get_task_status(earlier["job_id"])
+            except HitPawInvalidRequestError as err:
+                # HitPaw no longer knows the job (expired): only then is a new submission no double.
+                self.log.info("The job of the earlier try is gone (%s); submitting again", err)
+            else:
+                if not status.is_failed:
+                    self.log.info(
+                        "Waiting for job %r, submitted by an earlier try (now %s), instead of paying again",
+                        earlier["job_id"],
+                        status.status,
+                    )
+                    return _public_submission(earlier), status
+                self.log.info("The job of the earlier try ended in ERROR; submitting the image again")
+        if file_url is None:
+            file_url = self._upload(hook, source)
+        job = hook.submit_segmentation(file_url)
+        submission: dict[str, Any] = {
+            "job_id": job.job_id,
+            "consume_coins": job.consume_coins,
+            "file_url": file_url,
+        }
+        if self.source_path is not None:
+            submission["source_path"] = str(self.source_path)
+        _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
+        self.log.info(
+            "Submitted %s to HitPaw as job %r (%s)",
+            _api.url_without_query(file_url),
+            job.job_id,
+            coins_text(job.consume_coins),
+        )
+        return submission, None
+
+    def _defer_until_done(self, submission: dict[str, Any], context: Context) -> None:
+        from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
+
+        # The submission travels in the try's own XCom, which Airflow keeps across a deferral on every
+        # line (``airflow dags test`` drops the kwargs given to defer()).
+        context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=submission)
+        push_links(context, {"cutout": "", "mask": ""})
+        end_time = _deferral.try_started_at(context) + self.timeout
+        self.defer(
+            trigger=SegmentationTrigger(
+                job_id=submission["job_id"],
+                hitpaw_conn_id=self.hitpaw_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+            ),
+            method_name="execute_complete",
+            kwargs={"submission": submission},
+            timeout=_deferral.deferral_timeout(end_time),
+        )
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        submission: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            status = JobEvent.from_payload(event).raise_unless_completed()
+        except HitPawJobFailedError as err:
+            raise self._job_failed(err) from err
+        except HitPawError as err:
+            raise task_failure(err) from err
+        if not isinstance(submission, dict):
+            submission = self._recalled_submission(context, status["job_id"])
+        with self._hook() as hook:
+            return self._finish(context, submission, status, hook)
+
+    def _recalled_submission(self, context: Context, job_id: str) -> dict[str, Any]:
+        """The submission of this try, where the resumed call did not get it as a kwarg."""
+        ti = context["ti"]
+        pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
+        if isinstance(pushed, dict) and pushed.get("job_id") == job_id:
+            return pushed
+        remembered = _state_store.recall(context, _SUBMITTED_JOB_KEY)
+        if isinstance(remembered, dict) and remembered.get("job_id") == job_id:
+            return _public_submission(remembered)
+        self.log.warning("The submission's details were lost on resuming; the cost is unknown")
+        return {"job_id": job_id, "consume_coins": None, "file_url": self.file_url}
+
+    def _job_failed(self, err: HitPawJobFailedError) -> HitPawJobFailedError:
+        """The failure of a job that ended in ERROR, naming this task's input."""
+        if err.job_id is None:
+            return err
+        return HitPawJobFailedError.for_job(err.job_id, self._shown_input())
+
+    def _shown_input(self) -> str:
+        if self.source_path is not None:
+            return str(self.source_path)
+        return _api.url_without_query(str(self.file_url))
+
+    def _finish(
+        self, context: Context, submission: dict[str, Any], status: dict[str, Any], hook: HitPawHook
+    ) -> dict[str, Any]:
+        """On the worker, after COMPLETED: keep the results where the user asked, show links, and say what
+        went in and out (lineage)."""
+        source = self._input_key()
+        try:
+            result = self._output().persist(context, {**submission, **status}, source, hook)
+        except HitPawError as err:
+            raise task_failure(err) from err
+        self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The input image as input dataset and the persisted files as outputs (openlineage provider)."""
+        return lineage(self._lineage)
+
+
+def _public_submission(remembered: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in remembered.items() if key != "input"}

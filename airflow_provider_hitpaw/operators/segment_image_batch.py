@@ -1,0 +1,650 @@
+"""``SegmentImageBatchOperator``: many images in one task, submitted with bounded concurrency, waited for
+in one trigger, returned as one result per input.
+
+DAG files import this module on every parse, so it imports neither HTTP clients nor the hooks at the top.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+
+from airflow_provider_hitpaw import _api, _deferral
+from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
+from airflow_provider_hitpaw._events import BatchEvent, Outcome
+from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
+from airflow_provider_hitpaw._results import ResultOutput
+from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
+from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawJobFailedError,
+    HitPawUntrustedAnswerError,
+)
+from airflow_provider_hitpaw.operators._batch_record import BatchRecord, first_try_of_clearing
+from airflow_provider_hitpaw.operators.segment_image import allows_internal_hosts, coins_text
+from airflow_provider_hitpaw.validation import (
+    validate_file_url,
+    validate_poll_interval,
+    validate_positive_int,
+    validate_timeout,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_hitpaw._api import SegmentationJob, TaskStatus
+    from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+#: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
+SUBMISSION_XCOM_KEY: Final = "hitpaw_batch_submission"
+RESULTS_XCOM_KEY: Final = "results"
+NOT_SUBMITTED: Final = "NOT_SUBMITTED"
+
+
+@dataclass
+class _Inputs:
+    """The inputs of one run, judged before anything is sent."""
+
+    given: list[str]
+    rejected: dict[str, str]
+    #: The accepted inputs, each once, in order of first appearance.
+    unique: list[str]
+    #: For ``source_paths``: each accepted source's ``(filename, content_type, size)``.
+    sources: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"inputs": self.given, "rejected": self.rejected}
+
+
+class SegmentImageBatchOperator(BaseOperator):
+    """Segment many images in one task: submit them all, wait for them in one trigger, return all results.
+
+    Dynamic task mapping gives one task instance and one trigger per image: fine for twenty, heavy for
+    thousands. This operator submits with bounded concurrency (a 429 pauses the whole batch; nothing is
+    dropped), defers once to
+    :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationBatchTrigger`, and returns (XCom) one
+    result per input, in input order: ``{"file_url", "job_id", "status", "consume_coins", "res_url",
+    "mask_url", "error"}`` (with ``source_path``, ``res_path`` and ``mask_path`` where they apply).
+    ``status`` is HitPaw's (``COMPLETED``, ``ERROR``, ``CONVERTING`` at the deadline) or
+    ``NOT_SUBMITTED``; ``error`` is None or ``{"type", "code", "message"}``.
+
+    An input listed twice is submitted once. Submitted jobs are recorded as they are created (see
+    :mod:`~airflow_provider_hitpaw.operators._batch_record`), so that a retry waits for the jobs of the
+    earlier try instead of paying again; where Airflow keeps no such record across tries, a batch that
+    may have paid is not retried automatically.
+
+    :param file_urls: the images (templated), each checked like ``SegmentImageOperator``'s ``file_url``.
+    :param source_paths: instead: images in any storage (templated), uploaded through HitPaw's pre-signed
+        upload (20 a presign call).
+    :param source_conn_id: the connection of the sources' storage, when it needs one.
+    :param output_path: where to keep every cut-out and mask, as ``SegmentImageOperator`` does.
+    :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
+    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when results exist already.
+    :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
+    :param poll_interval: seconds between two polls of the same job (at least 1).
+    :param timeout: seconds to wait for the whole batch, from the start of this try (at most 8 days).
+    :param fail_on_error: fail the task, once every image has ended, when any failed; with False the
+        task succeeds and downstream tasks judge the per-image results.
+    :param deferrable: wait in the triggerer (True) or poll from this worker (False).
+    """
+
+    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path")
+    ui_color = "#aed6f1"
+    _costs: dict[str, int | None]
+    _created: list[str | None]
+
+    def __init__(
+        self,
+        *,
+        file_urls: list[str] | None = None,
+        source_paths: list[Any] | None = None,
+        source_conn_id: str | None = None,
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        overwrite: str = "overwrite",
+        hitpaw_conn_id: str = DEFAULT_CONN_ID,
+        max_in_flight: int = 8,
+        poll_interval: float = 3,
+        timeout: float = 3 * 3600,
+        fail_on_error: bool = True,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if (file_urls is None) == (source_paths is None):
+            raise HitPawConfigurationError(
+                "file_urls", "give either file_urls or source_paths, not both or none"
+            )
+        ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
+        super().__init__(**kwargs)
+        self.file_urls = file_urls
+        self.source_paths = source_paths
+        self.source_conn_id = source_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.overwrite = overwrite
+        self.hitpaw_conn_id = hitpaw_conn_id
+        self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
+        self.poll_interval = validate_poll_interval(poll_interval)
+        self.timeout = validate_timeout(timeout)
+        self.fail_on_error = fail_on_error
+        self.deferrable = deferrable
+
+    def _hook(self) -> HitPawHook:
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+        return HitPawHook(self.hitpaw_conn_id, pool_size=self.max_in_flight)
+
+    def _output(self) -> ResultOutput:
+        return ResultOutput.checked(self.output_path, self.output_conn_id, self.overwrite, waits=True)
+
+    # -- submitting ------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        with self._hook() as hook:
+            try:
+                inputs = self._judge_inputs(hook)
+            except HitPawError as err:
+                raise fail_without_retry(err) from err
+            record = BatchRecord(context, inputs.unique)
+            self._refuse_a_blind_retry(context, record)
+            self._costs, self._created = {}, []
+            try:
+                jobs = self._submit_all(hook, inputs, record)
+            except BaseException as err:
+                self._push_partial(context, inputs, record)
+                if isinstance(err, HitPawError):
+                    raise self._failure_after_paying(
+                        err, durable=record.durable, paid=record.submitted_any
+                    ) from err
+                raise
+            submitted = [job for job in jobs if isinstance(job, str)]
+            if not submitted or not self.deferrable:
+                try:
+                    event = self._wait_in_process(hook, submitted)
+                    return self._finish(context, hook, inputs, jobs, event)
+                except HitPawError as err:
+                    raise self._failure_after_paying(
+                        err, durable=record.durable, paid=bool(submitted)
+                    ) from err
+        from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
+
+        # What the resumed task needs travels in the try's own XCom, which every Airflow line keeps
+        # across a deferral (``airflow dags test`` drops the kwargs given to defer()).
+        carried = {**inputs.to_xcom(), "jobs": jobs, "costs": self._costs}
+        context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=carried)
+        end_time = _deferral.try_started_at(context) + self.timeout
+        self.defer(
+            trigger=SegmentationBatchTrigger(
+                job_ids=submitted,
+                hitpaw_conn_id=self.hitpaw_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                max_in_flight=max(16, self.max_in_flight),
+            ),
+            method_name="execute_complete",
+            kwargs=carried,
+            timeout=_deferral.deferral_timeout(end_time),
+        )
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    @property
+    def _field(self) -> str:
+        return "file_urls" if self.source_paths is None else "source_paths"
+
+    def _judge_inputs(self, hook: HitPawHook) -> _Inputs:
+        """The inputs, and those HitPaw could not take with the reason, before any coin is spent (and
+        before any upload); with ``output_path``, also the storage and the result names."""
+        given = self.file_urls if self.source_paths is None else self.source_paths
+        if isinstance(given, str) or not isinstance(given, list | tuple):
+            raise HitPawConfigurationError(self._field, f"must be a list, got {type(given).__name__}")
+        allow_internal = allows_internal_hosts(hook) if self.source_paths is None else False
+        self._output().check_storage()
+        items = [item.strip() if isinstance(item, str) else item for item in given]
+        rejected: dict[str, str] = {}
+        accepted: dict[str, None] = {}
+        sources: dict[str, tuple[str, str, int]] = {}
+        for index, item in enumerate(items):
+            text = str(item)
+            try:
+                if self.source_paths is None:
+                    validate_file_url(item, field=f"file_urls[{index}]", allow_internal_hosts=allow_internal)
+                else:
+                    from airflow_provider_hitpaw import storage
+
+                    sources[text] = storage.read_source(item, conn_id=self.source_conn_id)
+            except HitPawConfigurationError as refused:
+                rejected[text] = str(refused)
+            else:
+                accepted[text] = None
+        if rejected and self.fail_on_error:
+            shown = "; ".join(list(rejected.values())[:5])
+            raise HitPawConfigurationError(
+                self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
+            )
+        inputs = _Inputs([str(item) for item in items], rejected, list(accepted), sources)
+        if self.output_path is not None:
+            from airflow_provider_hitpaw import storage
+
+            storage.check_unique_names([self._identity(item) for item in inputs.unique])
+        return inputs
+
+    def _identity(self, item: str) -> str:
+        """What names an input's results: the URL, or the source's URI."""
+        if self.source_paths is None:
+            return item
+        from airflow_provider_hitpaw import storage
+
+        return storage.input_identity(item, self.source_conn_id)
+
+    def _push_partial(self, context: Context, inputs: _Inputs, record: BatchRecord) -> None:
+        """On an interruption (time-out, SIGTERM) while submitting: the jobs paid for so far, in XCom and
+        the log, so that what was paid for is never unknown."""
+        jobs = record.job_ids() if record.durable else None
+        paid = {item: job for item, job in zip(inputs.unique, jobs or [], strict=False) if job}
+        paid.update({item: job for item, job in zip(inputs.unique, self._created, strict=False) if job})
+        if not paid:
+            return
+        self.log.warning("Interrupted after %d images were submitted: %s", len(paid), _shown_jobs(paid))
+        try:
+            context["ti"].xcom_push(key="submitted_jobs", value=paid)
+        except Exception:  # the interruption matters more than this record
+            self.log.warning("Could not push the submitted jobs to XCom", exc_info=True)
+
+    def _refuse_a_blind_retry(self, context: Context, record: BatchRecord) -> None:
+        """Where no record of the earlier tries can be kept, a retry cannot tell which images an earlier
+        try paid for: it would pay for all of them again. It stops instead (clearing the task, a
+        deliberate new start, runs again)."""
+        if record.durable or first_try_of_clearing(context, int(self.retries or 0)):
+            return
+        raise AirflowFailException(
+            "An earlier try of this batch may have submitted (and paid for) images, and this Airflow keeps "
+            "no record a retry could find them in; not submitting again blindly. Clear the task to run the "
+            "batch again (images the earlier try paid for are then paid for again)"
+        )
+
+    def _failure_after_paying(self, err: HitPawError, *, durable: bool, paid: bool) -> Exception:
+        """Fail the task; without a durable record, never with a retry that would pay again."""
+        failure = task_failure(err)
+        if durable or not paid or isinstance(failure, AirflowFailException):
+            return failure
+        return fail_without_retry(
+            f"{err}; not retried automatically: this batch has paid for images, and on this Airflow a "
+            "retry could not find their jobs"
+        )
+
+    def _sources_to_urls(
+        self, hook: HitPawHook, inputs: _Inputs, items: list[str]
+    ) -> list[str | HitPawError]:
+        """The URL HitPaw should fetch for each input: the URL itself, or the uploaded copy of a source."""
+        if self.source_paths is None:
+            return list(items)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_hitpaw import storage
+
+        # The longest validity HitPaw grants: thousands of uploads at max_in_flight take a while.
+        presigned = hook.presign_uploads([inputs.sources[item][:2] for item in items], expire_seconds=7200)
+
+        def upload(item: str, target: Any) -> str | HitPawError:
+            if isinstance(target, HitPawError):
+                return target
+            try:
+                with storage.open_source(item, conn_id=self.source_conn_id) as stream:
+                    hook.upload(target, stream)
+            except HitPawError as err:
+                return err
+            return str(target.access_url)
+
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-upload") as pool:
+            urls = list(pool.map(upload, items, presigned))
+        self.log.info("Uploaded %d of %d sources", sum(isinstance(u, str) for u in urls), len(items))
+        return urls
+
+    def _submit_all(
+        self, hook: HitPawHook, inputs: _Inputs, record: BatchRecord
+    ) -> list[str | dict[str, Any]]:
+        """A job id (or the submission's error) per unique input: reused from an earlier try where that
+        job can still end well, submitted otherwise. What each job cost is kept in ``self._costs``."""
+        unique = inputs.unique
+        not_yet = _error_dict(HitPawConfigurationError("job_id", "not submitted"))
+        jobs: list[str | dict[str, Any]] = [not_yet] * len(unique)
+        self._costs = {}
+        self._created = [None] * len(unique)
+        earlier = record.job_ids()
+        reuse = [index for index, job_id in enumerate(earlier) if job_id]
+        if reuse:
+            statuses = hook.get_task_statuses(
+                [str(earlier[i]) for i in reuse], max_in_flight=self.max_in_flight
+            )
+            for index, status in zip(reuse, statuses, strict=True):
+                if isinstance(status, HitPawError) and status.retryable:
+                    raise status  # cannot tell whether the job lives: better fail the try than pay twice
+                if not isinstance(status, HitPawError) and not status.is_failed:
+                    jobs[index] = str(earlier[index])
+                    self._costs[str(earlier[index])] = record.cost(index)
+            self.log.info(
+                "%d of %d images reuse the jobs of an earlier try",
+                sum(isinstance(j, str) for j in jobs),
+                len(unique),
+            )
+        missing = [index for index, job in enumerate(jobs) if not isinstance(job, str)]
+        urls = self._sources_to_urls(hook, inputs, [unique[i] for i in missing])
+        to_submit: list[tuple[int, str]] = []
+        for index, url in zip(missing, urls, strict=True):
+            if isinstance(url, HitPawError):
+                jobs[index] = _error_dict(url)
+            else:
+                to_submit.append((index, url))
+        progress = _SubmitProgress(self.log, len(to_submit))
+        stopping: list[HitPawError] = []
+        owner = {job: unique[index] for index, job in enumerate(jobs) if isinstance(job, str)}
+
+        def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
+            index = to_submit[position][0]
+            if (
+                not isinstance(result, HitPawError)
+                and owner.setdefault(result.job_id, unique[index]) != unique[index]
+            ):
+                result = HitPawUntrustedAnswerError(
+                    f"HitPaw answered job id {result.job_id!r} for {unique[index]!r} too, after "
+                    f"{owner[result.job_id]!r}: one job cannot be two images; this image may have been "
+                    "charged and is not submitted again in this try"
+                )
+            if isinstance(result, HitPawError):
+                jobs[index] = _error_dict(result)
+                if isinstance(result, BATCH_STOPPING_ERRORS):
+                    stopping.append(result)
+            else:
+                jobs[index] = result.job_id
+                self._created[index] = result.job_id
+                self._costs[result.job_id] = result.consume_coins
+                record.set(index, result.job_id, result.consume_coins)
+            progress.report(isinstance(result, HitPawError))
+
+        try:
+            hook.submit_segmentations(
+                [url for _, url in to_submit],
+                max_in_flight=self.max_in_flight,
+                on_result=submitted,
+                stop_on=lambda result: isinstance(result, BATCH_STOPPING_ERRORS),
+            )
+        finally:
+            record.flush()  # what was paid for stays findable, also when the task is stopped midway
+            self._log_costs(len(to_submit))
+        if stopping:
+            # A bad key, no coins: the same for every image still to go, so the rest were not sent.
+            stop = stopping[0]
+            self.log.error("Submitting stopped at the first account-wide refusal: %s", stop)
+            for index, job in enumerate(jobs):
+                if isinstance(job, dict) and job.get("type") == "HitPawNotSentError":
+                    jobs[index] = {**job, "message": f"not submitted: the batch stopped at {stop}"}
+            if not any(isinstance(job, str) for job in jobs):
+                raise stop
+        return jobs
+
+    def _log_costs(self, attempted: int) -> None:
+        fresh = list(self._costs.values())
+        if not attempted:
+            return
+        known = [c for c in fresh if c is not None]
+        unknown = f" ({len(fresh) - len(known)} of unknown cost)" if len(known) < len(fresh) else ""
+        self.log.info(
+            "%d of %d submissions created jobs: %s%s", len(fresh), attempted, coins_text(sum(known)), unknown
+        )
+
+    # -- waiting ---------------------------------------------------------------------------------------
+
+    def _wait_in_process(self, hook: HitPawHook, job_ids: list[str]) -> BatchEvent:
+        """The blocking twin of the batch trigger: the same rule (:class:`BatchWatch`), the same event."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        end_time = time.time() + self.timeout
+        watch = BatchWatch(job_ids, self.poll_interval, end_time, start=time.time())
+        polls: dict[Future[TaskStatus | HitPawError], tuple[str, float]] = {}
+
+        def poll(job_id: str, budget: float) -> TaskStatus | HitPawError:
+            try:
+                return hook.get_task_status(job_id, timeout=max(1.0, budget))
+            except HitPawError as err:
+                return err
+
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-poll") as pool:
+            try:
+                while (event := watch.event(time.time())) is None:
+                    now = time.time()
+                    for job_id in watch.take(now, self.max_in_flight - len(polls)):
+                        polls[pool.submit(poll, job_id, end_time - now)] = (job_id, now)
+                    next_due = watch.next_due()
+                    full = len(polls) >= self.max_in_flight
+                    wake = end_time if next_due is None or full else min(next_due, end_time)
+                    done, _ = wait(polls, timeout=max(0.0, wake - time.time()), return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job_id, started = polls.pop(future)
+                        watch.absorb(job_id, future.result(), started)
+            finally:
+                for future in polls:
+                    future.cancel()
+        self.log.info("%d/%d completed, %d failed", watch.completed, watch.total, len(watch.failed))
+        event.raise_if_stopped()
+        return event
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        jobs: list[Any] | None = None,
+        inputs: list[str] | None = None,
+        rejected: dict[str, str] | None = None,
+        costs: dict[str, int | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Resume with what the submission found, rather than reading every source again: one may have
+        changed or gone meanwhile, and the jobs were paid for."""
+        durable = BatchRecord(context, []).durable
+        try:
+            outcome = BatchEvent.from_payload(event)
+            outcome.raise_if_stopped()
+        except HitPawError as err:
+            raise self._failure_after_paying(err, durable=durable, paid=True) from err
+        if jobs is None or inputs is None or rejected is None:
+            ti = context["ti"]
+            pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
+            if not isinstance(pushed, dict) or not isinstance(pushed.get("jobs"), list):
+                raise fail_without_retry(
+                    "The batch's job ids were lost on resuming; clear the task to run it again (images "
+                    "already submitted are then paid for again)"
+                )
+            jobs, inputs, rejected, costs = (
+                pushed["jobs"],
+                pushed["inputs"],
+                pushed["rejected"],
+                pushed.get("costs"),
+            )
+        self._costs = dict(costs or {})
+        unique = list(dict.fromkeys(item for item in inputs if item not in rejected))
+        judged = _Inputs(list(inputs), dict(rejected), unique)
+        with self._hook() as hook:
+            try:
+                return self._finish(context, hook, judged, list(jobs), outcome)
+            except HitPawError as err:
+                raise self._failure_after_paying(err, durable=durable, paid=True) from err
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that Airflow ended (its timeout, a trigger that failed) fails the task; where no
+        durable record is kept, without a retry, which would pay again for every image."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (AirflowException, HitPawError) as err:
+            if next_method != "__fail__" or BatchRecord(context, []).durable:
+                raise
+            raise fail_without_retry(
+                f"{err}; not retried automatically: this batch has paid for images, and on this Airflow a "
+                "retry could not find their jobs. The triggerer may not be running"
+            ) from err
+
+    # -- results ---------------------------------------------------------------------------------------
+
+    def _finish(
+        self, context: Context, hook: HitPawHook, inputs: _Inputs, jobs: list[Any], outcome: BatchEvent
+    ) -> list[dict[str, Any]]:
+        """One result per input, in input order, with the result URLs of the completed jobs."""
+        failed, pending = outcome.failed, set(outcome.pending)
+        done = [job for job in jobs if isinstance(job, str) and job not in failed and job not in pending]
+        statuses = dict(
+            zip(done, hook.get_task_statuses(done, max_in_flight=self.max_in_flight), strict=True)
+        )
+        by_input: dict[str, dict[str, Any]] = {}
+        for item, job in zip(inputs.unique, jobs, strict=True):
+            by_input[item] = _result(
+                item, job, failed, pending, statuses.get(job) if isinstance(job, str) else None
+            )
+            if isinstance(job, str):
+                by_input[item]["consume_coins"] = self._costs.get(job)
+        if self.source_paths is not None:
+            for item, result in by_input.items():
+                # The input was a file; HitPaw fetched its uploaded copy (the job's original_url).
+                uploaded = statuses.get(result["job_id"]) if result["job_id"] else None
+                result["source_path"] = item
+                result["file_url"] = getattr(uploaded, "original_url", None)
+        if self.output_path is not None:
+            self._keep_results(hook, by_input)
+        results = [
+            by_input[item] if item in by_input else _refused(item, inputs.rejected[item])
+            for item in inputs.given
+        ]
+        if self.source_paths is not None:
+            for result in results:
+                if "source_path" not in result:  # refused before upload: there is no URL
+                    result.update(source_path=result["file_url"], file_url=None)
+        return self._report(context, results)
+
+    def _keep_results(self, hook: HitPawHook, by_input: dict[str, dict[str, Any]]) -> None:
+        """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
+        A copy that fails marks its image as failed; the others are kept."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_hitpaw import storage
+
+        def keep(item: tuple[str, dict[str, Any]]) -> None:
+            source, result = item
+            try:
+                result.update(
+                    storage.persist_job_results(
+                        result,
+                        self._identity(source),
+                        self.output_path,
+                        hook=hook,
+                        overwrite=self.overwrite,
+                        conn_id=self.output_conn_id,
+                    )
+                )
+            except Exception as err:  # a storage error (permissions, credentials) is this image's alone
+                failure = err if isinstance(err, HitPawError) else HitPawError(f"{type(err).__name__}: {err}")
+                result["error"] = {
+                    k: v for k, v in _error_dict(failure).items() if k in ("type", "code", "message")
+                }
+
+        completed = [(source, r) for source, r in by_input.items() if r["status"] == "COMPLETED"]
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
+            list(pool.map(keep, completed))
+        self.log.info("Kept %d cut-outs and masks in %s", len(completed), self.output_path)
+
+    def _report(self, context: Context, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bad = [r for r in results if r["status"] != "COMPLETED" or r["error"]]
+        known = [r["consume_coins"] for r in results if isinstance(r.get("consume_coins"), int)]
+        self.log.info(
+            "Batch done: %d/%d completed, %d not; %s",
+            len(results) - len(bad),
+            len(results),
+            len(bad),
+            coins_text(sum(known)) if known else "no coins known to be spent",
+        )
+        if not bad or not self.fail_on_error:
+            return results
+        context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=results)
+        shown = "; ".join(f"{r.get('source_path') or r['file_url']}: {r['status']}" for r in bad[:5])
+        message = (
+            f"{len(bad)} of {len(results)} images were not segmented ({shown}); the per-image results are "
+            f"in XCom under {RESULTS_XCOM_KEY!r}"
+        )
+        if not BatchRecord(context, []).durable:
+            # Without a record across tries a retry could not tell paid jobs from missing ones.
+            raise AirflowFailException(f"{message} (no automatic retry: on this Airflow it would pay again)")
+        raise AirflowException(message)
+
+
+def _result(
+    item: str, job: Any, failed: dict[str, str], pending: set[str], status: TaskStatus | HitPawError | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "file_url": item,
+        "job_id": None,
+        "status": NOT_SUBMITTED,
+        "consume_coins": None,
+        "res_url": None,
+        "mask_url": None,
+        "error": None,
+    }
+    if isinstance(job, dict):
+        result["error"] = {k: job.get(k) for k in ("type", "code", "message")}
+        return result
+    if job is None:
+        return result
+    result["job_id"] = job
+    if job in failed:
+        result.update(
+            status="ERROR",
+            error={
+                "type": "HitPawJobFailedError",
+                "code": None,
+                "message": HitPawJobFailedError.describe(job, _api.url_without_query(item)),
+            },
+        )
+    elif job in pending:
+        result.update(
+            status="CONVERTING",
+            error={"type": "HitPawTimeoutError", "code": None, "message": "still open at the deadline"},
+        )
+    elif isinstance(status, HitPawError):
+        result.update(status="UNKNOWN", error=_error_dict(status))
+    elif status is not None:
+        result.update(status=status.status, res_url=status.res_url, mask_url=status.mask_url)
+    return result
+
+
+def _shown_jobs(paid: dict[str, str], limit: int = 20) -> str:
+    shown = ", ".join(
+        f"{_api.url_without_query(item)} -> {job!r}" for item, job in list(paid.items())[:limit]
+    )
+    return shown + (f", ... ({len(paid) - limit} more)" if len(paid) > limit else "")
+
+
+def _refused(item: str, reason: str) -> dict[str, Any]:
+    result = _result(item, None, {}, set(), None)
+    result["error"] = {"type": "HitPawConfigurationError", "code": None, "message": reason}
+    return result
+
+
+def _error_dict(err: HitPawError) -> dict[str, Any]:
+    return {"type": type(err).__name__, "code": err.code, "http_status": err.http_status, "message": str(err)}
+
+
+class _SubmitProgress:
+    def __init__(self, log: Any, total: int) -> None:
+        self._log, self._total = log, total
+        self._done = self._failed = 0
+        self._step = max(1, total // 10)
+
+    def report(self, failed: bool) -> None:
+        self._done += 1
+        self._failed += failed
+        if self._done % self._step == 0 or self._done == self._total:
+            self._log.info("Submitted %d/%d images, %d refused", self._done, self._total, self._failed)
+
+
+__all__ = ["NOT_SUBMITTED", "Outcome", "SegmentImageBatchOperator"]
