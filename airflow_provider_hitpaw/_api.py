@@ -593,9 +593,14 @@ def quote_body(body: bytes) -> str:
 
 
 def url_without_query(url: str) -> str:
-    """A URL as a message may show it: a signed URL's query is its credential, so it is dropped."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
+    """A URL as a log line or a message may show it: a signed URL's query is its credential, and a user
+    name and password in it are credentials too, so both are dropped."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not a URL)"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path
 
 
 #: Errors that say nothing about one job but about the account or the connection: a batch stops on them.

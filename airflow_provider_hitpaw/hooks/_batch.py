@@ -92,9 +92,12 @@ def call_many(
 
     def one(item: Item) -> T | HitPawError:
         try:
-            return call(item, gate, stop)
+            result: T | HitPawError = call(item, gate, stop)
         except HitPawError as err:
-            return err
+            result = err
+        if stop_on is not None and stop_on(result):
+            stop.set()  # here, in the thread that saw it: its next item must not start
+        return result
 
     def report(index: int, future: Future[T | HitPawError]) -> None:
         if index in reported or future.cancelled() or not future.done():
@@ -102,8 +105,6 @@ def call_many(
         reported.add(index)
         result = future.result()
         results[index] = result
-        if stop_on is not None and stop_on(result):
-            stop.set()
         if on_result is not None:
             on_result(index, result)
 

@@ -397,7 +397,7 @@ class HitPawHook(_HitPawHookBase):
             )
 
         _transport.retry_sync(attempt, attempts)
-        self.log.info("Uploaded %s (%s)", presigned.object_key, presigned.content_type)
+        self.log.debug("Uploaded %s (%s)", presigned.object_key, presigned.content_type)
 
     # --- result downloads ------------------------------------------------------------------------------
 

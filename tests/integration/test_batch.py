@@ -35,9 +35,7 @@ def urls(emulator: Any, count: int) -> list[str]:
 def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> None:
     inputs = urls(hitpaw_emulator, 24)
     inputs.insert(5, inputs[0])  # a duplicate is segmented once
-    operator = SegmentImageBatchOperator(
-        task_id="batch", file_urls=inputs, poll_interval=1, max_in_flight=6
-    )
+    operator = SegmentImageBatchOperator(task_id="batch", file_urls=inputs, poll_interval=1, max_in_flight=6)
     results = run_deferred(operator, task_context())
     assert [r["file_url"] for r in results] == inputs
     assert all(r["status"] == "COMPLETED" for r in results)
@@ -107,9 +105,7 @@ def test_a_retry_reuses_the_jobs_of_the_earlier_try(hitpaw_emulator: Any) -> Non
 def test_a_retry_submits_again_only_the_images_that_failed(hitpaw_emulator: Any) -> None:
     inputs = urls(hitpaw_emulator, 4)
     store = FakeStateStore()
-    operator = SegmentImageBatchOperator(
-        task_id="b", file_urls=inputs, poll_interval=1, fail_on_error=False
-    )
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, fail_on_error=False)
     first = run_deferred(operator, task_context(store=store))
     hitpaw_emulator.fail_job(first[2]["job_id"])
     second = run_deferred(operator, task_context(store=store))

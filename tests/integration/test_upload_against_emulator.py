@@ -11,13 +11,13 @@ import requests
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._api import PresignedUpload
+from airflow_provider_hitpaw._png import check_png
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
     HitPawInvalidRequestError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
-from airflow_provider_hitpaw._png import check_png
 from airflow_provider_hitpaw.storage import (
     input_identity,
     open_source,

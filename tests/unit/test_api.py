@@ -368,7 +368,9 @@ def test_an_unusable_job_id_is_refused_without_a_resubmission(job_id: str) -> No
     err = parse_error(parse_submission, 200, body)
     assert isinstance(err, HitPawUntrustedAnswerError)
     assert not err.retryable  # so the hook does not send the image again (see the hook tests)
-    assert "\n" not in str(err) and "\x1b" not in str(err) and len(str(err)) < 300
+    assert "\n" not in str(err)
+    assert "\x1b" not in str(err)
+    assert len(str(err)) < 300
 
 
 def test_a_status_answer_about_another_job_is_a_bad_answer() -> None:
@@ -700,3 +702,15 @@ def test_any_valid_submission_round_trips(http_status: int, job_id: str, coins: 
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert _api.parse_retry_after(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://alice:s3cr3t@cdn.example.com/a.jpg?sig=SECRET", "https://cdn.example.com/a.jpg"),
+        ("https://cdn.example.com/a.jpg?X-Amz-Signature=SECRET#x", "https://cdn.example.com/a.jpg"),
+        ("http://[::1]:8090/a.jpg", "http://[::1]:8090/a.jpg"),
+    ],
+)
+def test_urls_are_shown_without_credentials_or_query(url: str, shown: str) -> None:
+    assert _api.url_without_query(url) == shown

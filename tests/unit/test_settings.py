@@ -189,3 +189,86 @@ def test_verification_can_be_turned_off_only_explicitly(flag: object) -> None:
         host=None, port=None, password="k", extra={"verify": flag}
     )
     assert settings.verify is False
+
+
+# --- what the connection's host may look like -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("http://attacker.example\\@127.0.0.1:18901", id="backslash-userinfo"),
+        pytest.param("http://attacker.example@127.0.0.1:18901", id="userinfo"),
+        pytest.param("http://user:pass@127.0.0.1:8090", id="user-and-password"),
+        pytest.param("http://127.0.0.1%2f@evil.example", id="percent-escape"),
+        pytest.param("http://127.0.0.1:8090?x=1", id="query"),
+        pytest.param("http://127.0.0.1:8090#frag", id="fragment"),
+        pytest.param("http://exa mple.com", id="space"),
+    ],
+)
+def test_a_host_that_parsers_read_differently_is_refused(host: str) -> None:
+    """urlsplit sees 127.0.0.1 in ``attacker.example\\@127.0.0.1`` while requests connects to
+    attacker.example, key and all: a host must be plain, so that every parser reads the same one."""
+    with pytest.raises(HitPawConfigurationError) as raised:
+        ConnectionSettings.from_connection_fields(host=host, port=None, password=SECRET_KEY, extra={})
+    assert raised.value.field == "host (base URL)"
+    assert SECRET_KEY not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("abc\r\nX-Injected: 1", id="crlf"),
+        pytest.param("abc def", id="inner-space"),
+        pytest.param("abc\tdef", id="tab"),
+        pytest.param("abc\x00def", id="nul"),
+        pytest.param("ключ-api", id="non-ascii"),
+    ],
+)
+def test_a_key_with_white_space_or_control_characters_is_refused_unquoted(key: str) -> None:
+    """Such a key breaks the request (CR/LF) and surfaces in the error that says so; it is refused when
+    the connection is read, and the message never shows it, not even as repr."""
+    with pytest.raises(HitPawConfigurationError) as raised:
+        ConnectionSettings.from_connection_fields(host=None, port=None, password=key, extra={})
+    assert raised.value.field == "password (API key)"
+    assert key not in str(raised.value)
+    assert repr(key)[1:-1] not in str(raised.value)
+    assert "abc" not in str(raised.value)
+
+
+def test_a_pasted_key_keeps_working_without_its_surrounding_white_space() -> None:
+    settings = ConnectionSettings.from_connection_fields(
+        host=None, port=None, password=f"  {SECRET_KEY}\n", extra={}
+    )
+    assert settings.api_key == SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, (256 * 1024 * 1024, 600.0)),
+        ({"max_download_bytes": 1000, "download_timeout": 5}, (1000, 5.0)),
+        ({"max_download_bytes": "2048", "download_timeout": "7.5"}, (2048, 7.5)),  # the 2.11 form's strings
+    ],
+)
+def test_download_limits_come_from_the_connection(extra: dict[str, Any], expected: tuple[int, float]) -> None:
+    settings = ConnectionSettings.from_connection_fields(host=None, port=None, password="k", extra=extra)
+    assert (settings.max_download_bytes, settings.download_timeout) == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"max_download_bytes": 0},
+        {"max_download_bytes": -1},
+        {"max_download_bytes": True},
+        {"max_download_bytes": "lots"},
+        {"download_timeout": 0},
+        {"download_timeout": float("inf")},
+        {"download_timeout": "soon"},
+    ],
+)
+def test_bad_download_limits_name_their_field(extra: dict[str, Any]) -> None:
+    with pytest.raises(HitPawConfigurationError) as raised:
+        ConnectionSettings.from_connection_fields(host=None, port=None, password="k", extra=extra)
+    assert raised.value.field == f"extra.{next(iter(extra))}"

@@ -13,6 +13,7 @@ from airflow_provider_hitpaw.validation import (
     MAX_URL_LENGTH,
     validate_file_url,
     validate_job_id,
+    validate_poll_interval,
     validate_positive_seconds,
     validate_timeout,
 )
@@ -105,6 +106,64 @@ def test_file_url_error_says_the_length() -> None:
     assert str(MAX_URL_LENGTH + 1) in str(err)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("https://example.com/u/John.Smith", id="dotted-name"),
+        pytest.param("https://example.com/products/v2.0", id="version"),
+        pytest.param("https://example.com/render.php?img=a.jpg", id="script"),
+        pytest.param("https://example.com/img.aspx?id=7", id="aspx"),
+        pytest.param("https://cdn.example.com/photo.JPG", id="uppercase-jpg"),
+    ],
+)
+def test_a_dot_in_the_path_is_no_reason_to_refuse(url: str) -> None:
+    """Only extensions of image formats HitPaw does not segment refuse a URL by its name."""
+    assert validate_file_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        pytest.param("http://192.168.1.20/a.jpg", "private", id="private-ip"),
+        pytest.param("http://10.0.0.7/a.jpg", "private", id="ten-net"),
+        pytest.param("http://127.0.0.1:9/a.jpg", "loopback", id="loopback"),
+        pytest.param("http://[::1]/a.jpg", "loopback", id="ipv6-loopback"),
+        pytest.param("http://169.254.169.254/latest/meta-data", "link-local", id="metadata"),
+        pytest.param("http://0.0.0.0/a.jpg", "reserved", id="unspecified"),
+        pytest.param("https://intranet.corp.local/a.jpg", ".local", id="dot-local"),
+        pytest.param("https://files.internal/a.jpg", ".internal", id="dot-internal"),
+        pytest.param("http://fileserver/a.jpg", "single-label", id="single-label"),
+        pytest.param("http://localhost:8080/a.jpg", "this machine", id="localhost"),
+    ],
+)
+def test_an_image_hitpaw_could_not_reach_is_refused_before_paying(url: str, reason: str) -> None:
+    err = _rejected(validate_file_url, url, "file_url")
+    assert reason in str(err)
+    assert "source_path" in str(err)
+
+
+def test_internal_hosts_are_allowed_when_hitpaw_itself_is_internal() -> None:
+    """The local emulator on 127.0.0.1 fetches from 127.0.0.1: there the same URL is fine."""
+    url = "http://127.0.0.1:9/shoe.jpg"
+    assert validate_file_url(url, allow_internal_hosts=True) == url
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        pytest.param("/data/in/shoe.jpg", "local path", id="local-path"),
+        pytest.param("C:\\images\\shoe.jpg", "local path", id="windows-path"),
+        pytest.param("s3://bucket/in/shoe.jpg", "s3://", id="s3"),
+        pytest.param("gs://bucket/in/shoe.jpg", "gs://", id="gs"),
+    ],
+)
+def test_a_stored_file_given_as_file_url_points_to_source_path(value: str, hint: str) -> None:
+    err = _rejected(validate_file_url, value, "file_url")
+    assert hint in str(err)
+    assert "source_path" in str(err)
+    assert "not no scheme" not in str(err)
+
+
 # --- validate_job_id ------------------------------------------------------------------------------
 
 
@@ -189,3 +248,42 @@ def test_timeout_accepted_as_seconds(value: Any, expected: float) -> None:
     result = validate_timeout(value)
     assert result == expected
     assert type(result) is float
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(1e15, id="1e15"),
+        pytest.param(8 * 24 * 3600 + 1, id="a-second-past-8-days"),
+        pytest.param(timedelta(days=30), id="a-month"),
+    ],
+)
+def test_a_timeout_longer_than_hitpaw_keeps_a_job_is_refused(value: Any) -> None:
+    """A deadline past 8 days means nothing (the job is gone by then) and 1e15 overflowed after payment."""
+    err = _rejected(validate_timeout, value, "timeout")
+    assert "8 days" in str(err)
+
+
+def test_eight_days_is_the_longest_wait() -> None:
+    assert validate_timeout(timedelta(days=8)) == 8 * 24 * 3600
+
+
+@pytest.mark.parametrize("value", [1e-9, 0.5, 0.999])
+def test_a_poll_interval_under_a_second_is_refused(value: float) -> None:
+    err = _rejected(validate_poll_interval, value, "poll_interval")
+    assert "at least 1" in str(err)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        pytest.param("job\n2026 [info] forged", id="newline"),
+        pytest.param("\x1b[2J", id="ansi"),
+        pytest.param("j" * 129, id="too-long"),
+        pytest.param("../x", id="path"),
+    ],
+)
+def test_a_job_id_that_could_forge_a_log_line_or_a_path_is_refused(job_id: str) -> None:
+    err = _rejected(validate_job_id, job_id, "job_id")
+    assert "\n" not in str(err)
+    assert "\x1b" not in str(err)

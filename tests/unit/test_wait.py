@@ -27,16 +27,21 @@ def test_job_watch_ends_on_completed_and_error_only() -> None:
     assert watch.observe(TaskStatus("j", "CONVERTING")) is None
     assert watch.observe(TaskStatus("j", "PAUSED")) is None  # unknown: not a failure
     done = watch.observe(TaskStatus("j", "COMPLETED", res_url="https://r/c.png"))
-    assert done is not None and done.outcome is Outcome.SUCCESS and done.res_url == "https://r/c.png"
+    assert done is not None
+    assert done.outcome is Outcome.SUCCESS
+    assert done.res_url == "https://r/c.png"
     failed = JobWatch("j", 100.0, 3.0, log).observe(TaskStatus("j", "ERROR"))
-    assert failed is not None and failed.outcome is Outcome.ERROR and failed.error is None
+    assert failed is not None
+    assert failed.outcome is Outcome.ERROR
+    assert failed.error is None
 
 
 def test_job_watch_polls_on_through_transient_faults_and_stops_on_permanent_ones() -> None:
     watch = JobWatch("j", 100.0, 3.0, log)
     assert watch.fault(HitPawServerError("busy", http_status=503)) is None
     event = watch.fault(HitPawAuthenticationError("bad key", code=110400000, http_status=400))
-    assert event is not None and event.error is not None
+    assert event is not None
+    assert event.error is not None
     assert event.error.error_type == "HitPawAuthenticationError"
     assert event.error.code == 110400000
 
@@ -118,8 +123,10 @@ def test_batch_watch_stops_on_an_account_problem() -> None:
     watch.absorb("b", bad_key, 0.0)
     event = watch.event(1.0)
     assert watch.stopped_by is bad_key
-    assert event is not None and event.outcome is Outcome.ERROR
-    assert event.error is not None and event.error.code == 110400000
+    assert event is not None
+    assert event.outcome is Outcome.ERROR
+    assert event.error is not None
+    assert event.error.code == 110400000
     assert event.pending == ["b"]
 
 
@@ -128,7 +135,8 @@ def test_batch_watch_times_out_listing_the_open_jobs() -> None:
     watch.absorb("a", TaskStatus("a", "COMPLETED"), 0.0)
     assert watch.event(9.9) is None
     event = watch.event(10.0)
-    assert event is not None and event.outcome is Outcome.TIMEOUT
+    assert event is not None
+    assert event.outcome is Outcome.TIMEOUT
     assert (event.completed, event.pending, watch.total) == (1, ["b"], 2)
 
 
@@ -137,7 +145,8 @@ def test_batch_watch_succeeds_when_every_job_ended() -> None:
     watch.absorb("a", TaskStatus("a", "COMPLETED"), 0.0)
     watch.absorb("b", HitPawInsufficientCoinsError("no coins", code=110402000), 0.0)
     event = watch.event(1.0)
-    assert event is not None and event.outcome is Outcome.ERROR  # coins stop the batch
+    assert event is not None
+    assert event.outcome is Outcome.ERROR  # coins stop the batch
 
 
 def test_an_outcome_for_a_job_that_already_ended_changes_nothing() -> None:

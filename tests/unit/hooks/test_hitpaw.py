@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from airflow_provider_hitpaw import __version__, _api
+from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
@@ -35,7 +36,6 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawSubmissionUnknownError,
     HitPawTimeoutError,
 )
-from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.get_provider_info import get_provider_info
 from airflow_provider_hitpaw.hooks import _transport
 from airflow_provider_hitpaw.hooks import hitpaw as hooks
@@ -616,6 +616,21 @@ def test_test_connection(
     assert SECRET_KEY not in message
     assert post.calls[0].url == STATUS_URL
     assert post.calls[0].json == {"job_id": hooks._PROBE_JOB_ID}
+    # The form's button answers at once: a host that is down once took 12.6 s of retries to say so.
+    assert len(post.calls) == 1
+    assert no_sleep == []
+
+
+def test_test_connection_refuses_a_key_with_a_line_break_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, script: Script
+) -> None:
+    post = script()
+    conn_id = set_connection(monkeypatch, "hitpaw_crlf", host=BASE_URL, password=f"{SECRET_KEY}\r\nX: 1")
+    ok, message = HitPawHook(conn_id).test_connection()
+    assert ok is False
+    assert "password (API key)" in message
+    assert SECRET_KEY not in message
+    assert post.calls == []
 
 
 def test_test_connection_names_the_refusal(hook: HitPawHook, script: Script) -> None:

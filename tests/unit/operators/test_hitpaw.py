@@ -4,7 +4,7 @@ import time
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_hitpaw._api import SegmentationJob, TaskStatus
 from airflow_provider_hitpaw.exceptions import (
