@@ -352,7 +352,7 @@ def test_a_retry_after_a_worker_crash_does_not_pay_again(
     assert job["status"] == "COMPLETED"
     assert seen["result"]["job_id"] == job["job_id"]
     assert seen["result"]["status"] == "COMPLETED"
-    assert f"Waiting for job {job['job_id']}, submitted by an earlier try" in seen["log_try_2"]
+    assert f"Waiting for job {job['job_id']!r}, submitted by an earlier try" in seen["log_try_2"]
 
 
 def test_control_the_same_crash_without_the_task_state_store_pays_twice(
