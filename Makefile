@@ -16,7 +16,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # it prefers that interpreter over VIRTUAL_ENV: every install names its target with --python.
 UV := $(PYTHON) -m uv
 
-.PHONY: help venv venv2 uv chromium lint typecheck unit unit-af2 integration test demo bench clean
+.PHONY: help venv venv2 uv chromium lint typecheck unit unit-af2 integration wheel-check test demo bench clean
 
 help:
 	@echo "make demo   - segment sample images through the local emulator with the example DAG"
@@ -62,7 +62,18 @@ chromium:
 integration: venv chromium
 	$(VENV3)/bin/python -m pytest -q tests/integration
 
-test: lint typecheck unit unit-af2 integration
+# What a user gets from the wheel alone, outside this repository: the demo command and the DAG test helper.
+WHEEL_VENV := .venv-wheel
+wheel-check: uv
+	rm -rf dist $(WHEEL_VENV)
+	$(UV) build -q --wheel --out-dir dist .
+	$(UV) venv -q -p $(PYTHON) $(WHEEL_VENV)
+	$(UV) pip install --python $(WHEEL_VENV)/bin/python -q --compile-bytecode \
+		"$$(ls dist/*.whl)[emulator]" "apache-airflow==$(AIRFLOW3)" pytest pytest-timeout
+	work=$$(mktemp -d) && cp tests/wheel/test_from_the_wheel.py "$$work"/ && cd "$$work" && \
+		$(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 test_from_the_wheel.py
+
+test: lint typecheck unit unit-af2 integration wheel-check
 
 demo: venv
 	$(VENV3)/bin/python scripts/demo.py
@@ -71,4 +82,4 @@ bench: venv
 	$(VENV3)/bin/python benchmarks/poll_cost.py
 
 clean:
-	rm -rf $(VENV3) $(VENV2) .pytest_cache .mypy_cache .ruff_cache demo-output test-artifacts
+	rm -rf $(VENV3) $(VENV2) $(WHEEL_VENV) dist .pytest_cache .mypy_cache .ruff_cache demo-output test-artifacts

@@ -11,6 +11,8 @@ Fixtures:
 * ``hitpaw_emulator`` (function): resets that server (jobs, coins, keys, faults, counters), points the
   Airflow connection ``hitpaw_default`` at it through ``AIRFLOW_CONN_HITPAW_DEFAULT`` (monkeypatched,
   so it is undone after the test) and returns a :class:`HitPawEmulatorHandle`.
+* ``hitpaw_dag_run`` (function): runs a DAG file of yours end to end (``airflow dags test``) against that
+  emulator, in a temporary ``AIRFLOW_HOME`` (see :mod:`airflow_provider_hitpaw.testing`).
 """
 
 from __future__ import annotations
@@ -153,3 +155,29 @@ def hitpaw_emulator(
     handle = HitPawEmulatorHandle(hitpaw_emulator_server)
     monkeypatch.setenv(CONN_ENV_VAR, handle.connection_json)
     return handle
+
+
+@pytest.fixture
+def hitpaw_dag_run(hitpaw_emulator: HitPawEmulatorHandle, tmp_path: Any) -> Any:
+    """``hitpaw_dag_run(dag_path, dag_id, conf=None, env=None)``: run a DAG of yours with ``airflow dags
+    test`` against the ``hitpaw_emulator`` fixture, in a temporary ``AIRFLOW_HOME`` (database migrated,
+    DAGs folder set); returns a :class:`~airflow_provider_hitpaw.testing.DagTestRun`."""
+    from airflow_provider_hitpaw.testing import DagTestRun, run_dag
+
+    def run(
+        dag_path: Any,
+        dag_id: str,
+        conf: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> DagTestRun:
+        return run_dag(
+            dag_path,
+            dag_id,
+            base_url=hitpaw_emulator.base_url,
+            api_key=hitpaw_emulator.api_key,
+            conf=conf,
+            env=env,
+            airflow_home=tmp_path / f"airflow-{dag_id}",
+        )
+
+    return run

@@ -102,8 +102,8 @@ class SegmentImageBatchOperator(BaseOperator):
     def __init__(
         self,
         *,
-        file_urls: list[str] | None = None,
-        source_paths: list[Any] | None = None,
+        file_urls: list[str] | str | None = None,
+        source_paths: list[Any] | str | None = None,
         source_conn_id: str | None = None,
         output_path: Any = None,
         output_conn_id: str | None = None,

@@ -25,6 +25,8 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The example DAGs as the wheel ships them (``example_dags/`` at the top is a link to them).
+EXAMPLES = ROOT / "airflow_provider_hitpaw" / "example_dags"
 ARTIFACTS = ROOT / "test-artifacts"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -424,21 +426,12 @@ def running_cluster(
             print(f"\nAirflow component logs kept in {cluster.keep_logs(keep_logs_as)}")
 
 
-def dags_test(
-    dag_id: str, emulator: Any, home: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``airflow dags test`` of an example DAG in a throw-away AIRFLOW_HOME, on the emulator."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_HITPAW_DEFAULT": emulator_connection(emulator),
-        "HITPAW_EXAMPLE_SAMPLE_BASE_URL": f"{emulator.base_url}/samples",
-        **(extra_env or {}),
-    }
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    return subprocess.run(
-        [*airflow, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=600, check=False
+def dags_test(dag_id: str, emulator: Any, home: Path, extra_env: dict[str, str] | None = None) -> Any:
+    """An example DAG under ``airflow dags test`` in a throw-away AIRFLOW_HOME, on the emulator, through the
+    helper the package ships for its users (:func:`airflow_provider_hitpaw.testing.run_dag`)."""
+    from airflow_provider_hitpaw.testing import run_dag
+
+    env = {"HITPAW_EXAMPLE_SAMPLE_BASE_URL": f"{emulator.base_url}/samples", **(extra_env or {})}
+    return run_dag(
+        EXAMPLES, dag_id, base_url=emulator.base_url, api_key=emulator.api_key, env=env, airflow_home=home
     )

@@ -24,8 +24,12 @@ def test_demo_writes_a_cutout_and_a_mask_per_sample(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "4 jobs cost 80 coins" in result.stdout
-    for name in ("shoe", "portrait", "product", "mug"):
-        with Image.open(out / f"{name}.png") as cutout, Image.open(out / f"{name}_mask.png") as mask:
+    from airflow_provider_hitpaw.storage import result_names
+
+    base = result.stdout.split("HitPaw emulator running at ", 1)[1].split()[0]
+    for name in ("shoe.jpg", "portrait.png", "product.webp", "mug.jpg"):
+        res, mask_name = result_names(f"{base}/samples/{name}")
+        with Image.open(out / res) as cutout, Image.open(out / mask_name) as mask:
             assert cutout.mode == "RGBA"
             assert mask.mode == "L"
             assert cutout.size == mask.size

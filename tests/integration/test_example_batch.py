@@ -13,7 +13,7 @@ def test_a_thousand_images_in_one_task(hitpaw_emulator_server: Any, tmp_path: Pa
     emulator.reset()
     emulator.configure(job_seconds=3)
     run = dags_test("example_hitpaw_batch", emulator, tmp_path)
-    output = run.stdout + run.stderr
+    output = run.output
     assert run.returncode == 0, output[-4000:]
     assert "success" in output.lower()
     state = emulator.state()

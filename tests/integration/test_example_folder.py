@@ -31,7 +31,7 @@ def test_folder_in_folder_out(hitpaw_emulator_server: Any, tmp_path: Path) -> No
     )
     state = emulator.state()
     emulator.reset()
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert run.returncode == 0, run.output[-4000:]
     from airflow_provider_hitpaw._png import check_png
     from airflow_provider_hitpaw.storage import result_names
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from _hitpaw_example_settings import IMAGE_URLS
 from airflow.providers.common.compat.sdk import DAG
 
+from airflow_provider_hitpaw.example_dags._settings import IMAGE_URLS
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from _hitpaw_example_settings import INPUT_FOLDER, OUTPUT_FOLDER
 from airflow.providers.common.compat.sdk import DAG, task
 
+from airflow_provider_hitpaw.example_dags._settings import INPUT_FOLDER, OUTPUT_FOLDER
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 
 with DAG(

@@ -1,7 +1,8 @@
-"""Where the example DAGs find their images and put their results.
+"""Where the example DAGs find their images and put their results (not a DAG).
 
-The defaults point at the local emulator's sample images (``make demo`` starts it on port 8090); set
-``HITPAW_EXAMPLE_IMAGE_URLS`` (comma separated) to segment your own images through the real HitPaw.
+The defaults point at the local emulator's sample images (``hitpaw-demo`` and ``make demo`` start one and
+set ``HITPAW_EXAMPLE_SAMPLE_BASE_URL``); set ``HITPAW_EXAMPLE_IMAGE_URLS`` (comma separated) to segment your
+own images through the real HitPaw.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ IMAGE_URLS: list[str] = [
     ).split(",")
     if url.strip()
 ]
-OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_OUTPUT_DIR", "demo-output")
+#: Where the mapped example keeps cut-outs and masks (an absolute path or any ObjectStoragePath URI).
+OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_OUTPUT_DIR", "file:///tmp/hitpaw-example/mapped")
 #: For the folder example: where the images are, and where their cut-outs go (any ObjectStoragePath URI).
 INPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_INPUT_FOLDER", "file:///tmp/hitpaw-example/in")
 OUTPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_OUTPUT_FOLDER", "file:///tmp/hitpaw-example/out")
