@@ -23,3 +23,23 @@ def try_started_at(context: Context) -> float:
     """When the current try of the task started, as a Unix time (now, if Airflow does not say)."""
     start = getattr(context.get("ti"), "start_date", None)
     return start.timestamp() if start is not None else time.time()
+
+
+#: What Airflow's ``resume_execution`` is called with when it ends a deferral itself (a deferral timeout,
+#: a trigger that failed): the task is resumed only to fail.
+FAIL_METHOD: Final = "__fail__"
+
+
+def deferral_failure(err: BaseException, what: str) -> str:
+    """The message for a deferral Airflow ended itself, saying what had been waited for and what to check.
+
+    The generic ``TaskDeferralTimeout`` says neither which job (already paid for) was left behind nor
+    that the likeliest cause is a triggerer that is not running.
+    """
+    if type(err).__name__ == "TaskDeferralTimeout" or "timeout" in str(err).lower():
+        return (
+            f"{what}: no event came from its trigger by the deferral's deadline. HitPaw may still be "
+            "working on it, or no triggerer is running: check that `airflow triggerer` is up (its "
+            "heartbeat is in the UI's health view, or `airflow jobs check --job-type TriggererJob`)"
+        )
+    return f"{what}: its trigger failed ({err}); the triggerer's log has the traceback"

@@ -94,3 +94,10 @@ def result_links() -> tuple[Any, ...]:
     from airflow_provider_hitpaw.links import HitPawCutoutLink, HitPawMaskLink
 
     return (HitPawCutoutLink(), HitPawMaskLink())
+
+
+def folder_links() -> tuple[Any, ...]:
+    """The extra link of a batch: the folder its results were kept in."""
+    from airflow_provider_hitpaw.links import HitPawOutputFolderLink
+
+    return (HitPawOutputFolderLink(),)

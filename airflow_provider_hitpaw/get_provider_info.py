@@ -24,6 +24,7 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_provider_hitpaw.links.HitPawCutoutLink",
             "airflow_provider_hitpaw.links.HitPawMaskLink",
+            "airflow_provider_hitpaw.links.HitPawOutputFolderLink",
         ],
         "integrations": [
             {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
@@ -75,3 +75,30 @@ class HitPawMaskLink(_HitPawResultLink):
 
     name = "HitPaw mask"
     entry = "mask"
+
+
+def browsable_folder(uri: str) -> str:
+    """An address a browser can open for a storage folder URI, or "" when there is none.
+
+    ``https://`` folders are themselves; ``s3://`` and ``gs://`` open in their cloud consoles; a local
+    ``file://`` folder has no address a browser elsewhere could open.
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return ""
+    prefix = parts.path.strip("/")
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return uri
+    if parts.scheme in ("s3", "s3a") and parts.netloc:
+        return f"https://s3.console.aws.amazon.com/s3/buckets/{parts.netloc}?prefix={quote(prefix)}/"
+    if parts.scheme in ("gs", "gcs") and parts.netloc:
+        return f"https://console.cloud.google.com/storage/browser/{parts.netloc}/{quote(prefix)}"
+    return ""
+
+
+class HitPawOutputFolderLink(_HitPawResultLink):
+    """Opens the folder a batch kept its cut-outs and masks in (when it has a browsable address)."""
+
+    name = "HitPaw results folder"
+    entry = "folder"

@@ -163,6 +163,23 @@ def validate_positive_int(value: Any, field: str) -> int:
     return value
 
 
+def validate_failure_threshold(value: Any, field: str = "max_failed") -> int | float | None:
+    """How many failures a batch tolerates: None (none), a whole count, or a fraction from 0 to under 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HitPawConfigurationError(field, f"must be a count or a fraction, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise HitPawConfigurationError(field, f"must not be negative, got {value}")
+        return value
+    if not 0 <= value < 1:
+        raise HitPawConfigurationError(
+            field, f"a fraction must be from 0 to under 1 (a count is a whole number), got {value}"
+        )
+    return value
+
+
 def validate_timeout(value: Any, field: str = "timeout") -> float:
     """A timeout may be 0 (check once, do not wait) but never negative."""
     if isinstance(value, timedelta):

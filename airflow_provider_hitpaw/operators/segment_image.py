@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 
 from airflow_provider_hitpaw import _api, _deferral, _state_store
 from airflow_provider_hitpaw._addresses import internal_host_reason
@@ -23,6 +23,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawError,
     HitPawInvalidRequestError,
     HitPawJobFailedError,
+    HitPawTimeoutError,
 )
 from airflow_provider_hitpaw.validation import validate_file_url, validate_poll_interval, validate_timeout
 
@@ -275,6 +276,21 @@ class SegmentImageOperator(BaseOperator):
             submission = self._recalled_submission(context, status["job_id"])
         with self._hook() as hook:
             return self._finish(context, submission, status, hook)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral Airflow ended itself fails with a message that names the job (paid for) and the
+        likely cause, instead of a bare ``TaskDeferralTimeout``; a retry waits for that job where Airflow
+        keeps a task state store (3.3), and submits the image again elsewhere."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowException as err:
+            if next_method != _deferral.FAIL_METHOD:
+                raise
+            ti = context["ti"]
+            pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
+            job = pushed.get("job_id") if isinstance(pushed, dict) else None
+            what = f"HitPaw job {job!r} for {self._shown_input()} (already paid for)" if job else "The wait"
+            raise HitPawTimeoutError(_deferral.deferral_failure(err, what)) from err
 
     def _recalled_submission(self, context: Context, job_id: str) -> dict[str, Any]:
         """The submission of this try, where the resumed call did not get it as a kwarg."""

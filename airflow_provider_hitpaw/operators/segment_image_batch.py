@@ -16,17 +16,19 @@ from airflow_provider_hitpaw import _api, _deferral
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import BatchEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
-from airflow_provider_hitpaw._results import ResultOutput
+from airflow_provider_hitpaw._results import ResultOutput, folder_links
 from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
+    HitPawTimeoutError,
     HitPawUntrustedAnswerError,
 )
 from airflow_provider_hitpaw.operators._batch_record import BatchRecord, first_try_of_clearing
 from airflow_provider_hitpaw.operators.segment_image import allows_internal_hosts, coins_text
 from airflow_provider_hitpaw.validation import (
+    validate_failure_threshold,
     validate_file_url,
     validate_poll_interval,
     validate_positive_int,
@@ -91,6 +93,8 @@ class SegmentImageBatchOperator(BaseOperator):
     :param timeout: seconds to wait for the whole batch, from the start of this try (at most 8 days).
     :param fail_on_error: fail the task, once every image has ended, when any failed; with False the
         task succeeds and downstream tasks judge the per-image results.
+    :param max_failed: between the two: how many images may fail (a count, or a fraction of the inputs
+        such as ``0.02``) before the task fails; inputs refused before submitting count too.
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
@@ -113,6 +117,7 @@ class SegmentImageBatchOperator(BaseOperator):
         poll_interval: float = 3,
         timeout: float = 3 * 3600,
         fail_on_error: bool = True,
+        max_failed: float | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -133,7 +138,14 @@ class SegmentImageBatchOperator(BaseOperator):
         self.poll_interval = validate_poll_interval(poll_interval)
         self.timeout = validate_timeout(timeout)
         self.fail_on_error = fail_on_error
+        self.max_failed = validate_failure_threshold(max_failed)
+        if max_failed is not None and not fail_on_error:
+            raise HitPawConfigurationError(
+                "max_failed", "has no effect with fail_on_error=False; give one of them"
+            )
         self.deferrable = deferrable
+
+    operator_extra_links = folder_links()
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -222,7 +234,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 rejected[text] = str(refused)
             else:
                 accepted[text] = None
-        if rejected and self.fail_on_error:
+        if rejected and self.fail_on_error and len(rejected) > self._allowed_failures(len(items)):
             shown = "; ".join(list(rejected.values())[:5])
             raise HitPawConfigurationError(
                 self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
@@ -233,6 +245,14 @@ class SegmentImageBatchOperator(BaseOperator):
 
             storage.check_unique_names([self._identity(item) for item in inputs.unique])
         return inputs
+
+    def _allowed_failures(self, total: int) -> float:
+        """How many failed images the task tolerates (``max_failed``; none by default)."""
+        if self.max_failed is None:
+            return 0
+        if isinstance(self.max_failed, float):
+            return self.max_failed * total
+        return self.max_failed
 
     def _identity(self, item: str) -> str:
         """What names an input's results: the URL, or the source's URI."""
@@ -479,12 +499,19 @@ class SegmentImageBatchOperator(BaseOperator):
         durable record is kept, without a retry, which would pay again for every image."""
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except (AirflowException, HitPawError) as err:
-            if next_method != "__fail__" or BatchRecord(context, []).durable:
+        except AirflowException as err:
+            if next_method != _deferral.FAIL_METHOD:
                 raise
+            ti = context["ti"]
+            pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
+            jobs = pushed.get("jobs", []) if isinstance(pushed, dict) else []
+            paid = sum(isinstance(job, str) for job in jobs)
+            message = _deferral.deferral_failure(err, f"The batch's {paid} HitPaw jobs (already paid for)")
+            if BatchRecord(context, []).durable:
+                raise HitPawTimeoutError(f"{message}; a retry waits for the same jobs") from err
             raise fail_without_retry(
-                f"{err}; not retried automatically: this batch has paid for images, and on this Airflow a "
-                "retry could not find their jobs. The triggerer may not be running"
+                f"{message}; not retried automatically: on this Airflow a retry could not find the jobs "
+                "and would pay for every image again"
             ) from err
 
     # -- results ---------------------------------------------------------------------------------------
@@ -513,6 +540,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 result["file_url"] = getattr(uploaded, "original_url", None)
         if self.output_path is not None:
             self._keep_results(hook, by_input)
+            self._push_folder_link(context)
         results = [
             by_input[item] if item in by_input else _refused(item, inputs.rejected[item])
             for item in inputs.given
@@ -522,6 +550,14 @@ class SegmentImageBatchOperator(BaseOperator):
                 if "source_path" not in result:  # refused before upload: there is no URL
                     result.update(source_path=result["file_url"], file_url=None)
         return self._report(context, results)
+
+    def _push_folder_link(self, context: Context) -> None:
+        from airflow_provider_hitpaw import storage
+        from airflow_provider_hitpaw._results import push_links
+        from airflow_provider_hitpaw.links import browsable_folder
+
+        folder = storage.storage_uri(storage.as_storage_path(self.output_path, self.output_conn_id))
+        push_links(context, {"folder": browsable_folder(folder)})
 
     def _keep_results(self, hook: HitPawHook, by_input: dict[str, dict[str, Any]]) -> None:
         """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
@@ -554,6 +590,19 @@ class SegmentImageBatchOperator(BaseOperator):
             list(pool.map(keep, completed))
         self.log.info("Kept %d cut-outs and masks in %s", len(completed), self.output_path)
 
+    def _log_failures(self, bad: list[dict[str, Any]]) -> None:
+        """Why the failures failed, once, by kind (not one line per image), with an example of each."""
+        kinds: dict[str, list[dict[str, Any]]] = {}
+        for result in bad:
+            kinds.setdefault(_kind(result), []).append(result)
+        for kind, members in sorted(kinds.items(), key=lambda item: -len(item[1])):
+            example = members[0]
+            shown = example.get("source_path") or _api.url_without_query(str(example["file_url"]))
+            reason = (example.get("error") or {}).get("message") or example["status"]
+            self.log.warning(
+                "%d image(s) failed with %s, for instance %s: %s", len(members), kind, shown, reason
+            )
+
     def _report(self, context: Context, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         bad = [r for r in results if r["status"] != "COMPLETED" or r["error"]]
         known = [r["consume_coins"] for r in results if isinstance(r.get("consume_coins"), int)]
@@ -564,7 +613,8 @@ class SegmentImageBatchOperator(BaseOperator):
             len(bad),
             coins_text(sum(known)) if known else "no coins known to be spent",
         )
-        if not bad or not self.fail_on_error:
+        self._log_failures(bad)
+        if not bad or not self.fail_on_error or len(bad) <= self._allowed_failures(len(results)):
             return results
         context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=results)
         shown = "; ".join(f"{r.get('source_path') or r['file_url']}: {r['status']}" for r in bad[:5])
@@ -576,6 +626,11 @@ class SegmentImageBatchOperator(BaseOperator):
             # Without a record across tries a retry could not tell paid jobs from missing ones.
             raise AirflowFailException(f"{message} (no automatic retry: on this Airflow it would pay again)")
         raise AirflowException(message)
+
+
+def _kind(result: dict[str, Any]) -> str:
+    error = result.get("error") or {}
+    return str(error.get("type") or result["status"])
 
 
 def _result(

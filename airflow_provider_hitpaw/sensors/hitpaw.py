@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowSensorTimeout,
     AirflowSkipException,
     BaseSensorOperator,
@@ -154,6 +155,18 @@ class SegmentationSensor(BaseSensorOperator):
             first_start = _deferral.try_started_at(context)
             _state_store.remember(context, _FIRST_START_KEY, first_start)
         return float(first_start) + self.timeout
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral Airflow ended itself fails as a sensor time-out that says what to check."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowException as err:
+            if next_method != _deferral.FAIL_METHOD:
+                raise
+            message = _deferral.deferral_failure(err, f"The wait for HitPaw job {self.job_id!r}")
+            if self.soft_fail:
+                raise AirflowSkipException(f"{message} (soft_fail)") from err
+            raise AirflowSensorTimeout(message) from err
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Turn the trigger's event into the task's result, or into the right kind of failure."""

@@ -170,3 +170,38 @@ def test_a_source_of_the_wrong_format_refuses_the_batch_before_any_upload(
     with pytest.raises(AirflowFailException, match="source_paths"):
         operator.execute(task_context())
     assert hitpaw_emulator.state()["uploads"] == 0
+
+
+@pytest.mark.parametrize(
+    ("max_failed", "broken", "fails"),
+    [
+        pytest.param(1, 1, False, id="count-reached"),
+        pytest.param(1, 2, True, id="count-exceeded"),
+        pytest.param(0.25, 1, False, id="fraction-reached"),
+        pytest.param(0.25, 2, True, id="fraction-exceeded"),
+    ],
+)
+def test_a_failure_threshold_between_all_and_nothing(
+    hitpaw_emulator: Any, log_text: Any, max_failed: float, broken: int, fails: bool
+) -> None:
+    inputs = urls(hitpaw_emulator, 4 - broken) + [
+        f"{hitpaw_emulator.sample_url('broken.jpg')}?n={i}" for i in range(broken)
+    ]
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=inputs, poll_interval=1, max_failed=max_failed
+    )
+    if fails:
+        with pytest.raises(AirflowException, match=f"{broken} of 4 images"):
+            run_deferred(operator, task_context())
+    else:
+        results = run_deferred(operator, task_context())
+        assert [r["status"] for r in results].count("ERROR") == broken
+    # Why they failed, once, by kind: not a line per image.
+    assert log_text().count("failed with HitPawJobFailedError") == 1
+
+
+def test_max_failed_without_fail_on_error_is_a_contradiction() -> None:
+    with pytest.raises(ValueError, match="max_failed"):
+        SegmentImageBatchOperator(
+            task_id="b", file_urls=["https://x/a.jpg"], max_failed=2, fail_on_error=False
+        )

@@ -177,3 +177,23 @@ def test_links_value_round_trip(xcom: FakeXCom) -> None:
     )
     assert HitPawCutoutLink().get_link(OPERATOR, ti_key=key) == CUTOUT
     assert HitPawMaskLink().get_link(OPERATOR, ti_key=key) == "https://a.example/m.png"
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        (
+            "s3://catalogue/cutouts/2026",
+            "https://s3.console.aws.amazon.com/s3/buckets/catalogue?prefix=cutouts/2026/",
+        ),
+        ("gs://catalogue/cutouts", "https://console.cloud.google.com/storage/browser/catalogue/cutouts"),
+        ("https://files.example.com/cutouts/", "https://files.example.com/cutouts/"),
+        ("file:///data/cutouts", ""),
+        ("memory://bucket/x", ""),
+        ("javascript:alert(1)", ""),
+    ],
+)
+def test_a_batch_links_to_its_results_folder_where_a_browser_can_open_it(uri: str, expected: str) -> None:
+    from airflow_provider_hitpaw.links import browsable_folder
+
+    assert browsable_folder(uri) == expected

@@ -84,4 +84,5 @@ def test_extra_links_are_registered_for_airflow_2(tmp_path: Path, monkeypatch: p
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [
         "airflow_provider_hitpaw.links.HitPawCutoutLink",
         "airflow_provider_hitpaw.links.HitPawMaskLink",
+        "airflow_provider_hitpaw.links.HitPawOutputFolderLink",
     ]

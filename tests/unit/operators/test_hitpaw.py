@@ -278,3 +278,62 @@ def test_emit_asset_declares_the_output_folder_on_this_airflow() -> None:
     assert asset.uri.startswith("file:///data/cutouts")
     assert type(asset).__name__ in ("Asset", "Dataset")
     assert [type(link).__name__ for link in op.operator_extra_links] == ["HitPawCutoutLink", "HitPawMaskLink"]
+
+
+# --- a deferral that Airflow ends itself ----------------------------------------------------------------
+
+#: What the scheduler resumes a task with when its deferral timed out: "Trigger timeout" on Airflow 3
+#: (TaskDeferralTimeout), "Trigger/execution timeout" on Airflow 2 (TaskDeferralError).
+TIMED_OUT = {"error": "Trigger timeout"}
+
+
+class TestDeferralEndedByAirflow:
+    def test_names_the_paid_job_and_the_likely_cause(self) -> None:
+        """A forgotten triggerer once ended in a bare TaskDeferralTimeout, saying nothing of the job."""
+        context = task_context()
+        context["ti"].xcom_push(key="hitpaw_submission", value=SUBMISSION)
+        with pytest.raises(HitPawTimeoutError) as raised:
+            operator().resume_execution("__fail__", TIMED_OUT, context)
+        message = str(raised.value)
+        assert repr(JOB) in message
+        assert "already paid for" in message
+        assert "airflow triggerer" in message
+
+    def test_a_failed_trigger_says_so(self) -> None:
+        with pytest.raises(HitPawTimeoutError, match="its trigger failed"):
+            operator().resume_execution("__fail__", {"error": "Trigger failure"}, task_context())
+
+    def test_a_normal_resume_is_untouched(self) -> None:
+        event = {"status": "success", "job_id": JOB, "message": "", "job_status": "COMPLETED"}
+        result = operator().resume_execution(
+            "execute_complete", {"event": event, "submission": SUBMISSION}, task_context()
+        )
+        assert result["job_id"] == JOB
+
+    def test_the_sensor_times_out_saying_what_to_check(self) -> None:
+        from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
+        from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+
+        sensor = SegmentationSensor(task_id="w", job_id=JOB)
+        with pytest.raises(AirflowSensorTimeout, match="airflow triggerer"):
+            sensor.resume_execution("__fail__", TIMED_OUT, task_context())
+
+    def test_a_batch_without_a_store_fails_for_good(self) -> None:
+        from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+
+        context = task_context()
+        context["ti"].xcom_push(
+            key="hitpaw_batch_submission", value={"jobs": ["j-1", "j-2"], "inputs": [], "rejected": {}}
+        )
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
+        with pytest.raises(AirflowFailException, match="2 HitPaw jobs") as raised:
+            batch.resume_execution("__fail__", TIMED_OUT, context)
+        assert "would pay for every image again" in str(raised.value)
+
+    def test_a_batch_with_a_store_fails_normally_so_a_retry_waits_for_its_jobs(self) -> None:
+        from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
+        with pytest.raises(HitPawTimeoutError, match="a retry waits for the same jobs"):
+            batch.resume_execution("__fail__", TIMED_OUT, task_context(store=FakeStateStore()))
