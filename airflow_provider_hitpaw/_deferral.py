@@ -14,6 +14,21 @@ if TYPE_CHECKING:
 DEFERRAL_GRACE: Final = timedelta(seconds=60)
 
 
+#: Seconds after a deferral before its trigger may fire. Airflow 3 can fail a resumed try when the event
+#: comes within seconds of the deferral (apache/airflow#66374, #71580, #72716: the executor's "success" of
+#: the try that deferred is processed after the trigger fired). Holding the first event past that window
+#: costs a fast job these seconds and no slot: the wait is in the triggerer. Measured on Airflow 3.2 and
+#: 3.3 with their defaults: see benchmarks/deferral_race.py and benchmarks/README.md.
+EVENT_HOLD_SECONDS: Final = 10.0
+
+
+def event_not_before(hold: float | None) -> float | None:
+    """The ``not_before`` of a trigger deferred now, holding its event ``hold`` seconds (0: no hold;
+    None: :data:`EVENT_HOLD_SECONDS`, read when the task runs)."""
+    seconds = EVENT_HOLD_SECONDS if hold is None else hold
+    return time.time() + seconds if seconds > 0 else None
+
+
 def deferral_timeout(end_time: float) -> timedelta:
     """``defer(timeout=...)`` for a trigger whose own deadline is ``end_time`` (a Unix time)."""
     return timedelta(seconds=max(0.0, end_time - time.time())) + DEFERRAL_GRACE

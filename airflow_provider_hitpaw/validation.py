@@ -147,6 +147,22 @@ def validate_poll_interval(value: Any, field: str = "poll_interval") -> float:
     return seconds
 
 
+#: A hold of the first event must end well before Airflow's backstop (60 s after the trigger's deadline).
+MAX_EVENT_HOLD: Final = 50.0
+
+
+def validate_event_hold(value: Any, field: str = "min_deferred_seconds") -> float | None:
+    """Seconds a deferred task waits at least before its trigger fires: 0 to :data:`MAX_EVENT_HOLD`, or
+    None for the provider's default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_EVENT_HOLD:
+        raise HitPawConfigurationError(
+            field, f"must be a number of seconds from 0 to {MAX_EVENT_HOLD:g}, got {value!r}"
+        )
+    return float(value)
+
+
 def validate_overwrite(value: Any, field: str = "overwrite") -> str:
     if value not in OVERWRITE_POLICIES:
         raise HitPawConfigurationError(

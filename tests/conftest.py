@@ -17,6 +17,15 @@ BASE_URL = "http://127.0.0.1:8090"
 CONN_ID = "hitpaw_default"
 
 
+@pytest.fixture(autouse=True)
+def no_event_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triggers fire as soon as their job ends, in tests that are not about the hold (in this process;
+    Airflow components started by a test keep the default)."""
+    from airflow_provider_hitpaw import _deferral
+
+    monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 0.0)
+
+
 @pytest.fixture
 def api_key() -> str:
     return SECRET_KEY

@@ -74,6 +74,7 @@ def call_many(
     max_in_flight: int,
     on_result: Callable[[int, T | HitPawError], None] | None = None,
     stop_on: Callable[[T | HitPawError], bool] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[T | HitPawError]:
     """``call`` for every item, ``max_in_flight`` at a time; one result (a value, or its error) per item.
 
@@ -83,11 +84,12 @@ def call_many(
     retries stop), and every answer that arrived is still passed to ``on_result`` before the
     interruption goes on: a paid job must never go unrecorded. ``stop_on`` stops the same way, without
     an interruption, at the first result it says yes to (a bad key, no coins: the same for all the
-    rest); the items not sent then end as :class:`~._transport.HitPawNotSentError`.
+    rest); the items not sent then end as :class:`~._transport.HitPawNotSentError`. ``stop`` is the same
+    switch for the caller to throw from elsewhere (Airflow 3 asks a task to stop through ``on_kill``).
     """
     results: list[T | HitPawError | None] = [None] * len(items)
     reported: set[int] = set()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     gate = SharedRateLimitGate(policy, stop)
 
     def one(item: Item) -> T | HitPawError:

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -40,7 +41,6 @@ from airflow_provider_hitpaw.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Awaitable, Callable, Iterator, Mapping
 
     import aiohttp
@@ -306,7 +306,8 @@ class Answer:
 
 
 def requests_session(pool_size: int, policy: AddressPolicy | None = None) -> requests.Session:
-    """A session with no retries of its own (ours know HitPaw's codes) and one pool of ``pool_size``.
+    """A session with no retries of its own (ours know HitPaw's codes) and one pool of ``pool_size``,
+    whose connections every exchange's deadline can cut off (see :func:`_exchange`).
 
     With ``policy``, every connection it opens must reach an address the policy allows: for the hosts a
     remote answer names (result links, upload targets).
@@ -314,17 +315,81 @@ def requests_session(pool_size: int, policy: AddressPolicy | None = None) -> req
     import requests
 
     session = requests.Session()
-    adapter = _guarded_adapter(policy, pool_size) if policy is not None else _plain_adapter(pool_size)
+    adapter = _adapter(pool_size, policy)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     return session
 
 
-def _plain_adapter(pool_size: int) -> Any:
-    from requests.adapters import HTTPAdapter
+class _Exchange:
+    """One request on its way, on this thread: the connection it uses (so that its deadline can cut it
+    off), whether any byte of it went out (which decides whether a lost submission may have landed), and
+    whether the deadline passed.
 
-    return HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    requests' time-outs bound each socket operation, not an exchange: a server that sends its headers a
+    byte at a time holds a request for ever. The deadline here shuts the socket down instead.
+    """
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.expired = False
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def attached(self) -> bool:
+        """Whether a connection took this exchange (only then does ``sent`` say what went out)."""
+        return self._conn is not None
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            self._conn = conn
+            expired = self.expired
+        if expired:
+            _shut(conn)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conn = self._conn
+        _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+_CURRENT = threading.local()
+
+
+@contextlib.contextmanager
+def _exchange(seconds: float) -> Iterator[_Exchange]:
+    """The exchange of this thread for the next ``seconds``, after which its connection is cut."""
+    exchange = _Exchange()
+    previous = getattr(_CURRENT, "exchange", None)
+    _CURRENT.exchange = exchange
+    timer = threading.Timer(max(0.0, seconds), exchange.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield exchange
+    finally:
+        timer.cancel()
+        _CURRENT.exchange = previous
+
+
+def _current_exchange() -> _Exchange | None:
+    return getattr(_CURRENT, "exchange", None)
+
+
+def _exchange_seconds(attempts: Attempts, connect_timeout: float, read_timeout: float) -> float:
+    """How long one exchange may take in all: the time the attempts have left, or else its own time-outs."""
+    left = attempts.time_left()
+    return left if left is not None else connect_timeout + read_timeout
 
 
 def post_json_sync(
@@ -338,26 +403,37 @@ def post_json_sync(
     verify: bool | str,
     secret: str,
 ) -> Answer:
-    """One POST of ``body`` as JSON; the answer read whole, up to :data:`MAX_ANSWER_BYTES`."""
+    """One POST of ``body`` as JSON; the answer read whole, up to :data:`MAX_ANSWER_BYTES`, by the
+    attempt's deadline (or within its own time-outs, added up)."""
     import requests
 
-    try:
-        response = session.post(
-            url,
-            json=body,
-            timeout=attempts.timeouts(connect_timeout, read_timeout),
-            # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
-            verify=verify,
-            # A redirect would carry the Apikey header to wherever it points.
-            allow_redirects=False,
-            stream=True,
-        )
-    except requests.RequestException as err:
-        raise requests_failure(err, scrub(f"{type(err).__name__}: {err}", secret)) from None
-    with response:
-        data = bytearray()
-        read_body_sync(response, attempts, MAX_ANSWER_BYTES, "the API's answer", data.extend)
-        return Answer(response.status_code, response.headers, scrub_bytes(bytes(data), secret))
+    with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
+        try:
+            response = session.post(
+                url,
+                json=body,
+                timeout=attempts.timeouts(connect_timeout, read_timeout),
+                # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
+                verify=verify,
+                # A redirect would carry the Apikey header to wherever it points.
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                data = bytearray()
+                read_body_sync(response, attempts, MAX_ANSWER_BYTES, "the API's answer", data.extend)
+                return Answer(response.status_code, response.headers, scrub_bytes(bytes(data), secret))
+        except requests.RequestException as err:
+            raise requests_failure(err, scrub(f"{type(err).__name__}: {err}", secret), exchange) from None
+        except HitPawError as err:
+            raise _past_deadline(err, exchange, "the API's answer") from None
+
+
+def _past_deadline(err: HitPawError, exchange: _Exchange, what: str) -> HitPawError:
+    """A failure caused by the exchange's deadline cutting the connection, told as such."""
+    if exchange.expired and isinstance(err, HitPawConnectionError):
+        return HitPawConnectionError(f"{what} did not come by the deadline", request_sent=err.request_sent)
+    return err
 
 
 def read_body_sync(
@@ -369,8 +445,8 @@ def read_body_sync(
 ) -> int:
     """Stream ``response``'s body, decoded and capped, into ``write``; return the raw bytes read.
 
-    Each read waits at most the attempt's time left, and the deadline is checked between reads: a server
-    that trickles its answer a byte at a time cannot hold the caller past it.
+    Each read waits at most the attempt's time left, and the deadline is checked between reads; the
+    exchange's own deadline cuts whatever is left.
     """
     decoder = BodyDecoder(response.headers.get("Content-Encoding"), limit, what)
     try:
@@ -383,7 +459,9 @@ def read_body_sync(
     except HitPawError:
         raise
     except Exception as err:
-        raise requests_failure(err, f"reading {what} failed: {type(err).__name__}") from None
+        raise requests_failure(
+            err, f"reading {what} failed: {type(err).__name__}", _current_exchange()
+        ) from None
     return decoder.raw_bytes
 
 
@@ -413,16 +491,20 @@ def _tighten_read_timeout(response: requests.Response, attempts: Attempts, what:
             sock.settimeout(max(0.001, min(left, sock.gettimeout() or left)))
 
 
-def requests_failure(err: Exception, text: str) -> HitPawConnectionError:
+def requests_failure(err: Exception, text: str, exchange: _Exchange | None = None) -> HitPawConnectionError:
     """The error family of a requests (or urllib3) failure, told as ``text``, which the caller scrubbed.
 
-    Whether the request had left decides on resubmitting; only a failed certificate check is permanent.
+    Whether the request had left decides on resubmitting: the exchange knows whether any byte went out
+    (a TLS handshake cut short sent none); without one, only a failed connect proves nothing was sent.
+    Only a failed certificate check is permanent.
     """
     import requests
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     if _is_certificate_failure(err):
         return HitPawTLSError(text, request_sent=False)
+    if exchange is not None and exchange.attached:
+        return HitPawConnectionError(text, request_sent=exchange.sent)
     reason = getattr(err.args[0], "reason", None) if err.args else None
     never_sent = isinstance(err, requests.exceptions.ConnectTimeout) or isinstance(
         reason, NewConnectionError | ConnectTimeoutError
@@ -461,35 +543,38 @@ def put_sync(
     secrets: list[str],
     shown: str,
 ) -> None:
-    """One PUT of ``data`` (a storage's pre-signed URL); raises the error a failure stands for."""
+    """One PUT of ``data`` (a storage's pre-signed URL), by the attempt's deadline; raises the error a
+    failure stands for."""
     import requests
 
     _check_target(url, session, shown)
-    try:
-        response = session.put(
-            url,
-            data=data,
-            headers=headers,
-            timeout=attempts.timeouts(connect_timeout, read_timeout),
-            verify=verify,
-            allow_redirects=False,
-            stream=True,
-        )
-    except requests.RequestException as err:
-        raise requests_failure(
-            err, scrub(f"uploading to {shown}: {type(err).__name__}: {err}", *secrets)
-        ) from None
-    with response:
-        if 200 <= response.status_code < 300:
-            return
-        # The storage's own words (an S3 error code says what went wrong), without any signed value.
-        said = scrub(_api.quote_body(_first_bytes(response, 2048)), *secrets)
-        raise _api.error_for_code(
-            None,
-            response.status_code,
-            f"the storage refused the upload to {shown}: {said}",
-            retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
-        )
+    with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
+        try:
+            response = session.put(
+                url,
+                data=data,
+                headers=headers,
+                timeout=attempts.timeouts(connect_timeout, read_timeout),
+                verify=verify,
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                if 200 <= response.status_code < 300:
+                    return
+                # The storage's own words (an S3 error code says what went wrong), without any signed value.
+                said = scrub(_api.quote_body(_first_bytes(response, 2048)), *secrets)
+        except requests.RequestException as err:
+            text = scrub(f"uploading to {shown}: {type(err).__name__}: {err}", *secrets)
+            raise _past_deadline(
+                requests_failure(err, text, exchange), exchange, f"the upload to {shown}"
+            ) from None
+    raise _api.error_for_code(
+        None,
+        response.status_code,
+        f"the storage refused the upload to {shown}: {said}",
+        retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
+    )
 
 
 def _first_bytes(response: requests.Response, limit: int) -> bytes:
@@ -514,50 +599,78 @@ def download_sync(
     verify: bool | str,
 ) -> int:
     """One download of ``url`` into ``write``, following up to :data:`MAX_REDIRECTS` redirects, each hop
-    checked like the first; returns the bytes written. Bodies of failed answers are never read or quoted.
+    checked like the first, all by the attempt's deadline; returns the bytes written. Bodies of failed
+    answers are never read or quoted.
     """
-    import requests
-
-    for _ in range(MAX_REDIRECTS + 1):
-        shown = _api.url_without_query(url)
-        _check_target(url, session, shown)
-        try:
-            response = session.get(
-                url,
-                stream=True,
-                timeout=attempts.timeouts(connect_timeout, read_timeout),
-                verify=verify,
-                allow_redirects=False,
-                # None removes a header a shared session may carry: result links are public.
-                headers={_api.API_KEY_HEADER: None},
-            )
-        except requests.RequestException as err:
-            # requests' messages quote the URL with its query (a signed link's credential).
-            raise requests_failure(err, f"downloading {shown} failed: {type(err).__name__}") from None
-        with response:
-            if response.is_redirect:
-                location = response.headers.get("Location", "")
+    with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
+        for _ in range(MAX_REDIRECTS + 1):
+            shown = _api.url_without_query(url)
+            try:
+                location = _download_hop(
+                    session, url, write, attempts, limit, connect_timeout, read_timeout, verify
+                )
+            except HitPawError as err:
+                raise _past_deadline(err, exchange, f"the download of {shown}") from None
+            if isinstance(location, int):
+                return location
+            try:
                 url = urljoin(url, location)
-                continue
-            if not 200 <= response.status_code < 300:
-                raise _api.error_for_code(
-                    None,
-                    response.status_code,
-                    f"downloading {shown} answered HTTP {response.status_code}",
-                    retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
-                )
-            expected = _content_length(response.headers)
-            counter = _Counter(write)
-            raw = read_body_sync(response, attempts, limit, f"the download of {shown}", counter)
-            if expected is not None and raw != expected:
-                raise HitPawResponseError(
-                    f"downloading {shown} gave {raw} bytes where Content-Length said {expected}",
-                    http_status=response.status_code,
-                )
-            return counter.count
+            except ValueError:
+                raise HitPawUntrustedAnswerError(f"{shown} redirected to a malformed URL") from None
     raise HitPawUntrustedAnswerError(
         f"downloading {_api.url_without_query(url)} took more than {MAX_REDIRECTS} redirects"
     )
+
+
+def _download_hop(
+    session: requests.Session,
+    url: str,
+    write: Callable[[bytes], object],
+    attempts: Attempts,
+    limit: int,
+    connect_timeout: float,
+    read_timeout: float,
+    verify: bool | str,
+) -> int | str:
+    """One hop of a download: the bytes written, or where a redirect points."""
+    import requests
+
+    shown = _api.url_without_query(url)
+    _check_target(url, session, shown)
+    try:
+        response = session.get(
+            url,
+            stream=True,
+            timeout=attempts.timeouts(connect_timeout, read_timeout),
+            verify=verify,
+            allow_redirects=False,
+            # None removes a header a shared session may carry: result links are public.
+            headers={_api.API_KEY_HEADER: None},
+        )
+    except requests.RequestException as err:
+        # requests' messages quote the URL with its query (a signed link's credential).
+        raise requests_failure(
+            err, f"downloading {shown} failed: {type(err).__name__}", _current_exchange()
+        ) from None
+    with response:
+        if response.is_redirect:
+            return str(response.headers.get("Location", ""))
+        if not 200 <= response.status_code < 300:
+            raise _api.error_for_code(
+                None,
+                response.status_code,
+                f"downloading {shown} answered HTTP {response.status_code}",
+                retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
+            )
+        expected = _content_length(response.headers)
+        counter = _Counter(write)
+        raw = read_body_sync(response, attempts, limit, f"the download of {shown}", counter)
+        if expected is not None and raw != expected:
+            raise HitPawResponseError(
+                f"downloading {shown} gave {raw} bytes where Content-Length said {expected}",
+                http_status=response.status_code,
+            )
+        return counter.count
 
 
 class _Counter:
@@ -584,21 +697,26 @@ def _check_target(url: str, session: requests.Session, shown: str) -> None:
     """Refuse a URL a remote answer named before connecting to it: another scheme, credentials in it, or
     a host whose addresses the session's policy does not allow. The connection itself checks the address
     it reached again (a name may resolve differently the second time)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        raise HitPawUntrustedAnswerError(f"{shown[:200]!r} is not a well-formed URL") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise HitPawUntrustedAnswerError(f"{shown[:200]!r} is not an http(s) URL with a host")
     if "@" in parts.netloc or "\\" in url:
         raise HitPawUntrustedAnswerError(f"{shown[:200]} carries credentials or a backslash in its host")
     policy = _session_policy(session, url)
     if policy is None:
         return
-    host = parts.hostname
     if is_ip_literal(host):
         addresses = [host]
     else:
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = socket.getaddrinfo(
+                host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+            )
             addresses = [str(info[4][0]) for info in found]
         except (OSError, UnicodeError, ValueError) as err:
             if _proxied(session, url):
@@ -629,43 +747,76 @@ class UnsafePeerError(Exception):
     urllib3 does not retry it as a network fault)."""
 
 
-def _guarded_adapter(policy: AddressPolicy, pool_size: int) -> Any:
+def _adapter(pool_size: int, policy: AddressPolicy | None) -> Any:
+    """requests' adapter, with urllib3 connections that tell the current exchange which connection it
+    uses and when its first byte goes out, and (with ``policy``) that check the address they reached."""
     from requests.adapters import HTTPAdapter
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    def checked(sock: socket.socket, proxied: bool) -> socket.socket:
-        if proxied:
+    def checked(connection: Any, sock: socket.socket) -> socket.socket:
+        if policy is None or getattr(connection, "proxy", None) is not None:
             return sock
-        address = str(sock.getpeername()[0])
-        reason = policy.refusal(address)
+        reason = policy.refusal(str(sock.getpeername()[0]))
         if reason is not None:
             sock.close()
             raise UnsafePeerError(reason)
         return sock
 
-    class GuardedHTTPConnection(HTTPConnection):
+    def sending(connection: Any) -> None:
+        exchange = _current_exchange()
+        if exchange is not None:
+            if connection.sock is None:
+                connection.connect()  # a connect that fails has sent nothing
+            exchange.sent = True
+
+    class TrackedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            return checked(super()._new_conn(), getattr(self, "proxy", None) is not None)
+            return checked(self, super()._new_conn())
 
-    class GuardedHTTPSConnection(HTTPSConnection):
+        def send(self, data: Any) -> None:
+            sending(self)
+            super().send(data)
+
+    class TrackedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            return checked(super()._new_conn(), getattr(self, "proxy", None) is not None)
+            return checked(self, super()._new_conn())
 
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
+        def send(self, data: Any) -> None:
+            sending(self)
+            super().send(data)
 
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
+    def attach(conn: Any) -> Any:
+        exchange = _current_exchange()
+        if exchange is not None:
+            exchange.attach(conn)
+        return conn
 
-    pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+    class TrackedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = TrackedHTTPConnection
 
-    class GuardedAdapter(HTTPAdapter):
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            return attach(super()._get_conn(timeout))
+
+    class TrackedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = TrackedHTTPSConnection
+
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            return attach(super()._get_conn(timeout))
+
+    pools = {"http": TrackedHTTPPool, "https": TrackedHTTPSPool}
+
+    class TrackedAdapter(HTTPAdapter):
         address_policy = policy
 
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(*args, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
 
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -674,7 +825,7 @@ def _guarded_adapter(policy: AddressPolicy, pool_size: int) -> Any:
                 shown = _api.url_without_query(str(request.url))
                 raise HitPawUntrustedAnswerError(f"{shown[:200]} was refused: {err}") from None
 
-    return GuardedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    return TrackedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
 
 
 # --- aiohttp --------------------------------------------------------------------------------------------

@@ -286,6 +286,7 @@ class HitPawHook(_HitPawHookBase):
         max_in_flight: int = 8,
         on_result: Callable[[int, SegmentationJob | HitPawError], None] | None = None,
         stop_on: Callable[[SegmentationJob | HitPawError], bool] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[SegmentationJob | HitPawError]:
         """Submit many images, ``max_in_flight`` at a time; one result (a job, or its error) per URL.
 
@@ -294,7 +295,8 @@ class HitPawHook(_HitPawHookBase):
         not dropped. ``on_result`` is called in the caller's thread as each image is done, so that the
         caller can record jobs (and what they cost) as they are created; if the caller is interrupted,
         every answer that arrived still reaches ``on_result`` first. ``stop_on`` ends the batch early at
-        the first result it accepts: nothing more is sent.
+        the first result it accepts, and setting ``stop`` does so from another thread: nothing more is
+        sent, and the answers under way still arrive.
         """
         _ = self.session  # opened once, here, not raced for by the threads
 
@@ -316,6 +318,7 @@ class HitPawHook(_HitPawHookBase):
             max_in_flight=max_in_flight,
             on_result=on_result,
             stop_on=stop_on,
+            stop=stop,
         )
 
     def get_task_statuses(

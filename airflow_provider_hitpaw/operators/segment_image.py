@@ -25,7 +25,12 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawJobFailedError,
     HitPawTimeoutError,
 )
-from airflow_provider_hitpaw.validation import validate_file_url, validate_poll_interval, validate_timeout
+from airflow_provider_hitpaw.validation import (
+    validate_event_hold,
+    validate_file_url,
+    validate_poll_interval,
+    validate_timeout,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,6 +86,9 @@ class SegmentImageOperator(BaseOperator):
     :param wait_for_completion: wait for the job to end (True) or return right after submitting.
     :param deferrable: wait in the triggerer (True) or poll in this worker (False).
     :param poll_interval: seconds between two status polls (at least 1).
+    :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
+        Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
+        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
     :param timeout: seconds to wait for the job, from the start of this try (at most 8 days, as long as
         HitPaw keeps a job). A job can stay ``CONVERTING`` for more than 15 minutes under load.
     """
@@ -102,6 +110,7 @@ class SegmentImageOperator(BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool = True,
         poll_interval: float = 3,
+        min_deferred_seconds: float | None = None,
         timeout: float = 3600,
         **kwargs: Any,
     ) -> None:
@@ -124,6 +133,7 @@ class SegmentImageOperator(BaseOperator):
         self.deferrable = deferrable
         # Checked at parse time: a DAG with a nonsensical wait should not load, let alone run.
         self.poll_interval = validate_poll_interval(poll_interval)
+        self.min_deferred_seconds = validate_event_hold(min_deferred_seconds)
         self.timeout = validate_timeout(timeout)
         self._lineage: dict[str, Any] = {}
 
@@ -254,6 +264,7 @@ class SegmentImageOperator(BaseOperator):
                 hitpaw_conn_id=self.hitpaw_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
+                not_before=_deferral.event_not_before(self.min_deferred_seconds),
             ),
             method_name="execute_complete",
             kwargs={"submission": submission},

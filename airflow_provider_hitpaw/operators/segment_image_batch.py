@@ -6,6 +6,7 @@ DAG files import this module on every parse, so it imports neither HTTP clients 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -28,6 +29,7 @@ from airflow_provider_hitpaw.exceptions import (
 from airflow_provider_hitpaw.operators._batch_record import BatchRecord, first_try_of_clearing
 from airflow_provider_hitpaw.operators.segment_image import allows_internal_hosts, coins_text
 from airflow_provider_hitpaw.validation import (
+    validate_event_hold,
     validate_failure_threshold,
     validate_file_url,
     validate_poll_interval,
@@ -90,6 +92,9 @@ class SegmentImageBatchOperator(BaseOperator):
     :param overwrite: ``overwrite``, ``skip`` or ``fail`` when results exist already.
     :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
     :param poll_interval: seconds between two polls of the same job (at least 1).
+    :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
+        Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
+        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
     :param timeout: seconds to wait for the whole batch, from the start of this try (at most 8 days).
     :param fail_on_error: fail the task, once every image has ended, when any failed; with False the
         task succeeds and downstream tasks judge the per-image results.
@@ -102,6 +107,7 @@ class SegmentImageBatchOperator(BaseOperator):
     ui_color = "#aed6f1"
     _costs: dict[str, int | None]
     _created: list[str | None]
+    _stop: threading.Event
 
     def __init__(
         self,
@@ -115,6 +121,7 @@ class SegmentImageBatchOperator(BaseOperator):
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         max_in_flight: int = 8,
         poll_interval: float = 3,
+        min_deferred_seconds: float | None = None,
         timeout: float = 3 * 3600,
         fail_on_error: bool = True,
         max_failed: float | None = None,
@@ -136,6 +143,7 @@ class SegmentImageBatchOperator(BaseOperator):
         self.hitpaw_conn_id = hitpaw_conn_id
         self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
         self.poll_interval = validate_poll_interval(poll_interval)
+        self.min_deferred_seconds = validate_event_hold(min_deferred_seconds)
         self.timeout = validate_timeout(timeout)
         self.fail_on_error = fail_on_error
         self.max_failed = validate_failure_threshold(max_failed)
@@ -166,6 +174,7 @@ class SegmentImageBatchOperator(BaseOperator):
             record = BatchRecord(context, inputs.unique)
             self._refuse_a_blind_retry(context, record)
             self._costs, self._created = {}, []
+            self._stop = threading.Event()
             try:
                 jobs = self._submit_all(hook, inputs, record)
             except BaseException as err:
@@ -198,6 +207,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 end_time=end_time,
                 max_in_flight=max(16, self.max_in_flight),
+                not_before=_deferral.event_not_before(self.min_deferred_seconds),
             ),
             method_name="execute_complete",
             kwargs=carried,
@@ -261,6 +271,14 @@ class SegmentImageBatchOperator(BaseOperator):
         from airflow_provider_hitpaw import storage
 
         return storage.input_identity(item, self.source_conn_id)
+
+    def on_kill(self) -> None:
+        """Airflow 3 stops a task by calling this on SIGTERM, then kills it a few seconds later: stop
+        submitting at once, so that every answer that arrives is recorded before the kill."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+        super().on_kill()
 
     def _push_partial(self, context: Context, inputs: _Inputs, record: BatchRecord) -> None:
         """On an interruption (time-out, SIGTERM) while submitting: the jobs paid for so far, in XCom and
@@ -385,6 +403,8 @@ class SegmentImageBatchOperator(BaseOperator):
                 self._created[index] = result.job_id
                 self._costs[result.job_id] = result.consume_coins
                 record.set(index, result.job_id, result.consume_coins)
+                if self._stop.is_set():
+                    record.flush()  # the task is being stopped: every paid job recorded at once
             progress.report(isinstance(result, HitPawError))
 
         try:
@@ -393,10 +413,16 @@ class SegmentImageBatchOperator(BaseOperator):
                 max_in_flight=self.max_in_flight,
                 on_result=submitted,
                 stop_on=lambda result: isinstance(result, BATCH_STOPPING_ERRORS),
+                stop=self._stop,
             )
         finally:
             record.flush()  # what was paid for stays findable, also when the task is stopped midway
             self._log_costs(len(to_submit))
+        if self._stop.is_set() and not stopping:
+            raise AirflowException(
+                "The task was asked to stop while submitting; the jobs already paid for are recorded"
+                + ("" if record.durable else " in its XCom 'submitted_jobs' and log")
+            )
         if stopping:
             # A bad key, no coins: the same for every image still to go, so the rest were not sent.
             stop = stopping[0]

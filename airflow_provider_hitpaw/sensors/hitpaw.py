@@ -18,7 +18,7 @@ from airflow_provider_hitpaw._events import JobEvent
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
 from airflow_provider_hitpaw.exceptions import HitPawError, HitPawJobFailedError, HitPawTimeoutError
-from airflow_provider_hitpaw.validation import validate_job_id, validate_poll_interval
+from airflow_provider_hitpaw.validation import validate_event_hold, validate_job_id, validate_poll_interval
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,6 +45,9 @@ class SegmentationSensor(BaseSensorOperator):
     :param job_id: the job to wait for (templated), usually ``SegmentImageOperator``'s XCom.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param poll_interval: seconds between two status polls; also the poke interval when not deferrable.
+    :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
+        Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
+        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
     :param deferrable: wait in the triggerer (True) or as a classic sensor in ``mode`` poke/reschedule.
     :param output_path: where to keep the cut-out and the mask, as ``SegmentImageOperator`` does (named
         after the job's original URL); adds ``res_path`` and ``mask_path`` to the result.
@@ -61,6 +64,7 @@ class SegmentationSensor(BaseSensorOperator):
         job_id: str,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 3,
+        min_deferred_seconds: float | None = None,
         deferrable: bool = True,
         output_path: Any = None,
         output_conn_id: str | None = None,
@@ -75,6 +79,7 @@ class SegmentationSensor(BaseSensorOperator):
         self.job_id = job_id
         self.hitpaw_conn_id = hitpaw_conn_id
         self.poll_interval = poll_interval
+        self.min_deferred_seconds = validate_event_hold(min_deferred_seconds)
         self.deferrable = deferrable
         self.output_path = output_path
         self.output_conn_id = output_conn_id
@@ -144,6 +149,7 @@ class SegmentationSensor(BaseSensorOperator):
                 hitpaw_conn_id=self.hitpaw_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
+                not_before=_deferral.event_not_before(self.min_deferred_seconds),
             ),
             method_name="execute_complete",
             timeout=_deferral.deferral_timeout(end_time),

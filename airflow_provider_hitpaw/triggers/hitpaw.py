@@ -35,6 +35,8 @@ class _HitPawTrigger(BaseTrigger):
     cancellation, when the triggerer stops or the task is cleared), and exactly one event."""
 
     hitpaw_conn_id: str
+    #: No event before this Unix time (see :data:`~airflow_provider_hitpaw._deferral.EVENT_HOLD_SECONDS`).
+    not_before: float | None = None
 
     def _make_hook(self) -> HitPawAsyncHook:
         # Every trigger of the triggerer polls through one shared client per base URL.
@@ -43,6 +45,11 @@ class _HitPawTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with self._make_hook() as hook:
             payload = await self._wait(hook)
+        # Held, if asked, so that the task resumes only once Airflow has settled the try that deferred:
+        # an event that comes within seconds of the deferral can fail the resumed try (see _deferral).
+        hold = (self.not_before or 0.0) - time.time()
+        if hold > 0:
+            await asyncio.sleep(hold)
         # Yielded after the client is let go: the triggerer may take its time to close this generator.
         yield TriggerEvent(payload)
 
@@ -61,16 +68,25 @@ class SegmentationTrigger(_HitPawTrigger):
     :param poll_interval: seconds between two polls (HitPaw recommends 2 to 5).
     :param end_time: the deadline as a Unix time. Absolute, so a triggerer that restarts this trigger
         does not extend the wait.
+    :param not_before: fire no event before this Unix time (the job is still polled meanwhile).
 
     The event is a :class:`~airflow_provider_hitpaw._events.JobEvent`'s payload.
     """
 
-    def __init__(self, job_id: str, hitpaw_conn_id: str, poll_interval: float, end_time: float) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        hitpaw_conn_id: str,
+        poll_interval: float,
+        end_time: float,
+        not_before: float | None = None,
+    ) -> None:
         super().__init__()
         self.job_id = validate_job_id(job_id)
         self.hitpaw_conn_id = hitpaw_conn_id
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         self.end_time = float(end_time)
+        self.not_before = None if not_before is None else float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return self._serialized(
@@ -79,6 +95,7 @@ class SegmentationTrigger(_HitPawTrigger):
                 "hitpaw_conn_id": self.hitpaw_conn_id,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
+                "not_before": self.not_before,
             }
         )
 
@@ -125,6 +142,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
         poll_interval: float,
         end_time: float,
         max_in_flight: int = 16,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.job_ids = [validate_job_id(job_id) for job_id in job_ids]
@@ -132,6 +150,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
         self.poll_interval = validate_positive_seconds(poll_interval, "poll_interval")
         self.end_time = float(end_time)
         self.max_in_flight = max(1, int(max_in_flight))
+        self.not_before = None if not_before is None else float(not_before)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return self._serialized(
@@ -141,6 +160,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
                 "max_in_flight": self.max_in_flight,
+                "not_before": self.not_before,
             }
         )
 

@@ -45,8 +45,8 @@ def airflow_env(home: Path, dags: Path, port: int, extra: dict[str, str]) -> dic
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            # Fewer worker slots than the DAG has images: deferral must free them.
-            "AIRFLOW__CORE__PARALLELISM": "2",
+            # Fewer worker slots than the DAGs have images: deferral must free them.
+            "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -56,9 +56,8 @@ def airflow_env(home: Path, dags: Path, port: int, extra: dict[str, str]) -> dic
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-            # Narrows Airflow's race between a deferring task's exit and an early trigger event
-            # (apache/airflow#67287): the worker notices the exit within a second instead of five.
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            # Airflow's own defaults otherwise (no [workers] min_heartbeat_interval tuned down): users run
+            # them, and the race of an early trigger event with a deferring try's exit must not hit them.
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             **extra,
         }

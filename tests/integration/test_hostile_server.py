@@ -381,3 +381,37 @@ def test_without_a_store_a_clearing_starts_over(hitpaw_emulator: Any) -> None:
     operator = SegmentImageBatchOperator(task_id="b", file_urls=urls, poll_interval=1, retries=2)
     results = run_deferred(operator, task_context(max_tries=5, try_number=4))
     assert results[0]["status"] == "COMPLETED"
+
+
+def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any) -> None:
+    """Airflow 3 only calls on_kill on SIGTERM, and kills the task seconds later: the batch must stop
+    submitting at once and record every job that was answered (it once went on, and lost 180)."""
+    import threading
+
+    hitpaw_emulator.set_faults([f"slow:delay_s=0.05,paths={SUBMIT}"])
+    urls = [hitpaw_emulator.sample_url("shoe.jpg") + f"?n={i}" for i in range(400)]
+    store = FakeStateStore()
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls, poll_interval=1, max_in_flight=4)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operator.execute(task_context(store=store))
+        except BaseException as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while len(jobs(hitpaw_emulator)) < 20:
+        time.sleep(0.05)
+    operator.on_kill()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert outcome
+    assert "asked to stop" in str(outcome[0])
+    created = {job["job_id"] for job in jobs(hitpaw_emulator)}
+    assert len(created) < 60, f"{len(created)} submissions: the batch went on after on_kill"
+    from airflow_provider_hitpaw.operators._batch_record import BatchRecord
+
+    recorded = {job for job in BatchRecord(task_context(store=store), urls).job_ids() if job}
+    assert recorded == created, "a paid job went unrecorded"

@@ -52,6 +52,7 @@ def test_submits_then_defers_to_the_trigger(hook: Any) -> None:
         "hitpaw_conn_id": "hitpaw_default",
         "poll_interval": 4.0,
         "end_time": pytest.approx(started + 300),
+        "not_before": None,
     }
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.kwargs == {"submission": SUBMISSION}
@@ -337,3 +338,26 @@ class TestDeferralEndedByAirflow:
         batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
         with pytest.raises(HitPawTimeoutError, match="a retry waits for the same jobs"):
             batch.resume_execution("__fail__", TIMED_OUT, task_context(store=FakeStateStore()))
+
+
+@pytest.mark.parametrize(("hold", "expected"), [(None, 10.0), (4, 4.0), (0, None)])
+def test_the_trigger_holds_its_event_past_the_deferral(
+    hook: Any, monkeypatch: pytest.MonkeyPatch, hold: float | None, expected: float | None
+) -> None:
+    """By default the event waits 10 s after the deferral (an Airflow race fails earlier resumes)."""
+    from airflow_provider_hitpaw import _deferral
+
+    monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 10.0)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(min_deferred_seconds=hold).execute(task_context())
+    not_before = deferred.value.trigger.not_before
+    if expected is None:
+        assert not_before is None
+    else:
+        assert not_before == pytest.approx(time.time() + expected, abs=2)
+
+
+@pytest.mark.parametrize("hold", [-1, 51, float("nan"), "10"])
+def test_a_hold_past_airflows_backstop_is_refused(hold: Any) -> None:
+    with pytest.raises(ValueError, match="min_deferred_seconds"):
+        operator(min_deferred_seconds=hold)

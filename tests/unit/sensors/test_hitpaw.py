@@ -65,6 +65,7 @@ def test_defers_to_the_trigger_with_the_deadline_of_the_first_start(
         "hitpaw_conn_id": "hitpaw_default",
         "poll_interval": 2.0,
         "end_time": pytest.approx(started + 600),
+        "not_before": None,
     }
     assert deferred.value.method_name == "execute_complete"
     # Airflow's own backstop lies a little after the trigger's deadline, never before it.

@@ -52,6 +52,7 @@ def test_serialize_round_trips_every_argument_and_no_secret() -> None:
         "hitpaw_conn_id": "hitpaw_default",
         "poll_interval": 0.01,
         "end_time": trigger.end_time,
+        "not_before": None,
     }
     rebuilt = SegmentationTrigger(**kwargs)
     assert rebuilt.serialize() == (path, kwargs)
@@ -204,3 +205,26 @@ async def test_connection_read_without_blocking_call(
     await collect(make_trigger())
     spy.assert_awaited_once()
     assert spy.call_args.args[0] == "hitpaw_default"
+
+
+async def test_an_early_event_is_held_until_not_before(fake_client: FakeAsyncClient) -> None:
+    """A job done within a second of the deferral: the event waits for not_before (Airflow's race)."""
+    fake_client.default = Answer(200, status_body(JOB, "COMPLETED"))
+    started = time.monotonic()
+    trigger = SegmentationTrigger(
+        JOB, "hitpaw_default", 1, end_time=time.time() + 60, not_before=time.time() + 1.5
+    )
+    [event] = await collect(trigger)
+    assert event.payload["status"] == "success"
+    assert time.monotonic() - started >= 1.4
+    assert len(fake_client.requests) == 1  # polled at once; only the event waited
+
+
+async def test_a_late_event_is_not_held(fake_client: FakeAsyncClient) -> None:
+    fake_client.default = Answer(200, status_body(JOB, "COMPLETED"))
+    started = time.monotonic()
+    trigger = SegmentationTrigger(
+        JOB, "hitpaw_default", 1, end_time=time.time() + 60, not_before=time.time() - 5
+    )
+    await collect(trigger)
+    assert time.monotonic() - started < 1
