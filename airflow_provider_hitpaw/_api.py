@@ -169,8 +169,17 @@ def is_usable_job_id(value: Any) -> bool:
 
 def _job_id(data: dict[str, Any], http_status: int) -> str:
     value = data.get("job_id")
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise HitPawResponseError("the answer has no 'job_id'", code=SUCCESS_CODE, http_status=http_status)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a number is an odd spelling of an id, not a reason to pay again
+    if not isinstance(value, str):
+        raise HitPawUntrustedAnswerError(
+            f"the answer's job_id is a {type(value).__name__}, not an id; if this answered a submission, "
+            "HitPaw may have charged for it, and it is not sent again",
+            code=SUCCESS_CODE,
+            http_status=http_status,
+        )
     if not is_usable_job_id(value):
         # Shown as repr and cut short: the id may carry line breaks or terminal escapes meant for a log.
         raise HitPawUntrustedAnswerError(
@@ -235,9 +244,12 @@ def parse_envelope(
             f"the API answered HTTP {http_status} (a redirect); set the connection's host to the final URL",
         )
     document = _decode_json(body)
-    if isinstance(document, dict) and _is_int(document.get("code")):
-        code: int = document["code"]
-        if code == success_code and 200 <= http_status < 300:
+    code = _code_of(document.get("code")) if isinstance(document, dict) else None
+    if isinstance(document, dict) and code is not None:
+        # The body's code is HitPaw's word, even against its HTTP status: a success body with its data
+        # under a 5xx or 429 is a job created (and charged), not a fault to submit again.
+        body_wins = success_code == SUCCESS_CODE and isinstance(document.get("data"), dict)
+        if code == success_code and (200 <= http_status < 300 or (http_status >= 400 and body_wins)):
             data = document.get("data")
             if not isinstance(data, dict):
                 raise HitPawResponseError(
@@ -320,6 +332,17 @@ def _decode_json(body: bytes) -> Any:
         return None
 
 
+def _code_of(value: Any) -> int | None:
+    """A ``code`` as an integer: also when sent as ``200.0`` or ``"200"`` (a sloppy proxy's JSON)."""
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value.strip())
+    return None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -382,7 +405,7 @@ def submission_may_have_landed(error: HitPawError) -> bool:
     if isinstance(error, HitPawConnectionError):
         return error.request_sent
     if isinstance(error, HitPawServerError):
-        return error.code is None
+        return error.code is None or not _is_documented_code(error.code)
     return isinstance(error, HitPawResponseError)
 
 

@@ -48,7 +48,9 @@ class ResultOutput:
         if self.path is not None:
             from airflow_provider_hitpaw import storage
 
-            storage.as_storage_path(self.path, self.conn_id, field="output_path")
+            storage.check_writable_folder(
+                storage.as_storage_path(self.path, self.conn_id, field="output_path")
+            )
 
     def asset(self) -> Any:
         """The Asset (Dataset on Airflow 2) of the output folder, for ``outlets``."""

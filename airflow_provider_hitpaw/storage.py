@@ -95,20 +95,56 @@ def as_storage_path(
     if not text:
         raise HitPawConfigurationError(field, "is empty (did a template render to nothing?)")
     if "://" not in text:
-        expanded = os.path.expanduser(text)
-        if not os.path.isabs(expanded):
-            raise HitPawConfigurationError(
-                field,
-                f"{text!r} is a relative path, which would resolve against each worker's working "
-                f"directory ({os.getcwd()} here); give an absolute path or a URI such as file:///data/out",
-            )
-        text = "file://" + os.path.normpath(expanded)
+        text = "file://" + _absolute_local_path(os.path.expanduser(text), text, field)
+    elif text.split("://", 1)[0].lower() in _LOCAL_PROTOCOLS:
+        text = "file://" + _absolute_local_path(_local_uri_path(text, field), text, field)
     try:
         path = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
         _ = path.fs  # an unknown scheme fails here, with the field named, not at the first write
     except (ValueError, ImportError) as err:
         raise HitPawConfigurationError(field, f"{text!r} is not usable storage ({err})") from None
     return path
+
+
+def _local_uri_path(text: str, field: str) -> str:
+    """The path of a ``file://`` (or ``local://``) URI, whose host may only be empty or ``localhost``:
+    ``file://data/out`` is no absolute path but a host called "data", which would resolve against each
+    worker's working directory."""
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise HitPawConfigurationError(
+            field,
+            f"{text!r} names the host {parts.netloc!r}; a local folder is written file:///{parts.netloc}{parts.path}",
+        )
+    return unquote(parts.path)
+
+
+def _absolute_local_path(path: str, text: str, field: str) -> str:
+    if not path or not os.path.isabs(path):
+        raise HitPawConfigurationError(
+            field,
+            f"{text!r} is a relative path, which would resolve against each worker's working "
+            f"directory ({os.getcwd()} here); give an absolute path or a URI such as file:///data/out",
+        )
+    return os.path.normpath(path)
+
+
+def check_writable_folder(path: ObjectStoragePath, field: str = "output_path") -> None:
+    """Refuse, before anything is paid for, a local output folder that can never take a file: one under a
+    regular file, a device, or one this worker may not write to. Object stores are judged at the write."""
+    if (path.protocol or "") not in _LOCAL_PROTOCOLS:
+        return
+    folder = str(path.path)
+    probe = folder
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise HitPawConfigurationError(field, f"{probe!r} is not a folder, so {folder!r} cannot be one")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise HitPawConfigurationError(field, f"this worker may not write to {probe!r}")
 
 
 def storage_uri(path: ObjectStoragePath) -> str:
@@ -211,18 +247,27 @@ def persist_job_results(
     targets = [directory / name for name in result_names(source)]
     result = {"res_path": storage_uri(targets[0]), "mask_path": storage_uri(targets[1])}
     existing = [target for target in targets if _exists(target)]
+    for target in existing:
+        if _is_folder(target):
+            raise HitPawStorageError(f"{storage_uri(target)} is a folder, not a file", retryable=False)
     if existing and policy == "fail":
-        raise _exists_error(existing[0])
-    if len(existing) == len(targets) and policy == "skip":
+        raise _exists_error(existing[0], policy)
+    commit = policy
+    if policy == "skip" and len(existing) == len(targets):
         log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
         return result
+    if policy == "skip" and existing:
+        # Half a pair is nothing kept: the other half of an earlier run's interrupted commit. Its name
+        # holds this input's hash, so it is this input's own file, and the pair is written anew.
+        log.warning("%s exists without its partner; writing the pair anew", storage_uri(existing[0]))
+        commit = "overwrite"
     if (targets[0].protocol or "") in _LOCAL_PROTOCOLS:
         _storage_call(lambda: targets[0].parent.mkdir(parents=True, exist_ok=True), directory)
     partials: list[ObjectStoragePath] = []
     try:
         for url, target in zip(urls, targets, strict=True):
             partials.append(_download_checked(hook, url, target))
-        kept = _commit_pair(partials, targets, policy)
+        kept = _commit_pair(partials, targets, commit, policy)
     finally:
         for partial in partials:
             _remove_quietly(partial)
@@ -268,24 +313,73 @@ def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> 
     return retry_sync(attempt, attempts)
 
 
-def _commit_pair(partials: list[ObjectStoragePath], targets: list[ObjectStoragePath], policy: str) -> bool:
+def _commit_pair(
+    partials: list[ObjectStoragePath], targets: list[ObjectStoragePath], commit: str, policy: str
+) -> bool:
     """Move both downloads into place, or neither; False when ``skip`` found a pair another writer made
-    meanwhile (which is then kept)."""
+    meanwhile (which is then kept). ``commit`` is how (``overwrite``, or exclusively), ``policy`` what the
+    user asked for (named in errors)."""
+    if commit == "overwrite":
+        _replace_pair(partials, targets)
+        return True
     placed: list[ObjectStoragePath] = []
     try:
         for partial, target in zip(partials, targets, strict=True):
-            if policy == "overwrite":
-                _storage_call(lambda p=partial, t=target: p.rename(t), target)  # type: ignore[misc]
-            elif not _create_exclusively(partial, target):
+            if not _create_exclusively(partial, target):
                 if policy == "skip" and not placed and all(_exists(t) for t in targets):
                     return False
-                raise _exists_error(target)
+                raise _exists_error(target, policy)
             placed.append(target)
     except BaseException:
         for target in placed:  # this writer's own files only: neither of the pair stays
             _remove_quietly(target)
         raise
     return True
+
+
+def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStoragePath]) -> None:
+    """Replace both files, or leave both as they were: the files being replaced are kept aside until
+    both new ones are in place, and put back if either cannot be placed."""
+    local = (targets[0].protocol or "") in _LOCAL_PROTOCOLS
+    aside: list[tuple[ObjectStoragePath, ObjectStoragePath]] = []
+    placed: list[ObjectStoragePath] = []
+    try:
+        for target in targets:
+            if _exists(target):
+                backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+                if local:  # a second name for the old file: the replace below stays atomic
+                    _storage_call(lambda t=target, b=backup: os.link(str(t.path), str(b.path)), target)  # type: ignore[misc]
+                else:
+                    _storage_call(lambda t=target, b=backup: t.rename(b), target)  # type: ignore[misc]
+                aside.append((target, backup))
+        for partial, target in zip(partials, targets, strict=True):
+            if local:
+                _storage_call(lambda p=partial, t=target: os.replace(str(p.path), str(t.path)), target)  # type: ignore[misc]
+            else:
+                _storage_call(lambda p=partial, t=target: p.rename(t), target)  # type: ignore[misc]
+            placed.append(target)
+    except BaseException:
+        placed_ids = {id(target) for target in placed}
+        aside_ids = {id(target) for target, _ in aside}
+        for target in placed:
+            if id(target) not in aside_ids:
+                _remove_quietly(target)  # a new file that had no old one
+        for target, backup in aside:
+            if local and id(target) not in placed_ids:
+                _remove_quietly(backup)  # never replaced: the old file is still there
+                continue
+            try:
+                if local:
+                    os.replace(str(backup.path), str(target.path))
+                else:
+                    backup.rename(target)
+            except Exception:
+                log.warning(
+                    "Could not put %s back from %s", storage_uri(target), storage_uri(backup), exc_info=True
+                )
+        raise
+    for _, backup in aside:
+        _remove_quietly(backup)
 
 
 def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:
@@ -333,12 +427,25 @@ def _storage_error(err: OSError, path: ObjectStoragePath) -> HitPawStorageError:
     )
 
 
-def _exists_error(target: ObjectStoragePath) -> HitPawConfigurationError:
+def _exists_error(target: ObjectStoragePath, policy: str) -> HitPawConfigurationError:
+    if policy == "skip":
+        return HitPawConfigurationError(
+            "output_path",
+            f"{storage_uri(target)} was written by another task at the same moment (overwrite='skip'); "
+            "its own pair is kept",
+        )
     return HitPawConfigurationError(
         "output_path",
         f"{storage_uri(target)} already exists (overwrite='fail'); remove it, or set overwrite to "
         "'overwrite' or 'skip'",
     )
+
+
+def _is_folder(path: ObjectStoragePath) -> bool:
+    try:
+        return bool(path.is_dir())
+    except OSError:
+        return False
 
 
 def _exists(path: ObjectStoragePath) -> bool:

@@ -57,13 +57,25 @@ class _Inputs:
 
     given: list[str]
     rejected: dict[str, str]
-    #: The accepted inputs, each once, in order of first appearance.
-    unique: list[str]
-    #: For ``source_paths``: each accepted source's ``(filename, content_type, size)``.
+    #: What each accepted input is (a URL as given, a stored file by its URI): one identity is one image,
+    #: submitted once however many ways it was written.
+    identity_of: dict[str, str]
+    #: For ``source_paths``: each accepted source's ``(filename, content_type, size)``, by identity.
     sources: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
+    @property
+    def unique(self) -> list[str]:
+        """The identities of the accepted inputs, each once, in order of first appearance."""
+        return list(dict.fromkeys(self.identity_of.values()))
+
     def to_xcom(self) -> dict[str, Any]:
-        return {"inputs": self.given, "rejected": self.rejected}
+        return {"inputs": self.given, "rejected": self.rejected, "identities": self.identity_of}
+
+    @classmethod
+    def from_xcom(cls, inputs: list[str], rejected: dict[str, str], identities: Any) -> _Inputs:
+        if not isinstance(identities, dict):  # carried by an earlier version: inputs were their identity
+            identities = {item: item for item in inputs if item not in rejected}
+        return cls(list(inputs), dict(rejected), dict(identities))
 
 
 class SegmentImageBatchOperator(BaseOperator):
@@ -229,31 +241,34 @@ class SegmentImageBatchOperator(BaseOperator):
         self._output().check_storage()
         items = [item.strip() if isinstance(item, str) else item for item in given]
         rejected: dict[str, str] = {}
-        accepted: dict[str, None] = {}
+        identity_of: dict[str, str] = {}
         sources: dict[str, tuple[str, str, int]] = {}
         for index, item in enumerate(items):
             text = str(item)
             try:
                 if self.source_paths is None:
                     validate_file_url(item, field=f"file_urls[{index}]", allow_internal_hosts=allow_internal)
+                    identity = text
                 else:
                     from airflow_provider_hitpaw import storage
 
-                    sources[text] = storage.read_source(item, conn_id=self.source_conn_id)
+                    identity = storage.input_identity(item, self.source_conn_id)
+                    if identity not in sources:
+                        sources[identity] = storage.read_source(item, conn_id=self.source_conn_id)
             except HitPawConfigurationError as refused:
                 rejected[text] = str(refused)
             else:
-                accepted[text] = None
+                identity_of[text] = identity
         if rejected and self.fail_on_error and len(rejected) > self._allowed_failures(len(items)):
             shown = "; ".join(list(rejected.values())[:5])
             raise HitPawConfigurationError(
                 self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
             )
-        inputs = _Inputs([str(item) for item in items], rejected, list(accepted), sources)
+        inputs = _Inputs([str(item) for item in items], rejected, identity_of, sources)
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
 
-            storage.check_unique_names([self._identity(item) for item in inputs.unique])
+            storage.check_unique_names(inputs.unique)
         return inputs
 
     def _allowed_failures(self, total: int) -> float:
@@ -263,14 +278,6 @@ class SegmentImageBatchOperator(BaseOperator):
         if isinstance(self.max_failed, float):
             return self.max_failed * total
         return self.max_failed
-
-    def _identity(self, item: str) -> str:
-        """What names an input's results: the URL, or the source's URI."""
-        if self.source_paths is None:
-            return item
-        from airflow_provider_hitpaw import storage
-
-        return storage.input_identity(item, self.source_conn_id)
 
     def on_kill(self) -> None:
         """Airflow 3 stops a task by calling this on SIGTERM, then kills it a few seconds later: stop
@@ -488,6 +495,7 @@ class SegmentImageBatchOperator(BaseOperator):
         inputs: list[str] | None = None,
         rejected: dict[str, str] | None = None,
         costs: dict[str, int | None] | None = None,
+        identities: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Resume with what the submission found, rather than reading every source again: one may have
         changed or gone meanwhile, and the jobs were paid for."""
@@ -511,9 +519,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 pushed["rejected"],
                 pushed.get("costs"),
             )
+            identities = pushed.get("identities")
         self._costs = dict(costs or {})
-        unique = list(dict.fromkeys(item for item in inputs if item not in rejected))
-        judged = _Inputs(list(inputs), dict(rejected), unique)
+        judged = _Inputs.from_xcom(inputs, rejected, identities)
         with self._hook() as hook:
             try:
                 return self._finish(context, hook, judged, list(jobs), outcome)
@@ -559,22 +567,24 @@ class SegmentImageBatchOperator(BaseOperator):
             if isinstance(job, str):
                 by_input[item]["consume_coins"] = self._costs.get(job)
         if self.source_paths is not None:
-            for item, result in by_input.items():
+            for result in by_input.values():
                 # The input was a file; HitPaw fetched its uploaded copy (the job's original_url).
                 uploaded = statuses.get(result["job_id"]) if result["job_id"] else None
-                result["source_path"] = item
                 result["file_url"] = getattr(uploaded, "original_url", None)
         if self.output_path is not None:
             self._keep_results(hook, by_input)
             self._push_folder_link(context)
-        results = [
-            by_input[item] if item in by_input else _refused(item, inputs.rejected[item])
-            for item in inputs.given
-        ]
-        if self.source_paths is not None:
-            for result in results:
-                if "source_path" not in result:  # refused before upload: there is no URL
-                    result.update(source_path=result["file_url"], file_url=None)
+        results = []
+        for item in inputs.given:
+            if item in inputs.identity_of:
+                result = dict(by_input[inputs.identity_of[item]])
+            else:
+                result = _refused(item, inputs.rejected[item])
+                if self.source_paths is not None:  # refused before upload: there is no URL
+                    result["file_url"] = None
+            if self.source_paths is not None:
+                result["source_path"] = item
+            results.append(result)
         return self._report(context, results)
 
     def _push_folder_link(self, context: Context) -> None:
@@ -598,7 +608,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 result.update(
                     storage.persist_job_results(
                         result,
-                        self._identity(source),
+                        source,
                         self.output_path,
                         hook=hook,
                         overwrite=self.overwrite,

@@ -205,3 +205,29 @@ def test_max_failed_without_fail_on_error_is_a_contradiction() -> None:
         SegmentImageBatchOperator(
             task_id="b", file_urls=["https://x/a.jpg"], max_failed=2, fail_on_error=False
         )
+
+
+@pytest.mark.parametrize("overwrite", ["overwrite", "fail"])
+def test_one_file_written_two_ways_is_one_image_paid_once(
+    hitpaw_emulator: Any, tmp_path: Any, overwrite: str
+) -> None:
+    """``/in/a.jpg`` and ``file:///in/a.jpg`` are one file: once paid for twice, and under 'fail' one of
+    them reported that its own results 'already exist'."""
+    import requests
+
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "a.jpg"
+    source.write_bytes(requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=10).content)
+    operator = SegmentImageBatchOperator(
+        task_id="b",
+        source_paths=[str(source), f"file://{source}"],
+        output_path=f"file://{tmp_path / 'out'}",
+        overwrite=overwrite,
+        poll_interval=1,
+    )
+    results = run_deferred(operator, task_context())
+    assert len(hitpaw_emulator.state()["jobs"]) == 1
+    assert [r["source_path"] for r in results] == [str(source), f"file://{source}"]
+    assert [r["status"] for r in results] == ["COMPLETED", "COMPLETED"]
+    assert results[0]["res_path"] == results[1]["res_path"]
+    assert all(r["error"] is None for r in results)

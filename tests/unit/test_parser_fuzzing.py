@@ -151,9 +151,12 @@ def test_pathological_json_parses_or_raises_a_hitpaw_error(parse: Any, body: byt
         assert sys.getrecursionlimit() == limit
 
 
-def test_code_as_float_is_not_mistaken_for_success() -> None:
+def test_code_as_a_whole_float_is_read_as_that_code() -> None:
+    """200.0 is HitPaw's 200 written by a sloppy encoder; 200.5 is no code at all."""
+    status = _api.parse_task_status(200, b'{"code": 200.0, "data": {"job_id": "j", "status": "COMPLETED"}}')
+    assert status.is_completed
     with pytest.raises(HitPawResponseError):
-        _api.parse_task_status(200, b'{"code": 200.0, "data": {"job_id": "j", "status": "COMPLETED"}}')
+        _api.parse_task_status(200, b'{"code": 200.5, "data": {"job_id": "j", "status": "COMPLETED"}}')
 
 
 @pytest.mark.parametrize(

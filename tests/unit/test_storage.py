@@ -410,6 +410,26 @@ def test_a_relative_path_is_refused_not_resolved_against_the_worker(
     assert str(tmp_path) in str(raised.value)
 
 
+@pytest.mark.parametrize("uri", ["file://data/out", "local://data/out", "file://", "file://server/share/out"])
+def test_a_file_uri_that_is_not_absolute_is_refused(uri: str) -> None:
+    """``file://data/out`` names a host "data": it once resolved against the worker's working directory."""
+    with pytest.raises(HitPawConfigurationError) as raised:
+        as_storage_path(uri)
+    assert raised.value.field == "output_path"
+
+
+def test_a_file_uri_on_localhost_is_the_local_path() -> None:
+    assert storage_uri(as_storage_path("file://localhost/data/out")) == "file:///data/out"
+
+
+def test_an_output_folder_that_can_never_take_a_file_is_refused_before_paying(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"x")
+    for folder in (tmp_path / "a-file" / "out", Path("/dev/null"), Path("/dev/null/out")):
+        with pytest.raises(HitPawConfigurationError, match="not a folder"):
+            storage.check_writable_folder(as_storage_path(str(folder)))
+    storage.check_writable_folder(as_storage_path(str(tmp_path / "new" / "deeper")))  # fine: creatable
+
+
 def test_as_storage_path_keeps_a_path_object() -> None:
     path = as_storage_path("/data/out")
     assert as_storage_path(path) is path
@@ -481,15 +501,53 @@ def test_skip_keeps_a_complete_pair_and_downloads_nothing(
     assert Handler.hits == {}
 
 
-def test_skip_writes_a_pair_of_which_one_file_is_missing(
+def test_skip_writes_anew_a_pair_of_which_one_file_is_missing(
     hook: HitPawHook, server: str, out_dir: Path
 ) -> None:
+    """Half a pair, left by an interrupted commit, is nothing kept: a retry once paid again and then
+    failed on it for good, naming the wrong policy."""
     out_dir.mkdir()
     (out_dir / RES).write_bytes(b"left from a crash")
-    with pytest.raises(HitPawConfigurationError, match="already exists"):
-        keep(hook, completed(server), out_dir, overwrite="skip")
-    assert (out_dir / RES).read_bytes() == b"left from a crash"  # never replaced under skip
-    assert local_names(out_dir) == [RES]
+    keep(hook, completed(server), out_dir, overwrite="skip")
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert (out_dir / MASK_NAME).read_bytes() == MASK
+
+
+def test_overwrite_puts_the_old_pair_back_when_the_new_one_cannot_be_placed(
+    hook: HitPawHook, server: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mask's move failing (a full disk, an object store's 503) once left the old mask without its
+    cut-out; now the old pair stays as it was."""
+    out_dir.mkdir()
+    (out_dir / RES).write_bytes(b"old cut-out")
+    (out_dir / MASK_NAME).write_bytes(b"old mask")
+    real = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if dst.endswith(MASK_NAME):
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", replace)
+    with pytest.raises(HitPawError, match="Input/output error"):
+        keep(hook, completed(server), out_dir, overwrite="overwrite")
+    monkeypatch.setattr(storage.os, "replace", real)
+    assert (out_dir / RES).read_bytes() == b"old cut-out"
+    assert (out_dir / MASK_NAME).read_bytes() == b"old mask"
+    assert local_names(out_dir) == sorted([RES, MASK_NAME])  # no partial or set-aside file left
+
+
+@pytest.mark.parametrize("policy", ["overwrite", "skip", "fail"])
+def test_a_folder_where_a_result_goes_is_refused_whatever_the_policy(
+    hook: HitPawHook, server: str, out_dir: Path, policy: str
+) -> None:
+    """A rename onto a folder moves the file inside it: the task once succeeded with mask_path a folder."""
+    (out_dir / MASK_NAME).mkdir(parents=True)
+    with pytest.raises((HitPawError, HitPawConfigurationError)) as raised:
+        keep(hook, completed(server), out_dir, overwrite=policy)
+    assert not raised.value.retryable
+    assert sorted(os.listdir(out_dir / MASK_NAME)) == []
+    assert local_names(out_dir) == [MASK_NAME]
 
 
 def test_fail_refuses_an_existing_file_before_downloading(
@@ -788,3 +846,14 @@ def test_module_is_light_to_import() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_overwrite_twice_in_an_object_store_leaves_one_pair(
+    hook: HitPawHook, server: str, memory_root: str
+) -> None:
+    keep(hook, completed(server), memory_root, overwrite="overwrite")
+    Handler.files["cutout.png"] = make_png(8, 8, b"second run")
+    keep(hook, completed(server), memory_root, overwrite="overwrite")
+    names = sorted(p.name for p in as_storage_path(memory_root).iterdir())
+    assert names == sorted([RES, MASK_NAME])  # the set-aside old files are gone too
+    assert (as_storage_path(memory_root) / RES).read_bytes() == make_png(8, 8, b"second run")
