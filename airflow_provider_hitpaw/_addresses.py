@@ -43,8 +43,11 @@ def address_kind(address: str) -> AddressKind:
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0].strip("[]"))
     if isinstance(ip, ipaddress.IPv6Address):
-        # ::ffff:127.0.0.1 and 64:ff9b::7f00:1 reach IPv4 addresses: judge what they reach.
-        embedded = ip.ipv4_mapped or _nat64_embedded(ip)
+        if ip in _LOCAL_NAT64 or ip in _SITE_LOCAL:
+            return AddressKind.PRIVATE if ip in _SITE_LOCAL else AddressKind.RESERVED
+        # ::ffff:127.0.0.1, ::127.0.0.1, ::ffff:0:127.0.0.1, 64:ff9b::7f00:1 and 2002:7f00:1:: all reach an
+        # IPv4 address: judge what they reach.
+        embedded = ip.ipv4_mapped or _embedded_ipv4(ip)
         if embedded is not None:
             ip = embedded
     if ip.is_unspecified or ip.is_multicast:
@@ -61,11 +64,19 @@ def address_kind(address: str) -> AddressKind:
 
 
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+_LOCAL_NAT64: Final = ipaddress.ip_network("64:ff9b:1::/48")
+_SITE_LOCAL: Final = ipaddress.ip_network("fec0::/10")
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED: Final = ipaddress.ip_network("::ffff:0:0:0/96")
+_SIX_TO_FOUR: Final = ipaddress.ip_network("2002::/16")
 
 
-def _nat64_embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip in _NAT64:
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries: NAT64, IPv4-compatible, IPv4-translated, or 6to4."""
+    if ip in _NAT64 or ip in _IPV4_TRANSLATED or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _SIX_TO_FOUR:
+        return ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
     return None
 
 

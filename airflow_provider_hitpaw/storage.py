@@ -191,7 +191,9 @@ def check_unique_names(sources: list[str]) -> None:
             other = seen.setdefault(name, source)
             if other != source:
                 raise HitPawConfigurationError(
-                    "output_path", f"{other!r} and {source!r} would both be kept as {name}"
+                    "output_path",
+                    f"{_api.url_without_query(other)} and {_api.url_without_query(source)} would both be "
+                    f"kept as {name}",
                 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import socket
@@ -82,8 +83,32 @@ def scrub(text: str, *secrets: str) -> str:
 
 def scrub_bytes(body: bytes, secret: str) -> bytes:
     """Take the key out of an answer before it is parsed: error messages quote answers, and a proxy's error
-    page may echo the request's headers."""
-    return body.replace(secret.encode(), b"***") if secret else body
+    page may echo the request's headers. Taken out of the bytes, and out of every string of the JSON
+    document they are (a JSON encoder may escape any character of the key: ``a\\/b`` is ``a/b``)."""
+    if not secret:
+        return body
+    body = body.replace(secret.encode(), b"***")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return body
+    cleaned, changed = _scrub_document(document, secret)
+    return json.dumps(cleaned).encode() if changed else body
+
+
+def _scrub_document(value: Any, secret: str) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        return (value.replace(secret, "***"), True) if secret in value else (value, False)
+    if isinstance(value, list):
+        items = [_scrub_document(item, secret) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if isinstance(value, dict):
+        pairs = {
+            str(key).replace(secret, "***"): _scrub_document(item, secret) for key, item in value.items()
+        }
+        changed = any(secret in str(key) for key in value) or any(done for _, done in pairs.values())
+        return {key: item for key, (item, _) in pairs.items()}, changed
+    return value, False
 
 
 # --- the size cap --------------------------------------------------------------------------------------
@@ -103,8 +128,10 @@ class BodyDecoder:
         self.decoded_bytes = 0
         spelled = (encoding or "identity").strip().lower()
         self._inflater: Any = None
+        self._started = False
         if spelled in ("gzip", "x-gzip", "deflate"):
             self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+            self._raw_deflate_allowed = spelled == "deflate"
         elif spelled not in ("", "identity"):
             raise HitPawResponseError(
                 f"{what} came with Content-Encoding {spelled[:40]!r}, which was not asked for"
@@ -120,12 +147,23 @@ class BodyDecoder:
             try:
                 piece = self._inflater.decompress(data, _READ_SIZE)
             except zlib.error as err:
-                raise HitPawResponseError(f"{self.what} is not validly compressed ({err})") from None
+                if self._started or not self._raw_deflate_allowed:
+                    raise HitPawResponseError(f"{self.what} is not validly compressed ({err})") from None
+                # "deflate" without its zlib header, as some servers send it.
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._raw_deflate_allowed = False
+                continue
+            self._started = True
             data = self._inflater.unconsumed_tail
             if piece:
                 yield self._counted(piece)
-            if self._inflater.eof and (data or self._inflater.unused_data):
-                raise HitPawResponseError(f"{self.what} has bytes after its compressed body")
+            if self._inflater.eof:
+                rest = data or self._inflater.unused_data
+                if rest[:2] == b"\x1f\x8b":  # a gzip body of several members
+                    self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                    data = rest
+                elif rest:
+                    raise HitPawResponseError(f"{self.what} has bytes after its compressed body")
 
     def finish(self) -> Iterator[bytes]:
         if self._inflater is None:

@@ -397,9 +397,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 and owner.setdefault(result.job_id, unique[index]) != unique[index]
             ):
                 result = HitPawUntrustedAnswerError(
-                    f"HitPaw answered job id {result.job_id!r} for {unique[index]!r} too, after "
-                    f"{owner[result.job_id]!r}: one job cannot be two images; this image may have been "
-                    "charged and is not submitted again in this try"
+                    f"HitPaw answered job id {result.job_id!r} for {_shown(unique[index])} too, after "
+                    f"{_shown(owner[result.job_id])}: one job cannot be two images; this image may have "
+                    "been charged and is not submitted again in this try"
                 )
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
@@ -633,7 +633,7 @@ class SegmentImageBatchOperator(BaseOperator):
             kinds.setdefault(_kind(result), []).append(result)
         for kind, members in sorted(kinds.items(), key=lambda item: -len(item[1])):
             example = members[0]
-            shown = example.get("source_path") or _api.url_without_query(str(example["file_url"]))
+            shown = _shown(example.get("source_path") or example["file_url"])
             reason = (example.get("error") or {}).get("message") or example["status"]
             self.log.warning(
                 "%d image(s) failed with %s, for instance %s: %s", len(members), kind, shown, reason
@@ -653,12 +653,12 @@ class SegmentImageBatchOperator(BaseOperator):
         if not bad or not self.fail_on_error or len(bad) <= self._allowed_failures(len(results)):
             return results
         context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=results)
-        shown = "; ".join(f"{r.get('source_path') or r['file_url']}: {r['status']}" for r in bad[:5])
+        shown = "; ".join(f"{_shown(r.get('source_path') or r['file_url'])}: {r['status']}" for r in bad[:5])
         message = (
             f"{len(bad)} of {len(results)} images were not segmented ({shown}); the per-image results are "
             f"in XCom under {RESULTS_XCOM_KEY!r}"
         )
-        if not BatchRecord(context, []).durable:
+        if not BatchRecord(context, []).durable and any(r["job_id"] for r in results):
             # Without a record across tries a retry could not tell paid jobs from missing ones.
             raise AirflowFailException(f"{message} (no automatic retry: on this Airflow it would pay again)")
         raise AirflowException(message)
@@ -706,6 +706,11 @@ def _result(
     elif status is not None:
         result.update(status=status.status, res_url=status.res_url, mask_url=status.mask_url)
     return result
+
+
+def _shown(item: Any) -> str:
+    """An input as a message shows it: a URL without its query (a signature) or its credentials."""
+    return _api.url_without_query(str(item)) if "://" in str(item) else str(item)
 
 
 def _shown_jobs(paid: dict[str, str], limit: int = 20) -> str:

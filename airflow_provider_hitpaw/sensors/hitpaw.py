@@ -18,7 +18,12 @@ from airflow_provider_hitpaw._events import JobEvent
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
 from airflow_provider_hitpaw.exceptions import HitPawError, HitPawJobFailedError, HitPawTimeoutError
-from airflow_provider_hitpaw.validation import validate_event_hold, validate_job_id, validate_poll_interval
+from airflow_provider_hitpaw.validation import (
+    validate_event_hold,
+    validate_job_id,
+    validate_poll_interval,
+    validate_timeout,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,6 +80,10 @@ class SegmentationSensor(BaseSensorOperator):
         # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
         poll_interval = validate_poll_interval(poll_interval)
         kwargs.setdefault("poke_interval", poll_interval)
+        if "timeout" in kwargs:
+            # Airflow's own default is 7 days; more than HitPaw keeps a job (8) means nothing, and
+            # overflows (before Airflow itself could say so).
+            kwargs["timeout"] = validate_timeout(kwargs["timeout"])
         super().__init__(**kwargs)
         self.job_id = job_id
         self.hitpaw_conn_id = hitpaw_conn_id

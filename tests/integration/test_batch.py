@@ -231,3 +231,27 @@ def test_one_file_written_two_ways_is_one_image_paid_once(
     assert [r["status"] for r in results] == ["COMPLETED", "COMPLETED"]
     assert results[0]["res_path"] == results[1]["res_path"]
     assert all(r["error"] is None for r in results)
+
+
+def test_messages_never_show_a_signed_query_or_credentials(hitpaw_emulator: Any, log_text: Any) -> None:
+    inputs = [
+        f"{hitpaw_emulator.sample_url('broken.jpg')}?X-Amz-Signature=SIGSECRET123",
+        hitpaw_emulator.sample_url("shoe.jpg").replace("http://", "http://alice:PWSECRET@"),
+    ]
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1)
+    with pytest.raises(AirflowException) as raised:
+        run_deferred(operator, task_context())
+    for secret in ("SIGSECRET123", "PWSECRET"):
+        assert secret not in str(raised.value)
+        assert secret not in log_text()
+
+
+def test_without_a_store_a_batch_that_paid_for_nothing_may_retry(hitpaw_emulator: Any) -> None:
+    """Every submission refused with HitPaw's own 500 code: nothing was charged, so a retry is safe; it
+    once failed for good saying a retry 'would pay again'."""
+    hitpaw_emulator.set_faults([f"500:paths={'/api/image-segmentation'}"])
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1)
+    with pytest.raises(AirflowException) as raised:
+        operator.execute(task_context())
+    assert not isinstance(raised.value, AirflowFailException)
+    assert hitpaw_emulator.state()["jobs"] == []

@@ -715,7 +715,14 @@ def test_a_link_to_this_machine_is_refused_when_hitpaw_is_elsewhere(server: str,
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://127.0.0.1/a.png", "file:///etc/passwd", "http://user:pass@127.0.0.1:9/a.png", "http:///a.png"],
+    [
+        "ftp://127.0.0.1/a.png",
+        "file:///etc/passwd",
+        "http://user:pass@127.0.0.1:9/a.png",
+        "http:///a.png",
+        "http://[::1/a.png",  # a bare ValueError once escaped here, after payment
+        "http://127.0.0.1:99999/a.png",
+    ],
 )
 def test_a_link_that_is_no_plain_http_url_is_refused(hook: HitPawHook, out_dir: Path, url: str) -> None:
     status = {"job_id": "j", "res_url": url, "mask_url": url}

@@ -1,0 +1,74 @@
+"""The rules every request meets (hooks/_transport.py): bodies decoded within their cap, the key taken out
+of answers however they spell it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+import pytest
+
+from airflow_provider_hitpaw.exceptions import HitPawResponseError, HitPawUntrustedAnswerError
+from airflow_provider_hitpaw.hooks._transport import BodyDecoder, scrub_bytes
+
+TEXT = b"The quick brown fox jumps over the lazy dog. " * 200
+
+
+def decoded(encoding: str | None, body: bytes, limit: int = 10**7, step: int = 1000) -> bytes:
+    decoder = BodyDecoder(encoding, limit, "the answer")
+    out = b""
+    for start in range(0, len(body), step):
+        out += b"".join(decoder.feed(body[start : start + step]))
+    return out + b"".join(decoder.finish())
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        pytest.param(None, TEXT, id="identity"),
+        pytest.param("gzip", gzip.compress(TEXT), id="gzip"),
+        pytest.param("deflate", zlib.compress(TEXT), id="deflate-zlib"),
+        pytest.param("deflate", zlib.compress(TEXT)[2:-4], id="deflate-raw"),
+        pytest.param("gzip", gzip.compress(TEXT[:4000]) + gzip.compress(TEXT[4000:]), id="gzip-two-members"),
+    ],
+)
+def test_bodies_are_decoded(encoding: str | None, body: bytes) -> None:
+    assert decoded(encoding, body) == TEXT
+
+
+def test_a_bomb_is_stopped_at_the_cap_without_inflating_it_whole() -> None:
+    bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))  # 64 MiB in about 64 KiB
+    with pytest.raises(HitPawUntrustedAnswerError, match="larger than"):
+        decoded("gzip", bomb, limit=1024 * 1024, step=len(bomb))
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+def test_an_encoding_not_asked_for_is_refused(encoding: str) -> None:
+    with pytest.raises(HitPawResponseError, match="not asked for"):
+        BodyDecoder(encoding, 100, "the answer")
+
+
+def test_garbage_after_a_compressed_body_is_refused() -> None:
+    with pytest.raises(HitPawResponseError, match="after its compressed body"):
+        decoded("gzip", gzip.compress(TEXT) + b"<html>")
+
+
+KEY = "hp-key/with-slash"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        KEY,
+        KEY.replace("/", "\\/"),  # PHP's json_encode
+        "".join(f"\\u{ord(ch):04x}" for ch in KEY),  # every character escaped
+    ],
+)
+def test_the_key_is_taken_out_of_an_answer_however_json_spells_it(echo: str) -> None:
+    body = (
+        '{"code": 110400000, "message": "key ' + echo + ' refused", "data": {"k": ["' + echo + '"]}}'
+    ).encode()
+    cleaned = scrub_bytes(body, KEY)
+    assert KEY not in json.dumps(json.loads(cleaned))
+    assert json.loads(cleaned)["message"] == "key *** refused"
