@@ -24,9 +24,22 @@ EVENT_HOLD_SECONDS: Final = 10.0
 
 def event_not_before(hold: float | None) -> float | None:
     """The ``not_before`` of a trigger deferred now, holding its event ``hold`` seconds (0: no hold;
-    None: :data:`EVENT_HOLD_SECONDS`, read when the task runs)."""
-    seconds = EVENT_HOLD_SECONDS if hold is None else hold
+    None: the deployment's ``[hitpaw] min_deferred_seconds``, else :data:`EVENT_HOLD_SECONDS`)."""
+    seconds = configured_event_hold() if hold is None else hold
     return time.time() + seconds if seconds > 0 else None
+
+
+def configured_event_hold() -> float:
+    """``[hitpaw] min_deferred_seconds`` of Airflow's configuration (environment:
+    ``AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS``), read when a task defers; :data:`EVENT_HOLD_SECONDS` where it
+    is not set or not a number from 0 to 50."""
+    from airflow.providers.common.compat.sdk import conf
+
+    try:
+        value = conf.getfloat("hitpaw", "min_deferred_seconds", fallback=EVENT_HOLD_SECONDS)
+    except Exception:  # a misspelt value must not fail a task that already paid; the default holds
+        return EVENT_HOLD_SECONDS
+    return value if 0 <= value <= 50 else EVENT_HOLD_SECONDS
 
 
 def deferral_timeout(end_time: float) -> timedelta:

@@ -26,6 +26,25 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_hitpaw.links.HitPawMaskLink",
             "airflow_provider_hitpaw.links.HitPawOutputFolderLink",
         ],
+        "config": {
+            "hitpaw": {
+                "description": "HitPaw provider settings that hold for every HitPaw task of a deployment.",
+                "options": {
+                    "min_deferred_seconds": {
+                        "description": (
+                            "Seconds a deferred HitPaw task waits at least before its trigger fires, "
+                            "however fast the job. On Airflow 3 a trigger event within seconds of the "
+                            "deferral can fail the resumed try (apache/airflow#66374); 0 turns the hold "
+                            "off. A task's own min_deferred_seconds wins over this."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "10",
+                    }
+                },
+            }
+        },
         "integrations": [
             {
                 "integration-name": "HitPaw",

@@ -88,7 +88,7 @@ class SegmentImageOperator(BaseOperator):
     :param poll_interval: seconds between two status polls (at least 1).
     :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
         Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
-        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
+        0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
     :param timeout: seconds to wait for the job, from the start of this try (at most 8 days, as long as
         HitPaw keeps a job). A job can stay ``CONVERTING`` for more than 15 minutes under load.
     """

@@ -106,7 +106,7 @@ class SegmentImageBatchOperator(BaseOperator):
     :param poll_interval: seconds between two polls of the same job (at least 1).
     :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
         Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
-        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
+        0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
     :param timeout: seconds to wait for the whole batch, from the start of this try (at most 8 days).
     :param fail_on_error: fail the task, once every image has ended, when any failed; with False the
         task succeeds and downstream tasks judge the per-image results.

@@ -52,7 +52,7 @@ class SegmentationSensor(BaseSensorOperator):
     :param poll_interval: seconds between two status polls; also the poke interval when not deferrable.
     :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
         Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
-        0 turns the hold off; None (the default) holds ``EVENT_HOLD_SECONDS`` (10 s).
+        0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
     :param deferrable: wait in the triggerer (True) or as a classic sensor in ``mode`` poke/reschedule.
     :param output_path: where to keep the cut-out and the mask, as ``SegmentImageOperator`` does (named
         after the job's original URL); adds ``res_path`` and ``mask_path`` to the result.
