@@ -23,6 +23,7 @@ def no_event_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     Airflow components started by a test keep the default)."""
     from airflow_provider_hitpaw import _deferral
 
+    monkeypatch.setenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS", "0")
     monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 0.0)
 
 

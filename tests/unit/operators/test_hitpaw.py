@@ -348,6 +348,7 @@ def test_the_trigger_holds_its_event_past_the_deferral(
     from airflow_provider_hitpaw import _deferral
 
     monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 10.0)
+    monkeypatch.delenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS")  # the provider's own default
     with pytest.raises(TaskDeferred) as deferred:
         operator(min_deferred_seconds=hold).execute(task_context())
     not_before = deferred.value.trigger.not_before
@@ -361,3 +362,17 @@ def test_the_trigger_holds_its_event_past_the_deferral(
 def test_a_hold_past_airflows_backstop_is_refused(hold: Any) -> None:
     with pytest.raises(ValueError, match="min_deferred_seconds"):
         operator(min_deferred_seconds=hold)
+
+
+def test_a_deployment_sets_the_hold_for_every_task(hook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_hitpaw import _deferral
+
+    monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 10.0)
+    monkeypatch.setenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS", "25")
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(task_context())
+    assert deferred.value.trigger.not_before == pytest.approx(time.time() + 25, abs=2)
+    monkeypatch.setenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS", "soon")  # not a number: the default holds
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(task_context())
+    assert deferred.value.trigger.not_before == pytest.approx(time.time() + 10, abs=2)
