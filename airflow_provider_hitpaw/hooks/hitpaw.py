@@ -103,14 +103,48 @@ def _mask(secret: str) -> None:
 
 
 async def _mask_async(secret: str) -> None:
-    """:func:`_mask` for the event loop: Airflow 3's synchronous ``mask_secret`` sends a blocking message
-    to the supervisor, which would stall (or deadlock) the triggerer's loop; its async twin does not."""
+    """:func:`_mask` for the event loop, on every line.
+
+    Airflow 3's synchronous ``mask_secret`` sends a blocking message to the supervisor: in the triggerer's
+    loop it raises on 3.0 (``AsyncToSync`` in an event loop) and leaves the trigger's log unmasked on 3.1.
+    3.3 has ``amask_secret``; 3.0 to 3.2 get the same message sent with the triggerer's own async ``asend``
+    (never from a thread: that corrupts the triggerer's channel), and the key added to this process's
+    masker. Where no async channel exists (Airflow 2, ``dags test``), masking is local and synchronous.
+    """
     try:
         from airflow.sdk.log import amask_secret
-    except ImportError:  # Airflow 2: masking is local, nothing is sent
-        _mask(secret)
+    except ImportError:
+        pass
     else:
         await amask_secret(secret)
+        return
+    comms = _supervisor_comms()
+    if comms is None or not hasattr(comms, "asend"):
+        _mask(secret)
+        return
+    from airflow.sdk.execution_time.comms import MaskSecret
+
+    _mask_locally(secret)
+    await comms.asend(MaskSecret(value=secret, name=None))
+
+
+def _supervisor_comms() -> Any:
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # Airflow 2
+        return None
+    return getattr(task_runner, "SUPERVISOR_COMMS", None)
+
+
+def _mask_locally(secret: str) -> None:
+    """Add the key to this process's own masker (3.1+ keeps it in ``_shared``, 3.0 in ``execution_time``)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import _secrets_masker as masker
+    except ImportError:
+        from airflow.sdk.execution_time.secrets_masker import (  # type: ignore[no-redef]
+            _secrets_masker as masker,
+        )
+    masker().add_mask(secret, None)
 
 
 def _deadline_in(seconds: float | None) -> float | None:

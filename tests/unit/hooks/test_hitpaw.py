@@ -1079,10 +1079,32 @@ async def test_concurrent_first_calls_open_one_client() -> None:
 
 
 async def test_the_async_hook_masks_the_key_without_a_blocking_call(hitpaw_conn: str, mocker: Any) -> None:
-    """Airflow 3's mask_secret sends a blocking message to the supervisor; on the loop, its async twin."""
+    """Airflow 3.3's mask_secret sends a blocking message to the supervisor; on the loop, its async twin."""
     log_module = pytest.importorskip("airflow.sdk.log")
+    if not hasattr(log_module, "amask_secret"):
+        pytest.skip("amask_secret is Airflow 3.3's (3.0 to 3.2: see the next test)")
     amask = mocker.patch.object(log_module, "amask_secret", new=mocker.AsyncMock())
     blocking = mocker.patch.object(log_module, "mask_secret")
     await HitPawAsyncHook(hitpaw_conn).get_settings()
     amask.assert_awaited_once_with(SECRET_KEY)
+    blocking.assert_not_called()
+
+
+async def test_before_3_3_the_trigger_masks_through_the_triggerers_async_channel(
+    hitpaw_conn: str, mocker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 3.0 the synchronous mask_secret raised in the triggerer's loop (every trigger crashed); on 3.1
+    it failed silently. Without amask_secret, the triggerer's own async channel carries the message."""
+    task_runner = pytest.importorskip("airflow.sdk.execution_time.task_runner")
+    log_module = pytest.importorskip("airflow.sdk.log")
+    if hasattr(log_module, "amask_secret"):
+        pytest.skip("Airflow 3.3 masks with amask_secret (the test above)")
+    import airflow.providers.common.compat.sdk as compat_sdk
+
+    comms = mocker.Mock(spec=["asend", "send"])
+    comms.asend = mocker.AsyncMock()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    blocking = mocker.patch.object(compat_sdk, "mask_secret", create=True)
+    await HitPawAsyncHook(hitpaw_conn).get_settings()
+    assert [call.args[0].value for call in comms.asend.await_args_list] == [SECRET_KEY]
     blocking.assert_not_called()
