@@ -72,11 +72,16 @@ async def _pause_async(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+#: Secrets shorter than this are not scrubbed from text (as Airflow's own masker): taking every "k" out of
+#: an answer would break it, and so short a key protects nothing.
+MIN_SECRET_LENGTH: Final = 5
+
+
 def scrub(text: str, *secrets: str) -> str:
     """Remove secrets from foreign text (an exception message, an echoed header) before it can reach a
     log or a task."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
     return text
 
@@ -85,13 +90,13 @@ def scrub_bytes(body: bytes, secret: str) -> bytes:
     """Take the key out of an answer before it is parsed: error messages quote answers, and a proxy's error
     page may echo the request's headers. Taken out of the bytes, and out of every string of the JSON
     document they are (a JSON encoder may escape any character of the key: ``a\\/b`` is ``a/b``)."""
-    if not secret:
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
         return body
-    body = body.replace(secret.encode(), b"***")
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return body
+        return body.replace(secret.encode(), b"***")  # not JSON: an error page, quoted at most
+    # In a JSON document only the values: a field name is HitPaw's, never the key.
     cleaned, changed = _scrub_document(document, secret)
     return json.dumps(cleaned).encode() if changed else body
 
@@ -103,11 +108,8 @@ def _scrub_document(value: Any, secret: str) -> tuple[Any, bool]:
         items = [_scrub_document(item, secret) for item in value]
         return [item for item, _ in items], any(changed for _, changed in items)
     if isinstance(value, dict):
-        pairs = {
-            str(key).replace(secret, "***"): _scrub_document(item, secret) for key, item in value.items()
-        }
-        changed = any(secret in str(key) for key in value) or any(done for _, done in pairs.values())
-        return {key: item for key, (item, _) in pairs.items()}, changed
+        pairs = {key: _scrub_document(item, secret) for key, item in value.items()}
+        return {key: item for key, (item, _) in pairs.items()}, any(done for _, done in pairs.values())
     return value, False
 
 

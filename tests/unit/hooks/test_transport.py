@@ -72,3 +72,15 @@ def test_the_key_is_taken_out_of_an_answer_however_json_spells_it(echo: str) -> 
     cleaned = scrub_bytes(body, KEY)
     assert KEY not in json.dumps(json.loads(cleaned))
     assert json.loads(cleaned)["message"] == "key *** refused"
+
+
+@pytest.mark.parametrize("key", ["k", "ma", "url"])
+def test_a_short_key_leaves_an_answer_whole(key: str) -> None:
+    """A one-letter key once took every "k" out of the answer: mask_url and object_key were lost."""
+    body = b'{"code": 200, "data": {"job_id": "j", "mask_url": "https://r/mask.png", "object_key": "k/1"}}'
+    assert scrub_bytes(body, key) == body
+
+
+def test_field_names_are_never_scrubbed() -> None:
+    body = b'{"code": 200, "data": {"res_url": "https://r/c.png", "note": "res_url"}}'
+    assert json.loads(scrub_bytes(body, "res_url"))["data"] == {"res_url": "https://r/c.png", "note": "***"}
