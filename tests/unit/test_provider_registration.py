@@ -14,7 +14,13 @@ from airflow_provider_hitpaw._connection_form import EXTRA_FIELDS
 
 
 def run_airflow(tmp_path: Path, *args: str) -> str:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Airflow 3.0 prints INFO lines on stdout before a command's JSON.
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
     result = subprocess.run(
         [sys.executable, "-m", "airflow", *args],
         env=env,
