@@ -10,12 +10,13 @@ NEWEST := 3.3.2
 # What the test venvs pin where an unconstrained resolve breaks Airflow itself (measured 2026-11/12).
 # Users install Airflow with its constraint files, which pin these and more; they cannot be fetched here.
 PINS_3.3.2 :=
-PINS_3.2.2 := "fastapi<0.137" "svcs<26" "cadwyn<7"
+PINS_3.2.2 := "fastapi<0.137" "svcs<26"
 PINS_3.1.8 :=
-PINS_3.0.6 := "fastapi[standard]<0.117" "cadwyn<6" "universal-pathlib<0.3"
+PINS_3.0.6 := "fastapi<0.117" "universal-pathlib<0.3"
 PINS_2.11.2 :=
-# The production shape's parts, beside the newest line: PostgreSQL's driver, Celery, StatsD.
-PRODUCTION_EXTRAS := "apache-airflow-providers-celery" "psycopg2-binary" "statsd"
+# The production shape's parts, beside the newest line, as Airflow's own extras bring them: the Celery
+# executor, PostgreSQL's drivers (sync and async), StatsD.
+PRODUCTION_EXTRAS := "apache-airflow[celery,postgres,statsd]==$(NEWEST)"
 
 venv_of = $(if $(filter $(NEWEST),$(1)),.venv,.venv-$(1))
 VENV := .venv
@@ -40,13 +41,13 @@ uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 
 # One venv per line. The stamp depends on pyproject.toml so that a changed dependency reinstalls.
-.venv/.installed: pyproject.toml | uv
+.venv/.installed: pyproject.toml Makefile | uv
 	test -x .venv/bin/python || $(UV) venv -q -p $(PYTHON) .venv
 	$(UV) pip install --python .venv/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$(NEWEST)" $(PINS_$(NEWEST)) $(PRODUCTION_EXTRAS)
 	touch $@
 
-.venv-%/.installed: pyproject.toml | uv
+.venv-%/.installed: pyproject.toml Makefile | uv
 	test -x .venv-$*/bin/python || $(UV) venv -q -p $(PYTHON) .venv-$*
 	$(UV) pip install --python .venv-$*/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
 		"apache-airflow==$*" $(PINS_$*)

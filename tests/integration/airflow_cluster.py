@@ -65,6 +65,19 @@ def airflow_env(home: Path, dags: Path, port: int, extra: dict[str, str]) -> dic
     return env
 
 
+@dataclass(frozen=True)
+class Component:
+    """A component beside the api-server, scheduler and dag-processor: a triggerer, a Celery worker.
+
+    ``label`` names its log and pid files (two triggerers need two labels); ``env`` is its own.
+    """
+
+    label: str
+    name: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class AirflowCluster:
     """A running set of components, and a small client of their REST API."""
@@ -84,6 +97,11 @@ class AirflowCluster:
     component_args: dict[str, list[str]] = field(
         default_factory=lambda: {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
     )
+    #: Triggerers and workers of their own (then no default triggerer is started).
+    extra_components: list[Component] = field(default_factory=list)
+    #: Core components started again, two seconds after they exit, as systemd's ``Restart=always`` or a
+    #: Kubernetes Deployment would: Airflow's scheduler exits when it loses its database, by design.
+    supervised: frozenset[str] = frozenset()
 
     @property
     def api(self) -> str:
@@ -107,21 +125,54 @@ class AirflowCluster:
         self.airflow("db", "migrate", timeout=300)
         logs = self.home / "component-logs"
         logs.mkdir(exist_ok=True)
+        (self.home / "pids").mkdir(exist_ok=True)
         airflow = f"{sys.executable} -m airflow"
-        script = "\n".join(
-            [
-                f"{airflow} api-server --host 127.0.0.1 --port {self.port}{self._args('api-server')}"
-                f" > {logs}/api-server.log 2>&1 &",
-                f"{airflow} scheduler{self._args('scheduler')} > {logs}/scheduler.log 2>&1 &",
-                f"{airflow} dag-processor{self._args('dag-processor')} > {logs}/dag-processor.log 2>&1 &",
-                f"{airflow} triggerer{self._args('triggerer')} > {logs}/triggerer.log 2>&1 &",
-                *(self._launcher_loop() if self.restartable else ["wait"]),
-            ]
-        )
+        lines = [
+            self._launch("api-server", f"{airflow} api-server --host 127.0.0.1 --port {self.port}", logs),
+            self._launch("scheduler", f"{airflow} scheduler", logs),
+            self._launch("dag-processor", f"{airflow} dag-processor", logs),
+        ]
+        if not self.extra_components:
+            lines.append(f"{airflow} triggerer{self._args('triggerer')} > {logs}/triggerer.log 2>&1 &")
+        for component in self.extra_components:
+            settings = " ".join(f"{key}={shlex.quote(value)}" for key, value in component.env.items())
+            words = " ".join(shlex.quote(word) for word in [*component.name.split(), *component.args])
+            lines.append(
+                f"env {settings} {airflow} {words} > {logs}/{component.label}.log 2>&1 & "
+                f"echo $! > {self.home}/pids/{component.label}"
+            )
+        script = "\n".join([*lines, *(self._launcher_loop() if self.restartable else ["wait"])])
         # One new session, hence one new process group, for all four: stopped together.
         self.process = subprocess.Popen(["bash", "-c", script], env=self.env, start_new_session=True)
         self.wait_healthy()
         self.token = self.login()
+
+    def _launch(self, name: str, command: str, logs: Path) -> str:
+        command = f"{command}{self._args(name)}"
+        if name in self.supervised:
+            command = f"while :; do {command}; echo '(exited; started again)'; sleep 2; done"
+            return f"( {command} ) > {logs}/{name}.log 2>&1 &"
+        return f"{command} > {logs}/{name}.log 2>&1 &"
+
+    def component_processes_of(self, root: int) -> set[int]:
+        """A process and every process below it."""
+        children: dict[int, list[int]] = {}
+        for pid in self.descendants():
+            parent = self._parent(pid)
+            if parent is not None:
+                children.setdefault(parent, []).append(pid)
+        found, todo = {root}, [root]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        self.started_pids |= found
+        return found
+
+    def pid_of(self, label: str) -> int:
+        """The process of an extra component, by its label."""
+        return int((self.home / "pids" / label).read_text().strip())
 
     def _args(self, name: str) -> str:
         return "".join(f" {shlex.quote(arg)}" for arg in self.component_args.get(name, []))
