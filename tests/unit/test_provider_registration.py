@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -10,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_hitpaw import __version__, _api
 from airflow_provider_hitpaw._connection_form import EXTRA_FIELDS
+from airflow_provider_hitpaw.get_provider_info import get_provider_info
+from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook, HitPawHook
+from tests.conftest import CONN_ID
 
 
 def run_airflow(tmp_path: Path, *args: str) -> str:
@@ -92,3 +97,104 @@ def test_extra_links_are_registered_for_airflow_2(tmp_path: Path, monkeypatch: p
         "airflow_provider_hitpaw.links.HitPawMaskLink",
         "airflow_provider_hitpaw.links.HitPawOutputFolderLink",
     ]
+
+
+# --- what the package declares: its provider info, entry point and connection form -----------------
+
+
+def test_provider_info() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-hitpaw"
+    assert info["name"] == "HitPaw"
+    assert info["description"]
+    assert info["versions"] == [__version__]
+    [connection_type] = info["connection-types"]
+    assert connection_type["connection-type"] == "hitpaw"
+    assert connection_type["hook-name"] == "HitPaw"
+    module, _, name = connection_type["hook-class-name"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is HitPawHook
+    assert connection_type["conn-fields"]["ca_bundle"]["label"]
+
+
+def test_provider_info_form_matches_the_hook() -> None:
+    [connection_type] = get_provider_info()["connection-types"]
+    declared = connection_type["ui-field-behaviour"]
+    behaviour = HitPawHook.get_ui_field_behaviour()
+    assert declared == {
+        "hidden-fields": behaviour["hidden_fields"],
+        "relabeling": behaviour["relabeling"],
+        "placeholders": behaviour["placeholders"],
+    }
+
+
+def test_provider_info_matches_airflow_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import airflow
+
+    schema_path = Path(airflow.__file__).parent / "provider_info.schema.json"
+    jsonschema.validate(get_provider_info(), json.loads(schema_path.read_text()))
+
+
+def test_provider_info_modules_import() -> None:
+    info = get_provider_info()
+    modules = {
+        m
+        for kind in ("hooks", "operators", "sensors", "triggers")
+        for e in info[kind]
+        for m in e["python-modules"]
+    }
+    assert len(modules) == 4
+    for module in modules:
+        importlib.import_module(module)
+
+
+def test_provider_info_loads_no_http_stack() -> None:
+    code = (
+        "import json, sys\n"
+        "from airflow_provider_hitpaw.get_provider_info import get_provider_info\n"
+        "get_provider_info()\n"
+        "heavy = ('airflow_provider_hitpaw.hooks', 'airflow_provider_hitpaw.hooks.hitpaw',"
+        " 'aiohttp', 'requests')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_provider_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    [entry_point] = [
+        ep
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.value.startswith("airflow_provider_hitpaw")
+    ]
+    assert entry_point.load() is get_provider_info
+
+
+def test_ui_field_behaviour() -> None:
+    behaviour = HitPawHook.get_ui_field_behaviour()
+    assert set(behaviour["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+    assert _api.DEFAULT_BASE_URL in behaviour["placeholders"]["host"]
+
+
+def test_connection_form_widgets_on_airflow_2() -> None:
+    pytest.importorskip("flask_appbuilder")
+    pytest.importorskip("wtforms")
+    assert set(HitPawHook.get_connection_form_widgets()) == {
+        "ca_bundle",
+        "allow_insecure_http",
+        "max_download_bytes",
+        "download_timeout",
+    }
+
+
+@pytest.mark.parametrize("hook_class", [HitPawHook, HitPawAsyncHook], ids=["sync", "async"])
+def test_both_hooks_serve_the_hitpaw_connection_type(hook_class: type[HitPawHook | HitPawAsyncHook]) -> None:
+    assert hook_class.conn_type == "hitpaw"
+    assert hook_class.hook_name == "HitPaw"
+    assert hook_class.conn_name_attr == "hitpaw_conn_id"
+    assert hook_class.default_conn_name == CONN_ID

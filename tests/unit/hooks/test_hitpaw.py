@@ -1,26 +1,30 @@
 """HitPawHook (requests) and HitPawAsyncHook (aiohttp) against scripted HTTP answers.
 
+What both hooks do is tested once, on each hook, through the ``hook_under_test`` fixture (its cases end
+in ``[sync]`` and ``[async]``); what only one of them has is tested on that one, further down.
+
 Every test here also checks, on the way out, that the API key reached no log record and no captured output.
 """
 
 from __future__ import annotations
 
-import importlib
+import http.client
 import json
 import logging
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from airflow_provider_hitpaw import __version__, _api
+from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
@@ -36,19 +40,20 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawSubmissionUnknownError,
     HitPawTimeoutError,
 )
-from airflow_provider_hitpaw.get_provider_info import get_provider_info
 from airflow_provider_hitpaw.hooks import _transport
 from airflow_provider_hitpaw.hooks import hitpaw as hooks
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook, HitPawHook
-from tests.conftest import (
-    BASE_URL,
-    CONN_ID,
-    SECRET_KEY,
+from tests.conftest import BASE_URL, CONN_ID, SECRET_KEY
+from tests.unit.fakes import (
     Answer,
     FakeAsyncClient,
-    envelope,
-    http_response,
-    status_body,
+    HookUnderTest,
+    PerHook,
+    Request,
+    ScriptedPost,
+    hitpaw_error,
+    ok_status,
+    ok_submission,
 )
 
 IMAGE_URL = "https://example.com/shoe.jpg"
@@ -57,19 +62,6 @@ STATUS_URL = BASE_URL + _api.TASK_STATUS_PATH
 
 
 # --- scripted answers -----------------------------------------------------------------------------
-
-
-def ok_submission(job_id: str = "job-1") -> Answer:
-    return Answer(200, envelope({"job_id": job_id, "consume_coins": 20}))
-
-
-def ok_status(status: str = "CONVERTING", job_id: str = "job-1") -> Answer:
-    return Answer(200, status_body(job_id, status))
-
-
-def hitpaw_error(code: int, http_status: int, message: str = "refused") -> Answer:
-    return Answer(http_status, envelope(code=code, message=message))
-
 
 #: The documented permanent errors: each must be raised after exactly one request.
 PERMANENT_ERRORS = [
@@ -81,57 +73,107 @@ PERMANENT_ERRORS = [
     pytest.param(100400002, 400, HitPawInvalidRequestError, id="100400002-bad-request"),
 ]
 
-#: Faults that must be retried, for the requests-based hook, with the family they end as.
-SYNC_TRANSIENT_FAULTS = [
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault that must be retried, the error family it ends as, and whether the request had left when
+    it struck: then HitPaw may have accepted a submission, which is sent once more at most, never five
+    times."""
+
+    answer: Answer | PerHook
+    family: type[HitPawError]
+    may_have_landed: bool
+
+
+#: Faults that must be retried; a network fault as each HTTP library raises it.
+TRANSIENT_FAULTS = [
     pytest.param(
-        Answer(raises=requests.ConnectionError("connection refused")), HitPawConnectionError, id="refused"
+        Fault(
+            PerHook(
+                Answer(raises=requests.ConnectionError("connection refused")),
+                Answer(raises=aiohttp.ClientConnectionError("refused")),
+            ),
+            HitPawConnectionError,
+            may_have_landed=True,
+        ),
+        id="refused",
     ),
-    pytest.param(Answer(raises=requests.Timeout("read timed out")), HitPawConnectionError, id="timeout"),
     pytest.param(
-        Answer(raises=requests.ConnectTimeout("connect")), HitPawConnectionError, id="connect-timeout"
+        Fault(
+            # asyncio.TimeoutError is the builtin TimeoutError since 3.11.
+            PerHook(Answer(raises=requests.Timeout("read timed out")), Answer(raises=TimeoutError())),
+            HitPawConnectionError,
+            may_have_landed=True,
+        ),
+        id="timeout",
     ),
-    pytest.param(Answer(500, b"<html>Internal Server Error</html>"), HitPawServerError, id="http-500"),
-    pytest.param(Answer(503, b""), HitPawServerError, id="http-503-empty"),
-    pytest.param(Answer(429, b""), HitPawRateLimitError, id="http-429"),
-    pytest.param(hitpaw_error(100429000, 429), HitPawRateLimitError, id="100429000"),
-    pytest.param(hitpaw_error(100500000, 500, "Internal error"), HitPawServerError, id="100500000"),
-    pytest.param(Answer(200, b"<html>proxy login</html>"), HitPawResponseError, id="html-under-200"),
+    pytest.param(
+        Fault(
+            PerHook(
+                Answer(raises=requests.ConnectTimeout("connect")),
+                Answer(raises=aiohttp.ConnectionTimeoutError("connect")),
+            ),
+            HitPawConnectionError,
+            may_have_landed=False,
+        ),
+        id="connect-timeout",
+    ),
+    pytest.param(
+        Fault(
+            PerHook(
+                # What requests raises when the server hangs up before answering.
+                Answer(
+                    raises=requests.ConnectionError(
+                        ProtocolError(
+                            "Connection aborted.",
+                            http.client.RemoteDisconnected("Remote end closed connection without response"),
+                        )
+                    )
+                ),
+                Answer(raises=aiohttp.ServerDisconnectedError()),
+            ),
+            HitPawConnectionError,
+            may_have_landed=True,
+        ),
+        id="disconnected",
+    ),
+    pytest.param(
+        Fault(Answer(500, b"<html>Internal Server Error</html>"), HitPawServerError, may_have_landed=True),
+        id="http-500",
+    ),
+    pytest.param(Fault(Answer(503, b""), HitPawServerError, may_have_landed=True), id="http-503-empty"),
+    pytest.param(Fault(Answer(429, b""), HitPawRateLimitError, may_have_landed=False), id="http-429"),
+    pytest.param(
+        Fault(hitpaw_error(100429000, 429), HitPawRateLimitError, may_have_landed=False), id="100429000"
+    ),
+    pytest.param(
+        Fault(hitpaw_error(100500000, 500, "Internal error"), HitPawServerError, may_have_landed=False),
+        id="100500000",
+    ),
+    pytest.param(
+        Fault(Answer(200, b"<html>proxy login</html>"), HitPawResponseError, may_have_landed=True),
+        id="html-under-200",
+    ),
 ]
 
-#: The same for the aiohttp-based hook (asyncio.TimeoutError is the builtin TimeoutError since 3.11).
-ASYNC_TRANSIENT_FAULTS = [
-    pytest.param(
-        Answer(raises=aiohttp.ClientConnectionError("refused")), HitPawConnectionError, id="refused"
-    ),
-    pytest.param(Answer(raises=aiohttp.ServerDisconnectedError()), HitPawConnectionError, id="disconnected"),
-    pytest.param(Answer(raises=TimeoutError()), HitPawConnectionError, id="asyncio-timeout"),
-    pytest.param(Answer(500, b"<html>Internal Server Error</html>"), HitPawServerError, id="http-500"),
-    pytest.param(Answer(429, b""), HitPawRateLimitError, id="http-429"),
-    pytest.param(hitpaw_error(100500000, 500, "Internal error"), HitPawServerError, id="100500000"),
-    pytest.param(Answer(200, b"<html>proxy login</html>"), HitPawResponseError, id="html-under-200"),
-]
 
-#: Faults after which HitPaw may have accepted a submission (the request had left; the answer was lost or
-#: came from something in front of the API): a submission is sent once more at most, never five times.
-LANDED_MAYBE = {
-    "refused",
-    "timeout",
-    "http-500",
-    "http-503-empty",
-    "html-under-200",
-    "disconnected",
-    "asyncio-timeout",
-}
+@dataclass(frozen=True)
+class ApiCall:
+    """A call both hooks have, and the request it must send."""
+
+    method: str
+    args: tuple[Any, ...]
+    url: str
+    body: dict[str, Any]
+
+    @property
+    def is_submission(self) -> bool:
+        return self.method == "submit_segmentation"
 
 
-def expected_attempts(
-    request: pytest.FixtureRequest, family: type[HitPawError]
-) -> tuple[int, type[HitPawError]]:
-    fault_id, _, call_id = request.node.callspec.id.rpartition("-")
-    if call_id == "submit" and fault_id in LANDED_MAYBE:
-        return 2, HitPawSubmissionUnknownError
-    return 5, family
-
+SUBMIT = ApiCall("submit_segmentation", (IMAGE_URL,), SUBMIT_URL, {"file_url": IMAGE_URL})
+POLL = ApiCall("get_task_status", ("job-1",), STATUS_URL, {"job_id": "job-1"})
+API_CALLS = pytest.mark.parametrize("api_call", [SUBMIT, POLL], ids=["submit", "status"])
 
 #: The default back-off ceilings of attempts 1..4 (1 s, 2 s, 4 s, 8 s), each jittered into its upper half.
 DEFAULT_CEILINGS = [1.0, 2.0, 4.0, 8.0]
@@ -143,39 +185,13 @@ def assert_default_backoff(delays: list[float], retries: int = 4) -> None:
         assert ceiling / 2 <= delay <= ceiling
 
 
-@dataclass
-class PostCall:
-    session: requests.Session
-    url: str
-    json: Any
-    kwargs: dict[str, Any]
-
-
-class ScriptedPost:
-    """Stands in for ``requests.Session.post``: plays scripted answers, records every request."""
-
-    def __init__(self, answers: list[Answer], default: Answer | None) -> None:
-        self.answers = answers
-        self.default = default
-        self.calls: list[PostCall] = []
-
-    def __call__(
-        self, session: requests.Session, url: str, json: Any = None, **kwargs: Any
-    ) -> requests.Response:
-        self.calls.append(PostCall(session, url, json, kwargs))
-        answer = self.answers.pop(0) if self.answers else self.default
-        assert answer is not None, f"unscripted request to {url}"
-        if answer.raises is not None:
-            raise answer.raises
-        return http_response(answer)
-
-
 Script = Callable[..., ScriptedPost]
 
 
 @pytest.fixture
 def script(mocker: Any) -> Script:
-    """``script(answer, ..., default=answer)`` makes every requests.Session answer with these."""
+    """``script(answer, ..., default=answer)`` makes every requests.Session answer with these (for the
+    tests of HitPawHook alone)."""
 
     def install(*answers: Answer, default: Answer | None = None) -> ScriptedPost:
         post = ScriptedPost(list(answers), default)
@@ -183,6 +199,14 @@ def script(mocker: Any) -> Script:
         return post
 
     return install
+
+
+@pytest.fixture(params=["sync", "async"])
+def hook_under_test(request: pytest.FixtureRequest, mocker: Any, hitpaw_conn: str) -> Iterator[HookUnderTest]:
+    """Each hook in turn, with scripted answers: see :class:`tests.unit.fakes.HookUnderTest`."""
+    under_test = HookUnderTest(request.param, mocker, hitpaw_conn)
+    yield under_test
+    under_test.teardown()
 
 
 @pytest.fixture(autouse=True)
@@ -223,11 +247,16 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> list[f
     return no_sleep
 
 
-def assert_key_only_in_header(call: PostCall) -> None:
-    assert call.session.headers[_api.API_KEY_HEADER] == SECRET_KEY
+def assert_key_only_in_header(call: Request) -> None:
+    assert call.headers[_api.API_KEY_HEADER] == SECRET_KEY
     assert SECRET_KEY not in call.url
     assert SECRET_KEY not in json.dumps(call.json)
-    assert SECRET_KEY not in json.dumps(call.kwargs, default=str)
+    others = {name: value for name, value in call.kwargs.items() if name != "headers"}
+    assert SECRET_KEY not in json.dumps(others, default=str)
+
+
+def sent(hook_under_test: HookUnderTest) -> list[tuple[str, Any]]:
+    return [(call.url, call.json) for call in hook_under_test.calls]
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> str:
@@ -235,186 +264,209 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any)
     return conn_id
 
 
-# --- HitPawHook: successful calls -----------------------------------------------------------------
+# === Both hooks ===================================================================================
+
+# --- successful calls -----------------------------------------------------------------------------
 
 
-def test_submit_segmentation(hook: HitPawHook, script: Script) -> None:
-    post = script(ok_submission("f5007c0b"))
-    assert hook.submit_segmentation(IMAGE_URL) == _api.SegmentationJob(job_id="f5007c0b", consume_coins=20)
-    [call] = post.calls
+def test_submit_segmentation(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.script(ok_submission("f5007c0b"))
+    job = hook_under_test.call("submit_segmentation", IMAGE_URL)
+    assert job == _api.SegmentationJob(job_id="f5007c0b", consume_coins=20)
+    [call] = hook_under_test.calls
     assert (call.url, call.json) == (SUBMIT_URL, {"file_url": IMAGE_URL})
-    assert call.kwargs["timeout"] == (hooks.DEFAULT_CONNECT_TIMEOUT, hooks.DEFAULT_READ_TIMEOUT)
-    assert call.session.headers["Content-Type"] == "application/json"
+    assert call.timeout == (hooks.DEFAULT_CONNECT_TIMEOUT, hooks.DEFAULT_READ_TIMEOUT)
+    assert call.headers["Content-Type"] == "application/json"
     assert_key_only_in_header(call)
 
 
-def test_get_task_status(hook: HitPawHook, script: Script) -> None:
-    post = script(ok_status("COMPLETED", "job-7"))
-    status = hook.get_task_status("  job-7 ")
+def test_get_task_status(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.script(ok_status("COMPLETED", "job-7"))
+    status = hook_under_test.call("get_task_status", "  job-7 ")
     assert (status.job_id, status.status, status.is_completed) == ("job-7", "COMPLETED", True)
     assert status.res_url == f"{BASE_URL}/results/job-7/cutout.png"
-    [call] = post.calls
+    [call] = hook_under_test.calls
     assert (call.url, call.json) == (STATUS_URL, {"job_id": "job-7"})
     assert_key_only_in_header(call)
 
 
-def test_timeouts_are_passed_to_requests(hitpaw_conn: str, script: Script) -> None:
-    post = script(ok_status())
-    HitPawHook(hitpaw_conn, connect_timeout=1.5, read_timeout=4.0).get_task_status("job-1")
-    assert post.calls[0].kwargs["timeout"] == (1.5, 4.0)
+def test_requests_carry_the_key_in_its_header_only(hook_under_test: HookUnderTest) -> None:
+    """The key goes with each request's headers, and nowhere else."""
+    hook_under_test.script(default=ok_status())
+    hook_under_test.call("get_task_status", "job-1")
+    [call] = hook_under_test.calls
+    expected = {
+        "Content-Type": "application/json",
+        _api.API_KEY_HEADER: SECRET_KEY,
+        "Accept-Encoding": _transport.ACCEPT_ENCODING,
+    }
+    assert {name: call.headers.get(name) for name in expected} == expected
+    if hook_under_test.is_async:
+        # Per request: the client itself, which other hooks may share, carries no key.
+        assert call.headers == expected
+    assert SECRET_KEY not in repr(sent(hook_under_test))
+
+
+def test_timeouts_are_passed_to_the_http_library(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.make(connect_timeout=1.5, read_timeout=4.0)
+    hook_under_test.script(ok_status())
+    hook_under_test.call("get_task_status", "job-1")
+    assert hook_under_test.calls[0].timeout == (1.5, 4.0)
 
 
 @pytest.mark.parametrize("job_id", [pytest.param("", id="empty"), pytest.param("  ", id="blank")])
-def test_get_task_status_checks_job_id_before_sending(hook: HitPawHook, script: Script, job_id: str) -> None:
-    post = script()
+def test_get_task_status_checks_job_id_before_sending(hook_under_test: HookUnderTest, job_id: str) -> None:
+    hook_under_test.script()
     with pytest.raises(HitPawConfigurationError, match="job_id"):
-        hook.get_task_status(job_id)
-    assert post.calls == []
+        hook_under_test.call("get_task_status", job_id)
+    assert hook_under_test.calls == []
 
 
-# --- HitPawHook: errors and retries ---------------------------------------------------------------
-
-SYNC_CALLS = pytest.mark.parametrize(
-    "call",
-    [
-        pytest.param(lambda hook: hook.submit_segmentation(IMAGE_URL), id="submit"),
-        pytest.param(lambda hook: hook.get_task_status("job-1"), id="status"),
-    ],
-)
+# --- errors and retries ---------------------------------------------------------------------------
 
 
-@SYNC_CALLS
+@API_CALLS
 @pytest.mark.parametrize(("code", "http_status", "family"), PERMANENT_ERRORS)
 def test_permanent_error_raised_after_one_call(
-    hook: HitPawHook,
-    script: Script,
+    hook_under_test: HookUnderTest,
     no_sleep: list[float],
-    call: Callable[[HitPawHook], Any],
+    api_call: ApiCall,
     code: int,
     http_status: int,
     family: type[HitPawError],
 ) -> None:
-    post = script(default=hitpaw_error(code, http_status, "HitPaw says no"))
+    hook_under_test.script(default=hitpaw_error(code, http_status, "HitPaw says no"))
     with pytest.raises(family) as info:
-        call(hook)
+        hook_under_test.call(api_call.method, *api_call.args)
     assert (info.value.code, info.value.http_status, info.value.message) == (
         code,
         http_status,
         "HitPaw says no",
     )
-    assert len(post.calls) == 1
+    assert sent(hook_under_test) == [(api_call.url, api_call.body)]
     assert no_sleep == []
 
 
 @pytest.mark.parametrize(("code", "http_status", "family"), PERMANENT_ERRORS)
 def test_error_code_under_http_200_is_raised(
-    hook: HitPawHook, script: Script, code: int, http_status: int, family: type[HitPawError]
+    hook_under_test: HookUnderTest, code: int, http_status: int, family: type[HitPawError]
 ) -> None:
-    post = script(default=hitpaw_error(code, 200))
+    hook_under_test.script(default=hitpaw_error(code, 200))
     with pytest.raises(family) as info:
-        hook.get_task_status("job-1")
+        hook_under_test.call("get_task_status", "job-1")
     assert (info.value.code, info.value.http_status) == (code, 200)
-    assert len(post.calls) == 1
+    assert len(hook_under_test.calls) == 1
 
 
-@SYNC_CALLS
-@pytest.mark.parametrize(("fault", "family"), SYNC_TRANSIENT_FAULTS)
+@API_CALLS
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
 def test_transient_fault_retried_max_attempts_times(
-    hook: HitPawHook,
-    script: Script,
-    no_sleep: list[float],
-    call: Callable[[HitPawHook], Any],
-    fault: Answer,
-    family: type[HitPawError],
-    request: pytest.FixtureRequest,
+    hook_under_test: HookUnderTest, no_sleep: list[float], api_call: ApiCall, fault: Fault
 ) -> None:
-    attempts, raised = expected_attempts(request, family)
-    post = script(default=fault)
+    raised: type[HitPawError]
+    if api_call.is_submission and fault.may_have_landed:
+        attempts, raised = 2, HitPawSubmissionUnknownError
+    else:
+        attempts, raised = 5, fault.family
+    hook_under_test.script(default=fault.answer)
     with pytest.raises(raised):
-        call(hook)
-    assert len(post.calls) == attempts
+        hook_under_test.call(api_call.method, *api_call.args)
+    # Every attempt is the same request, through the same session or client.
+    assert sent(hook_under_test) == [(api_call.url, api_call.body)] * attempts
+    assert len({id(call.transport) for call in hook_under_test.calls}) == 1
     assert_default_backoff(no_sleep, retries=attempts - 1)
-    # Every attempt is the same request on the same session.
-    assert {(c.url, json.dumps(c.json)) for c in post.calls} == {
-        (post.calls[0].url, json.dumps(post.calls[0].json))
-    }
 
 
-@pytest.mark.parametrize(("fault", "family"), SYNC_TRANSIENT_FAULTS)
+@API_CALLS
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
 def test_transient_faults_then_success(
-    hook: HitPawHook,
-    script: Script,
-    no_sleep: list[float],
-    fault: Answer,
-    family: type[HitPawError],
-    request: pytest.FixtureRequest,
+    hook_under_test: HookUnderTest, no_sleep: list[float], api_call: ApiCall, fault: Fault
 ) -> None:
     # Two faults in a row: a status poll rides them out; so does a submission, unless its answer may have
     # been lost after HitPaw accepted it: that is sent once more at most.
-    post = script(fault, fault, ok_submission("job-ok"))
-    if request.node.callspec.id in LANDED_MAYBE:
+    success = ok_submission("job-ok") if api_call.is_submission else ok_status("COMPLETED")
+    hook_under_test.script(fault.answer, fault.answer, success)
+    if api_call.is_submission and fault.may_have_landed:
         with pytest.raises(HitPawSubmissionUnknownError, match="may have accepted"):
-            hook.submit_segmentation(IMAGE_URL)
-        assert len(post.calls) == 2
+            hook_under_test.call(api_call.method, *api_call.args)
+        assert len(hook_under_test.calls) == 2
+        assert_default_backoff(no_sleep, retries=1)
         return
-    assert hook.submit_segmentation(IMAGE_URL).job_id == "job-ok"
-    assert len(post.calls) == 3
+    result = hook_under_test.call(api_call.method, *api_call.args)
+    if api_call.is_submission:
+        assert result.job_id == "job-ok"
+    else:
+        assert result.is_completed
+    assert len(hook_under_test.calls) == 3
     assert_default_backoff(no_sleep, retries=2)
 
 
 def test_a_submission_whose_answer_was_lost_once_is_sent_once_more(
-    hook: HitPawHook, script: Script, no_sleep: list[float], log_text: Any
+    hook_under_test: HookUnderTest, no_sleep: list[float], log_text: Any
 ) -> None:
-    post = script(Answer(raises=requests.ReadTimeout("read timed out")), ok_submission("job-ok"))
-    assert hook.submit_segmentation(IMAGE_URL).job_id == "job-ok"
-    assert len(post.calls) == 2
+    lost = PerHook(Answer(raises=requests.ReadTimeout("read timed out")), Answer(raises=TimeoutError()))
+    hook_under_test.script(lost, ok_submission("job-ok"))
+    assert hook_under_test.call("submit_segmentation", IMAGE_URL).job_id == "job-ok"
+    assert len(hook_under_test.calls) == 2
     assert "charged twice" in log_text()
 
 
 def test_a_refused_connection_proves_nothing_was_submitted(
-    hook: HitPawHook, script: Script, no_sleep: list[float]
+    hook_under_test: HookUnderTest, no_sleep: list[float]
 ) -> None:
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    refused = PerHook(
+        Answer(
+            raises=requests.ConnectionError(
+                MaxRetryError(cast(Any, None), "/", NewConnectionError(cast(Any, None), "refused"))
+            )
+        ),
+        Answer(
+            raises=aiohttp.ClientConnectorError(
+                cast(Any, SimpleNamespace(host="127.0.0.1", port=8090, ssl=True)),
+                ConnectionRefusedError(111, "Connection refused"),
+            )
+        ),
+    )
+    hook_under_test.script(refused, refused, refused, ok_submission("job-ok"))
+    assert hook_under_test.call("submit_segmentation", IMAGE_URL).job_id == "job-ok"
+    assert len(hook_under_test.calls) == 4
 
-    refused = requests.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "refused")))
-    post = script(*[Answer(raises=refused)] * 3, ok_submission("job-ok"))
-    assert hook.submit_segmentation(IMAGE_URL).job_id == "job-ok"
-    assert len(post.calls) == 4
 
-
-def test_redirects_are_not_followed(hook: HitPawHook, script: Script, no_sleep: list[float]) -> None:
+def test_redirects_are_not_followed(hook_under_test: HookUnderTest, no_sleep: list[float]) -> None:
     """A redirect would carry the key to another host: it is a configuration error, sent nowhere."""
-    post = script(Answer(307, b"", headers={"Location": "http://elsewhere.test/api"}))
+    hook_under_test.script(Answer(307, b"", headers={"Location": "http://elsewhere.test/api"}))
     with pytest.raises(HitPawConfigurationError, match="redirect"):
-        hook.get_task_status("job-1")
-    assert len(post.calls) == 1
-    assert post.calls[0].kwargs.get("allow_redirects") is False
+        hook_under_test.call("get_task_status", "job-1")
+    assert len(hook_under_test.calls) == 1
+    assert hook_under_test.calls[0].allow_redirects is False
 
 
-@pytest.mark.parametrize("max_attempts", [1, 2, 7])
+@pytest.mark.parametrize("max_attempts", [1, 2, 3, 7])
 def test_retry_policy_decides_the_number_of_calls(
-    hitpaw_conn: str, script: Script, no_sleep: list[float], max_attempts: int
+    hook_under_test: HookUnderTest, no_sleep: list[float], max_attempts: int
 ) -> None:
-    post = script(default=Answer(502, b"Bad Gateway"))
-    hook = HitPawHook(hitpaw_conn, retry_policy=_api.RetryPolicy(max_attempts=max_attempts))
+    hook_under_test.script(default=Answer(502, b"Bad Gateway"))
+    hook_under_test.make(retry_policy=_api.RetryPolicy(max_attempts=max_attempts))
     with pytest.raises(HitPawServerError):
-        hook.get_task_status("job-1")
-    assert len(post.calls) == max_attempts
+        hook_under_test.call("get_task_status", "job-1")
+    assert len(hook_under_test.calls) == max_attempts
     assert len(no_sleep) == max_attempts - 1
 
 
-def test_retry_after_is_honoured(hook: HitPawHook, script: Script, no_sleep: list[float]) -> None:
-    script(Answer(429, b"", {"Retry-After": "12"}), ok_status())
-    hook.get_task_status("job-1")
-    assert no_sleep == [12.0]
+def test_retry_after_is_honoured(hook_under_test: HookUnderTest, no_sleep: list[float]) -> None:
+    hook_under_test.script(
+        Answer(429, b"", {"Retry-After": "12"}), Answer(429, b"", {"Retry-After": "9"}), ok_status()
+    )
+    hook_under_test.call("get_task_status", "job-1")
+    assert no_sleep == [12.0, 9.0]
 
 
 def test_retry_is_logged(
-    hook: HitPawHook, script: Script, no_sleep: list[float], capfd: Any, caplog: Any
+    hook_under_test: HookUnderTest, no_sleep: list[float], capfd: Any, caplog: Any
 ) -> None:
     """The log is visible to the leak check: without this, a silent log would make that check vacuous."""
-    script(Answer(503, b""), ok_status())
-    hook.get_task_status("job-1")
+    hook_under_test.script(Answer(503, b""), ok_status())
+    hook_under_test.call("get_task_status", "job-1")
     out, err = capfd.readouterr()
     text = caplog.text + out + err
     sys.stdout.write(out)
@@ -422,42 +474,159 @@ def test_retry_is_logged(
     assert "HTTP 503" in text
 
 
-# --- HitPawHook: the session ----------------------------------------------------------------------
+# --- the session (sync) or client (async) ---------------------------------------------------------
 
 
-def test_one_session_serves_every_call(hook: HitPawHook, script: Script) -> None:
-    post = script(ok_submission(), ok_status(), Answer(500, b""), ok_status("COMPLETED"), default=ok_status())
-    hook.submit_segmentation(IMAGE_URL)
-    hook.get_task_status("job-1")
-    hook.get_task_status("job-1")
-    assert len(post.calls) == 4
-    assert all(call.session is hook.session for call in post.calls)
-    assert hook.get_conn() is hook.session
+def test_one_session_or_client_serves_every_call(
+    hook_under_test: HookUnderTest, no_sleep: list[float]
+) -> None:
+    hook_under_test.script(
+        ok_submission(), ok_status(), Answer(500, b""), ok_status("COMPLETED"), default=ok_status()
+    )
+    hook_under_test.call("submit_segmentation", IMAGE_URL)
+    for _ in range(3):
+        hook_under_test.call("get_task_status", "job-1")
+    assert len(hook_under_test.calls) == 5
+    held = hook_under_test.transport
+    assert held is not None
+    assert all(call.transport is held for call in hook_under_test.calls)
+    if hook_under_test.is_async:
+        assert held is hook_under_test.client
+    else:
+        assert hook_under_test.hook.get_conn() is held
+
+
+def test_close_closes_the_session_or_client_once(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.script(ok_status())
+    hook_under_test.call("get_task_status", "job-1")
+    transport = hook_under_test.transport
+    assert transport is not None
+    hook_under_test.close()
+    hook_under_test.close()
+    assert hook_under_test.closes(transport) == 1
+    assert hook_under_test.transport is None
+    if hook_under_test.is_async:
+        assert hook_under_test.client.closed
+    else:
+        assert hook_under_test.hook.session is not transport, "a closed session must not be used again"
+
+
+def test_context_manager_closes_on_exit(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.script(ok_status())
+    hook_under_test.within("get_task_status", "job-1")
+    assert hook_under_test.closes_inside == 0
+    assert hook_under_test.closes(hook_under_test.transport_inside) == 1
+
+
+def test_context_manager_closes_on_exception(hook_under_test: HookUnderTest, no_sleep: list[float]) -> None:
+    hook_under_test.script(default=hitpaw_error(110400000, 400))
+    with pytest.raises(HitPawAuthenticationError):
+        hook_under_test.within("get_task_status", "job-1")
+    assert hook_under_test.closes_inside == 0
+    assert hook_under_test.closes(hook_under_test.transport_inside) == 1
+
+
+# --- the connection -------------------------------------------------------------------------------
+
+
+def test_connection_from_environment(hook_under_test: HookUnderTest, hitpaw_conn: str) -> None:
+    hook_under_test.make(hitpaw_conn)
+    assert hook_under_test.hook.hitpaw_conn_id == CONN_ID
+    settings = hook_under_test.settings()
+    assert settings.base_url == BASE_URL
+    assert settings.api_key == SECRET_KEY
+
+
+def test_connection_without_host_uses_hitpaw(
+    hook_under_test: HookUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook_under_test.make(set_connection(monkeypatch, "hitpaw_prod", password=SECRET_KEY))
+    assert hook_under_test.settings().base_url == _api.DEFAULT_BASE_URL
+
+
+def test_connection_without_password_names_the_field(
+    hook_under_test: HookUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook_under_test.script()
+    hook_under_test.make(set_connection(monkeypatch, "hitpaw_nokey", host=BASE_URL))
+    with pytest.raises(HitPawConfigurationError) as info:
+        hook_under_test.call("submit_segmentation", IMAGE_URL)
+    assert "password" in info.value.field
+    assert "password" in str(info.value)
+    assert hook_under_test.calls == []
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        pytest.param(
+            PerHook(
+                Answer(
+                    raises=requests.ConnectionError(
+                        f"HTTPSConnectionPool headers={{'Apikey': '{SECRET_KEY}'}}"
+                    )
+                ),
+                Answer(raises=aiohttp.ClientConnectionError(f"cannot connect, Apikey={SECRET_KEY}")),
+            ),
+            id="connection",
+        ),
+        pytest.param(
+            PerHook(
+                Answer(raises=requests.Timeout(f"timed out sending {SECRET_KEY}")),
+                Answer(raises=TimeoutError(f"timed out sending {SECRET_KEY}")),
+            ),
+            id="timeout",
+        ),
+        pytest.param(
+            PerHook(
+                Answer(raises=requests.exceptions.ChunkedEncodingError(f"payload of {SECRET_KEY}")),
+                Answer(raises=aiohttp.ClientPayloadError(f"payload of {SECRET_KEY}")),
+            ),
+            id="payload",
+        ),
+    ],
+)
+def test_network_error_text_is_scrubbed(
+    hook_under_test: HookUnderTest, no_sleep: list[float], exception: PerHook
+) -> None:
+    hook_under_test.script(default=exception)
+    with pytest.raises(HitPawConnectionError) as info:
+        hook_under_test.call("get_task_status", "job-1")
+    assert SECRET_KEY not in str(info.value)
+    assert SECRET_KEY not in repr(info.value)
+    assert "***" in str(info.value)
+    raised = exception.answer_for(hook_under_test.flavour).raises
+    assert type(raised).__name__ in str(info.value)
+
+
+def test_answer_body_echoing_the_key_is_scrubbed(hook_under_test: HookUnderTest) -> None:
+    hook_under_test.script(
+        default=Answer(400, f"<html>Bad request. Headers: Apikey: {SECRET_KEY}</html>".encode())
+    )
+    with pytest.raises(HitPawInvalidRequestError) as info:
+        hook_under_test.call("get_task_status", "job-1")
+    assert SECRET_KEY not in str(info.value)
+
+
+# === HitPawHook only ==============================================================================
+
+# --- the session ----------------------------------------------------------------------------------
 
 
 def test_session_does_not_retry_on_its_own(hook: HitPawHook) -> None:
     for prefix in ("https://", "http://"):
-        assert hook.session.get_adapter(prefix + "api.example.com").max_retries.total == 0
-
-
-def test_close_closes_the_session(hook: HitPawHook, mocker: Any) -> None:
-    session = hook.session
-    close = mocker.spy(session, "close")
-    hook.close()
-    close.assert_called_once_with()
-    assert hook.session is not session, "a closed session must not be used again"
+        adapter = hook.session.get_adapter(prefix + "api.example.com")
+        assert isinstance(adapter, HTTPAdapter)
+        assert adapter.max_retries.total == 0
 
 
 def test_close_without_session_opens_none(hitpaw_conn: str, mocker: Any) -> None:
     opened = mocker.spy(requests, "Session")
     HitPawHook(hitpaw_conn).close()
     opened.assert_not_called()
-
-
-def test_context_manager_closes_the_session(hitpaw_conn: str, mocker: Any) -> None:
-    with HitPawHook(hitpaw_conn) as hook:
-        close = mocker.spy(hook.session, "close")
-    close.assert_called_once_with()
 
 
 @pytest.mark.parametrize(
@@ -482,35 +651,14 @@ def test_session_verify_follows_the_connection(
         assert hook.session.verify == verify
 
 
-# --- HitPawHook: the connection -------------------------------------------------------------------
-
-
-def test_connection_from_environment(hook: HitPawHook) -> None:
-    assert hook.hitpaw_conn_id == CONN_ID
-    assert hook.settings.base_url == BASE_URL
-    assert hook.settings.api_key == SECRET_KEY
+# --- the connection -------------------------------------------------------------------------------
 
 
 def test_default_connection_id(hitpaw_conn: str) -> None:
     assert HitPawHook().settings.base_url == BASE_URL
 
 
-def test_connection_without_host_uses_hitpaw(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn_id = set_connection(monkeypatch, "hitpaw_prod", password=SECRET_KEY)
-    assert HitPawHook(conn_id).settings.base_url == _api.DEFAULT_BASE_URL
-
-
-def test_connection_without_password_names_the_field(monkeypatch: pytest.MonkeyPatch, script: Script) -> None:
-    post = script()
-    conn_id = set_connection(monkeypatch, "hitpaw_nokey", host=BASE_URL)
-    with pytest.raises(HitPawConfigurationError) as info:
-        HitPawHook(conn_id).submit_segmentation(IMAGE_URL)
-    assert "password" in info.value.field
-    assert "password" in str(info.value)
-    assert post.calls == []
-
-
-# --- HitPawHook: wait_for_completion --------------------------------------------------------------
+# --- wait_for_completion --------------------------------------------------------------------------
 
 
 def test_wait_returns_when_completed(hook: HitPawHook, script: Script, fake_clock: list[float]) -> None:
@@ -586,7 +734,7 @@ def test_permanent_error_ends_the_wait(
     assert len(post.calls) == 2
 
 
-# --- HitPawHook: test_connection ------------------------------------------------------------------
+# --- test_connection ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -647,304 +795,9 @@ def test_test_connection_without_key_fails(monkeypatch: pytest.MonkeyPatch, scri
     assert "password" in message
 
 
-# --- secrets --------------------------------------------------------------------------------------
+# === HitPawAsyncHook only =========================================================================
 
-
-@pytest.mark.parametrize(
-    "exception",
-    [
-        pytest.param(
-            requests.ConnectionError(f"HTTPSConnectionPool headers={{'Apikey': '{SECRET_KEY}'}}"), id="conn"
-        ),
-        pytest.param(requests.Timeout(f"timed out sending {SECRET_KEY}"), id="timeout"),
-    ],
-)
-def test_network_error_text_is_scrubbed(
-    hook: HitPawHook, script: Script, no_sleep: list[float], exception: Exception
-) -> None:
-    script(default=Answer(raises=exception))
-    with pytest.raises(HitPawConnectionError) as info:
-        hook.get_task_status("job-1")
-    assert SECRET_KEY not in str(info.value)
-    assert SECRET_KEY not in repr(info.value)
-    assert "***" in str(info.value)
-    assert type(exception).__name__ in str(info.value)
-
-
-def test_answer_body_echoing_the_key_is_scrubbed(hook: HitPawHook, script: Script) -> None:
-    script(default=Answer(400, f"<html>Bad request. Headers: Apikey: {SECRET_KEY}</html>".encode()))
-    with pytest.raises(HitPawInvalidRequestError) as info:
-        hook.get_task_status("job-1")
-    assert SECRET_KEY not in str(info.value)
-
-
-# --- connection form and provider info ------------------------------------------------------------
-
-
-def test_ui_field_behaviour() -> None:
-    behaviour = HitPawHook.get_ui_field_behaviour()
-    assert set(behaviour["hidden_fields"]) == {"schema", "login", "port", "extra"}
-    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
-    assert _api.DEFAULT_BASE_URL in behaviour["placeholders"]["host"]
-
-
-@pytest.mark.parametrize("hook_class", [HitPawHook, HitPawAsyncHook], ids=["sync", "async"])
-def test_both_hooks_serve_the_hitpaw_connection_type(hook_class: type[HitPawHook | HitPawAsyncHook]) -> None:
-    assert hook_class.conn_type == "hitpaw"
-    assert hook_class.hook_name == "HitPaw"
-    assert hook_class.conn_name_attr == "hitpaw_conn_id"
-    assert hook_class.default_conn_name == CONN_ID
-
-
-def test_connection_form_widgets_on_airflow_2() -> None:
-    pytest.importorskip("flask_appbuilder")
-    pytest.importorskip("wtforms")
-    assert set(HitPawHook.get_connection_form_widgets()) == {
-        "ca_bundle",
-        "allow_insecure_http",
-        "max_download_bytes",
-        "download_timeout",
-    }
-
-
-def test_provider_info() -> None:
-    info = get_provider_info()
-    assert info["package-name"] == "airflow-provider-hitpaw"
-    assert info["name"] == "HitPaw"
-    assert info["description"]
-    assert info["versions"] == [__version__]
-    [connection_type] = info["connection-types"]
-    assert connection_type["connection-type"] == "hitpaw"
-    assert connection_type["hook-name"] == "HitPaw"
-    module, _, name = connection_type["hook-class-name"].rpartition(".")
-    assert getattr(importlib.import_module(module), name) is HitPawHook
-    assert connection_type["conn-fields"]["ca_bundle"]["label"]
-
-
-def test_provider_info_form_matches_the_hook() -> None:
-    [connection_type] = get_provider_info()["connection-types"]
-    declared = connection_type["ui-field-behaviour"]
-    behaviour = HitPawHook.get_ui_field_behaviour()
-    assert declared == {
-        "hidden-fields": behaviour["hidden_fields"],
-        "relabeling": behaviour["relabeling"],
-        "placeholders": behaviour["placeholders"],
-    }
-
-
-def test_provider_info_matches_airflow_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    import airflow
-
-    schema_path = Path(airflow.__file__).parent / "provider_info.schema.json"
-    jsonschema.validate(get_provider_info(), json.loads(schema_path.read_text()))
-
-
-def test_provider_info_modules_import() -> None:
-    info = get_provider_info()
-    modules = {
-        m
-        for kind in ("hooks", "operators", "sensors", "triggers")
-        for e in info[kind]
-        for m in e["python-modules"]
-    }
-    assert len(modules) == 4
-    for module in modules:
-        importlib.import_module(module)
-
-
-def test_provider_info_loads_no_http_stack() -> None:
-    code = (
-        "import json, sys\n"
-        "from airflow_provider_hitpaw.get_provider_info import get_provider_info\n"
-        "get_provider_info()\n"
-        "heavy = ('airflow_provider_hitpaw.hooks', 'airflow_provider_hitpaw.hooks.hitpaw',"
-        " 'aiohttp', 'requests')\n"
-        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
-def test_provider_entry_point() -> None:
-    from importlib.metadata import entry_points
-
-    [entry_point] = [
-        ep
-        for ep in entry_points(group="apache_airflow_provider")
-        if ep.value.startswith("airflow_provider_hitpaw")
-    ]
-    assert entry_point.load() is get_provider_info
-
-
-# --- HitPawAsyncHook ------------------------------------------------------------------------------
-
-
-def async_hook_with(client: FakeAsyncClient, **kwargs: Any) -> HitPawAsyncHook:
-    """An async hook whose settings and client are already there: nothing is read or opened."""
-    hook = HitPawAsyncHook(**kwargs)
-    hook._settings = ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
-    hook._client = client  # type: ignore[assignment]
-    return hook
-
-
-ASYNC_CALLS = pytest.mark.parametrize(
-    ("call", "url", "body"),
-    [
-        pytest.param(
-            lambda hook: hook.submit_segmentation(IMAGE_URL), SUBMIT_URL, {"file_url": IMAGE_URL}, id="submit"
-        ),
-        pytest.param(
-            lambda hook: hook.get_task_status("job-1"), STATUS_URL, {"job_id": "job-1"}, id="status"
-        ),
-    ],
-)
-
-
-async def test_async_submit_segmentation() -> None:
-    client = FakeAsyncClient([ok_submission("f5007c0b")])
-    job = await async_hook_with(client).submit_segmentation(IMAGE_URL)
-    assert job == _api.SegmentationJob(job_id="f5007c0b", consume_coins=20)
-    assert client.requests == [(SUBMIT_URL, {"file_url": IMAGE_URL})]
-
-
-async def test_async_get_task_status() -> None:
-    client = FakeAsyncClient([ok_status("COMPLETED", "job-7")])
-    status = await async_hook_with(client).get_task_status(" job-7 ")
-    assert (status.job_id, status.is_completed) == ("job-7", True)
-    assert client.requests == [(STATUS_URL, {"job_id": "job-7"})]
-
-
-@ASYNC_CALLS
-@pytest.mark.parametrize(("code", "http_status", "family"), PERMANENT_ERRORS)
-async def test_async_permanent_error_raised_after_one_call(
-    no_sleep: list[float],
-    call: Callable[[HitPawAsyncHook], Any],
-    url: str,
-    body: dict[str, Any],
-    code: int,
-    http_status: int,
-    family: type[HitPawError],
-) -> None:
-    client = FakeAsyncClient(default=hitpaw_error(code, http_status, "HitPaw says no"))
-    with pytest.raises(family) as info:
-        await call(async_hook_with(client))
-    assert (info.value.code, info.value.http_status, info.value.message) == (
-        code,
-        http_status,
-        "HitPaw says no",
-    )
-    assert client.requests == [(url, body)]
-    assert no_sleep == []
-
-
-@pytest.mark.parametrize(("code", "http_status", "family"), PERMANENT_ERRORS)
-async def test_async_error_code_under_http_200_is_raised(
-    code: int, http_status: int, family: type[HitPawError]
-) -> None:
-    client = FakeAsyncClient(default=hitpaw_error(code, 200))
-    with pytest.raises(family):
-        await async_hook_with(client).get_task_status("job-1")
-    assert len(client.requests) == 1
-
-
-@ASYNC_CALLS
-@pytest.mark.parametrize(("fault", "family"), ASYNC_TRANSIENT_FAULTS)
-async def test_async_transient_fault_retried_max_attempts_times(
-    no_sleep: list[float],
-    call: Callable[[HitPawAsyncHook], Any],
-    url: str,
-    body: dict[str, Any],
-    fault: Answer,
-    family: type[HitPawError],
-    request: pytest.FixtureRequest,
-) -> None:
-    attempts, raised = expected_attempts(request, family)
-    client = FakeAsyncClient(default=fault)
-    with pytest.raises(raised):
-        await call(async_hook_with(client))
-    assert client.requests == [(url, body)] * attempts
-    assert_default_backoff(no_sleep, retries=attempts - 1)
-
-
-@pytest.mark.parametrize(("fault", "family"), ASYNC_TRANSIENT_FAULTS)
-async def test_async_transient_faults_then_success(
-    no_sleep: list[float], fault: Answer, family: type[HitPawError]
-) -> None:
-    client = FakeAsyncClient([fault, fault, ok_status("COMPLETED")])
-    assert (await async_hook_with(client).get_task_status("job-1")).is_completed
-    assert len(client.requests) == 3
-    assert_default_backoff(no_sleep, retries=2)
-
-
-async def test_async_retry_policy_decides_the_number_of_calls(no_sleep: list[float]) -> None:
-    client = FakeAsyncClient(default=Answer(502, b""))
-    hook = async_hook_with(client, retry_policy=_api.RetryPolicy(max_attempts=3))
-    with pytest.raises(HitPawServerError):
-        await hook.get_task_status("job-1")
-    assert len(client.requests) == 3
-    assert len(no_sleep) == 2
-
-
-async def test_async_retry_after_is_honoured(no_sleep: list[float]) -> None:
-    client = FakeAsyncClient([Answer(429, b"", {"Retry-After": "9"}), ok_status()])
-    await async_hook_with(client).get_task_status("job-1")
-    assert no_sleep == [9.0]
-
-
-async def test_async_one_client_serves_every_call() -> None:
-    client = FakeAsyncClient(default=ok_status())
-    hook = async_hook_with(client)
-    for _ in range(3):
-        await hook.get_task_status("job-1")
-    assert len(client.requests) == 3
-    assert hook._client is client
-
-
-@pytest.mark.parametrize(
-    "exception",
-    [
-        pytest.param(aiohttp.ClientConnectionError(f"cannot connect, Apikey={SECRET_KEY}"), id="connection"),
-        pytest.param(aiohttp.ClientPayloadError(f"payload of {SECRET_KEY}"), id="payload"),
-    ],
-)
-async def test_async_network_error_text_is_scrubbed(no_sleep: list[float], exception: Exception) -> None:
-    client = FakeAsyncClient(default=Answer(raises=exception))
-    with pytest.raises(HitPawConnectionError) as info:
-        await async_hook_with(client).get_task_status("job-1")
-    assert SECRET_KEY not in str(info.value)
-    assert "***" in str(info.value)
-
-
-# --- HitPawAsyncHook: client life cycle -----------------------------------------------------------
-
-
-async def test_async_close_closes_the_client() -> None:
-    client = FakeAsyncClient()
-    hook = async_hook_with(client)
-    await hook.close()
-    await hook.close()
-    assert client.closed
-    assert client.close_calls == 1
-    assert hook._client is None
-
-
-async def test_async_context_manager_closes_on_exit() -> None:
-    client = FakeAsyncClient([ok_status()])
-    async with async_hook_with(client) as hook:
-        await hook.get_task_status("job-1")
-        assert not client.closed
-    assert client.close_calls == 1
-
-
-async def test_async_context_manager_closes_on_exception(no_sleep: list[float]) -> None:
-    client = FakeAsyncClient(default=hitpaw_error(110400000, 400))
-    with pytest.raises(HitPawAuthenticationError):
-        async with async_hook_with(client) as hook:
-            await hook.get_task_status("job-1")
-    assert client.close_calls == 1
+# --- its client -----------------------------------------------------------------------------------
 
 
 async def test_async_real_client_carries_no_key_and_closes() -> None:
@@ -957,22 +810,6 @@ async def test_async_real_client_carries_no_key_and_closes() -> None:
     assert await hook._get_client() is client
     await hook.close()
     assert client.closed
-
-
-async def test_async_requests_carry_the_key_header() -> None:
-    client = FakeAsyncClient(default=ok_status())
-    hook = HitPawAsyncHook()
-    hook._settings = ConnectionSettings(base_url=BASE_URL, api_key=SECRET_KEY)
-    hook._client = client  # type: ignore[assignment]
-    await hook.get_task_status("job-1")
-    assert client.request_headers == [
-        {
-            "Content-Type": "application/json",
-            _api.API_KEY_HEADER: SECRET_KEY,
-            "Accept-Encoding": _transport.ACCEPT_ENCODING,
-        }
-    ]
-    assert SECRET_KEY not in repr(client.requests)
 
 
 async def test_shared_client_one_per_base_url_closed_by_the_last_user() -> None:
@@ -1021,7 +858,7 @@ def test_ssl_context_for_each_verify() -> None:
     assert isinstance(_transport.ssl_context(certifi.where()), ssl.SSLContext)
 
 
-# --- HitPawAsyncHook: the connection --------------------------------------------------------------
+# --- the connection -------------------------------------------------------------------------------
 
 
 async def test_async_connection_read_through_get_async_connection(mocker: Any) -> None:
@@ -1041,19 +878,6 @@ async def test_async_connection_read_through_get_async_connection(mocker: Any) -
     await hook.get_task_status("job-1")
     get_async_connection.assert_awaited_once_with("hitpaw_x")
     assert [url for url, _ in client.requests] == ["https://hitpaw.test:9000/api/task-status"] * 2
-
-
-async def test_async_connection_from_environment(hitpaw_conn: str) -> None:
-    settings = await HitPawAsyncHook(hitpaw_conn).get_settings()
-    assert settings.base_url == BASE_URL
-    assert settings.api_key == SECRET_KEY
-
-
-async def test_async_connection_without_password_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn_id = set_connection(monkeypatch, "hitpaw_nokey", host=BASE_URL)
-    with pytest.raises(HitPawConfigurationError) as info:
-        await HitPawAsyncHook(conn_id).get_task_status("job-1")
-    assert "password" in info.value.field
 
 
 async def test_async_connection_read_once_client_opened_once(hitpaw_conn: str, mocker: Any) -> None:

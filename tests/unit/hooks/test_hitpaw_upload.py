@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -30,7 +29,8 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawServerError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
-from tests.conftest import BASE_URL, SECRET_KEY, Answer, http_response
+from tests.conftest import BASE_URL, SECRET_KEY
+from tests.unit.fakes import Answer, ScriptedTransport, ok, oss_error
 
 SIGNATURE = "Signature=deadbeefSIGNED"
 UPLOAD_URL = f"http://127.0.0.1:9001/oss/upload/uploads/2026/03/25/abc.jpg?Expires=1742954400&{SIGNATURE}"
@@ -56,51 +56,6 @@ def item_json(name: str, content_type: str = "image/jpeg") -> dict[str, Any]:
         "content_type": content_type,
         "expire_at": 1742954400,
     }
-
-
-def ok(data: Any) -> Answer:
-    return Answer(200, json.dumps({"code": 0, "data": data}).encode())
-
-
-def oss_error(status: int, message: str = "refused") -> Answer:
-    return Answer(status, json.dumps({"code": status, "message": message}).encode())
-
-
-@dataclass
-class Sent:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
-class ScriptedTransport:
-    """Stands in for ``HTTPAdapter.send``: records every prepared request, plays scripted answers."""
-
-    def __init__(self, answers: list[Answer], default: Answer | None) -> None:
-        self.answers = answers
-        self.default = default
-        self.sent: list[Sent] = []
-
-    def __call__(
-        self, adapter: HTTPAdapter, request: requests.PreparedRequest, **kwargs: Any
-    ) -> requests.Response:
-        body = request.body
-        if hasattr(body, "read"):
-            body = body.read()  # type: ignore[union-attr]
-        elif isinstance(body, str):
-            body = body.encode()
-        self.sent.append(Sent(str(request.method), str(request.url), dict(request.headers), body))  # type: ignore[arg-type]
-        answer = self.answers.pop(0) if self.answers else self.default
-        assert answer is not None, f"unscripted request to {request.url}"
-        if answer.raises is not None:
-            raise answer.raises
-        response = http_response(answer, str(request.url))
-        response.request = request
-        return response
-
-    def of(self, method: str) -> list[Sent]:
-        return [sent for sent in self.sent if sent.method == method]
 
 
 Script = Callable[..., ScriptedTransport]

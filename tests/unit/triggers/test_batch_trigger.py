@@ -9,7 +9,8 @@ import pytest
 
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
-from tests.conftest import SECRET_KEY, Answer, FakeAsyncClient, envelope, status_body
+from tests.conftest import SECRET_KEY
+from tests.unit.fakes import Answer, FakeAsyncClient, envelope, status_body
 
 
 class TimedClient(FakeAsyncClient):

@@ -10,7 +10,8 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
-from tests.conftest import SECRET_KEY, Answer, FakeAsyncClient, envelope, status_body
+from tests.conftest import SECRET_KEY
+from tests.unit.fakes import Answer, FakeAsyncClient, envelope, status_body
 
 JOB = "job-1"
 
