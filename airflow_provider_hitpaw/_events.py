@@ -8,6 +8,7 @@ Events carry the error's family by name, so that the task rebuilds a permanent e
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,10 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _outcome_of(payload: Any, what: str) -> Outcome:
     if not isinstance(payload, dict):
         raise HitPawResponseError(f"the {what} sent no usable event: {str(payload)[:200]!r}")
@@ -100,6 +105,9 @@ class JobEvent:
     mask_url: str | None = None
     original_url: str | None = None
     error: ErrorInfo | None = None
+    #: When the trigger saw the job end (epoch seconds): the job's end for ``hitpaw.job_duration``, not
+    #: the moment the resumed task ran.
+    seen_at: float | None = None
 
     @classmethod
     def completed(cls, status: TaskStatus) -> JobEvent:
@@ -111,6 +119,7 @@ class JobEvent:
             status.res_url,
             status.mask_url,
             status.original_url,
+            seen_at=time.time(),
         )
 
     @classmethod
@@ -121,6 +130,7 @@ class JobEvent:
             HitPawJobFailedError.describe(status.job_id),
             status.status,
             original_url=status.original_url,
+            seen_at=time.time(),
         )
 
     @classmethod
@@ -146,6 +156,8 @@ class JobEvent:
             "mask_url": self.mask_url,
             "original_url": self.original_url,
         }
+        if self.seen_at is not None:
+            payload["seen_at"] = self.seen_at
         if self.error is not None:
             payload.update(self.error.to_payload())
         return payload
@@ -173,6 +185,7 @@ class JobEvent:
             text("mask_url"),
             text("original_url"),
             ErrorInfo.from_payload(payload) if has_error else None,
+            _float_or_none(payload.get("seen_at")),
         )
 
     def status_fields(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from airflow_provider_hitpaw.validation import validate_overwrite
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_hitpaw._kept import KeptResult
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
 
@@ -63,8 +64,27 @@ class ResultOutput:
         # The same URI the copies are written under, so that a DAG scheduled on it sees them.
         return Asset(uri=storage.storage_uri(storage.as_storage_path(self.path, self.conn_id)))
 
+    @property
+    def reuses(self) -> bool:
+        """Whether inputs whose results are kept here already are reused instead of submitted again."""
+        return self.path is not None and self.overwrite == "skip"
+
+    def find_kept(self, identity: str, fingerprint: str | None) -> KeptResult | None:
+        """The pair an earlier run kept for this very input, when reusing is on and its record proves it."""
+        if not self.reuses:
+            return None
+        from airflow_provider_hitpaw import _kept, storage
+
+        directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        return _kept.find_kept(directory, identity, fingerprint, storage.result_names(identity))
+
     def persist(
-        self, context: Context, result: dict[str, Any], source: str, hook: HitPawHook
+        self,
+        context: Context,
+        result: dict[str, Any],
+        source: str,
+        hook: HitPawHook,
+        fingerprint: str | None = None,
     ) -> dict[str, Any]:
         """Copy the results when asked to, push the links' XCom, return the result with the paths."""
         from airflow_provider_hitpaw.links import links_value
@@ -74,11 +94,31 @@ class ResultOutput:
             from airflow_provider_hitpaw import storage
 
             persisted = storage.persist_job_results(
-                result, source, self.path, hook=hook, overwrite=self.overwrite, conn_id=self.conn_id
+                result,
+                source,
+                self.path,
+                hook=hook,
+                overwrite=self.overwrite,
+                conn_id=self.conn_id,
+                fingerprint=fingerprint,
             )
             result = {**result, **persisted}
         push_links(context, links_value(result, persisted))
         return result
+
+
+def fingerprint_of(source_path: Any, conn_id: str | None) -> str | None:
+    """What a stored input is, for the record beside its results (None for a URL input)."""
+    if source_path is None:
+        return None
+    from airflow_provider_hitpaw import _kept, storage
+
+    path = storage.as_storage_path(source_path, conn_id, field="source_path")
+    try:
+        return _kept.source_fingerprint(path)
+    except OSError as err:
+        shown = storage.storage_uri(path)
+        raise HitPawConfigurationError("source_path", f"{shown} cannot be read: {err}") from None
 
 
 def push_links(context: Context, value: dict[str, str]) -> None:

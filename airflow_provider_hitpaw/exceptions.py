@@ -199,6 +199,16 @@ class HitPawTimeoutError(HitPawError):
     """The job was still running when the caller's deadline passed."""
 
 
+class HitPawBudgetError(HitPawError):
+    """An image a batch did not submit because its ``max_coins`` budget would not cover it.
+
+    Not an error of HitPaw's: nothing was sent, nothing charged. A retry of the same batch meets the same
+    budget; raise ``max_coins`` or split the batch.
+    """
+
+    retryable = False
+
+
 class HitPawConfigurationError(HitPawError, ValueError):
     """The connection or an argument is unusable; raised before anything is sent.
 

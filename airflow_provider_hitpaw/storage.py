@@ -224,6 +224,7 @@ def persist_job_results(
     hook: HitPawHook,
     overwrite: str = "overwrite",
     conn_id: str | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, str]:
     """Copy a completed job's cut-out and mask into the directory ``output_path``; return
     ``{"res_path": uri, "mask_path": uri}`` (plain URI strings, for XCom).
@@ -231,11 +232,19 @@ def persist_job_results(
     The files are named by :func:`result_names` after ``source``, the input's identity. Both are
     downloaded and checked before either is moved into place, and either both land or neither does.
 
-    :param overwrite: ``"overwrite"`` replaces an existing pair; ``"skip"`` keeps a complete existing
-        pair and downloads nothing; ``"fail"`` raises :class:`HitPawConfigurationError` naming
-        ``output_path`` when either file exists.
+    A record of what made the pair is written beside it (see :mod:`~airflow_provider_hitpaw._kept`), so
+    that a later run with ``overwrite="skip"`` can reuse the pair without submitting the input again.
+
+    :param overwrite: ``"overwrite"`` replaces an existing pair; ``"skip"`` keeps an existing pair whose
+        record says it was made from this input (``fingerprint``) and downloads nothing, and writes a pair
+        without such a record anew (nothing proves it is this input's); ``"fail"`` raises
+        :class:`HitPawConfigurationError` naming ``output_path`` when either file exists.
     :param hook: the hook whose connection's limits and address rules the downloads follow.
+    :param fingerprint: what the input is (:func:`~airflow_provider_hitpaw._kept.source_fingerprint` for
+        a stored file; None for a URL, which is its own identity), recorded beside the pair.
     """
+    from airflow_provider_hitpaw import _kept
+
     policy = validate_overwrite(overwrite)
     values = status.to_dict() if isinstance(status, _api.TaskStatus) else dict(status)
     job_id = str(values.get("job_id") or "")
@@ -248,17 +257,24 @@ def persist_job_results(
     directory = as_storage_path(output_path, conn_id, field="output_path")
     targets = [directory / name for name in result_names(source)]
     result = {"res_path": storage_uri(targets[0]), "mask_path": storage_uri(targets[1])}
-    existing = [target for target in targets if _exists(target)]
+    existing = [target for target in targets if exists(target)]
     for target in existing:
         if _is_folder(target):
             raise HitPawStorageError(f"{storage_uri(target)} is a folder, not a file", retryable=False)
     if existing and policy == "fail":
         raise _exists_error(existing[0], policy)
     commit = policy
+    names = (str(targets[0].name), str(targets[1].name))
     if policy == "skip" and len(existing) == len(targets):
-        log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
-        return result
-    if policy == "skip" and existing:
+        if _kept.find_kept(directory, source, fingerprint, names) is not None:
+            log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
+            return result
+        log.warning(
+            "%s and its mask exist without a record that they were made from this input; writing them anew",
+            result["res_path"],
+        )
+        commit = "overwrite"
+    elif policy == "skip" and existing:
         # Half a pair is nothing kept: the other half of an earlier run's interrupted commit. Its name
         # holds this input's hash, so it is this input's own file, and the pair is written anew.
         log.warning("%s exists without its partner; writing the pair anew", storage_uri(existing[0]))
@@ -269,14 +285,21 @@ def persist_job_results(
     try:
         for url, target in zip(urls, targets, strict=True):
             partials.append(_download_checked(hook, url, target))
+        if commit == "overwrite":
+            _storage_call(lambda: _kept.forget_record(directory, names[0]), directory)
         kept = _commit_pair(partials, targets, commit, policy)
     finally:
         for partial in partials:
-            _remove_quietly(partial)
+            remove_quietly(partial)
     if not kept:
         log.info(
             "%s and its mask appeared meanwhile; kept as they are (overwrite='skip')", result["res_path"]
         )
+        return result
+    try:
+        _kept.write_record(directory, source, fingerprint, job_id, targets)
+    except Exception as err:  # the pair is kept; without its record a later run only segments it again
+        log.warning("Could not write the record of %s (%s): a later run segments it again", names[0], err)
     return result
 
 
@@ -307,7 +330,7 @@ def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> 
             except PngError as err:
                 raise HitPawResponseError(f"{shown} is not a PNG: {err}") from None
         except BaseException:
-            _remove_quietly(partial)
+            remove_quietly(partial)
             raise
         log.info("Copied %s (%d bytes)", shown, size)
         return partial
@@ -328,13 +351,13 @@ def _commit_pair(
     try:
         for partial, target in zip(partials, targets, strict=True):
             if not _create_exclusively(partial, target):
-                if policy == "skip" and not placed and all(_exists(t) for t in targets):
+                if policy == "skip" and not placed and all(exists(t) for t in targets):
                     return False
                 raise _exists_error(target, policy)
             placed.append(target)
     except BaseException:
         for target in placed:  # this writer's own files only: neither of the pair stays
-            _remove_quietly(target)
+            remove_quietly(target)
         raise
     return True
 
@@ -347,7 +370,7 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
     placed: list[ObjectStoragePath] = []
     try:
         for target in targets:
-            if _exists(target):
+            if exists(target):
                 backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
                 if local:  # a second name for the old file: the replace below stays atomic
                     _storage_call(lambda t=target, b=backup: os.link(str(t.path), str(b.path)), target)  # type: ignore[misc]
@@ -365,10 +388,10 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
         aside_ids = {id(target) for target, _ in aside}
         for target in placed:
             if id(target) not in aside_ids:
-                _remove_quietly(target)  # a new file that had no old one
+                remove_quietly(target)  # a new file that had no old one
         for target, backup in aside:
             if local and id(target) not in placed_ids:
-                _remove_quietly(backup)  # never replaced: the old file is still there
+                remove_quietly(backup)  # never replaced: the old file is still there
                 continue
             try:
                 if local:
@@ -381,7 +404,16 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
                 )
         raise
     for _, backup in aside:
-        _remove_quietly(backup)
+        remove_quietly(backup)
+
+
+def move_replacing(partial: ObjectStoragePath, target: ObjectStoragePath) -> None:
+    """Move a finished hidden sibling onto ``target``, replacing what is there (atomically on a local disk,
+    as an object store's rename does otherwise)."""
+    if (target.protocol or "") in _LOCAL_PROTOCOLS:
+        _storage_call(lambda: os.replace(str(partial.path), str(target.path)), target)
+    else:
+        _storage_call(lambda: partial.rename(target), target)
 
 
 def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:
@@ -406,7 +438,7 @@ def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -
             os.close(fd)
             os.replace(str(partial.path), str(target.path))
         return True
-    if _exists(target):
+    if exists(target):
         return False
     _storage_call(lambda: partial.rename(target), target)
     return True
@@ -450,11 +482,13 @@ def _is_folder(path: ObjectStoragePath) -> bool:
         return False
 
 
-def _exists(path: ObjectStoragePath) -> bool:
+def exists(path: ObjectStoragePath) -> bool:
+    """Whether something is at ``path``; a storage failure is a :class:`HitPawStorageError`."""
     return bool(_storage_call(path.exists, path))
 
 
-def _remove_quietly(path: ObjectStoragePath) -> None:
+def remove_quietly(path: ObjectStoragePath) -> None:
+    """Remove a leftover of ours; a failure is logged, not raised (the error that left it matters more)."""
     try:
         if path.exists():
             path.unlink()

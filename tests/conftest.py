@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -364,3 +365,23 @@ class RecordingTaskInstance:
     def xcom_push(self, key: str, value: Any) -> None:
         json.dumps(value)
         self.xcom[key] = value
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    """A ``memory://`` root, attached the way each Airflow version attaches a filesystem."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    try:
+        from airflow.sdk.io import attach
+    except ImportError:  # Airflow 2
+        from airflow.io.store import attach  # type: ignore[no-redef]
+
+    attach(protocol="memory", fs=MemoryFileSystem())
+    import uuid
+
+    bucket = f"hitpaw-test-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{bucket}"
+    fs = MemoryFileSystem()
+    if fs.exists(f"/{bucket}"):
+        fs.rm(f"/{bucket}", recursive=True)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from airflow_provider_hitpaw import _api
+    from airflow_provider_hitpaw._budget import CoinBudget
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -75,6 +76,7 @@ def call_many(
     on_result: Callable[[int, T | HitPawError], None] | None = None,
     stop_on: Callable[[T | HitPawError], bool] | None = None,
     stop: threading.Event | None = None,
+    budget: CoinBudget | None = None,
 ) -> list[T | HitPawError]:
     """``call`` for every item, ``max_in_flight`` at a time; one result (a value, or its error) per item.
 
@@ -86,6 +88,8 @@ def call_many(
     an interruption, at the first result it says yes to (a bad key, no coins: the same for all the
     rest); the items not sent then end as :class:`~._transport.HitPawNotSentError`. ``stop`` is the same
     switch for the caller to throw from elsewhere (Airflow 3 asks a task to stop through ``on_kill``).
+    With a ``budget``, each call first waits for the budget to cover it; an item it never will cover ends
+    as its :class:`~airflow_provider_hitpaw.exceptions.HitPawBudgetError`, unsent.
     """
     results: list[T | HitPawError | None] = [None] * len(items)
     reported: set[int] = set()
@@ -93,10 +97,18 @@ def call_many(
     gate = SharedRateLimitGate(policy, stop)
 
     def one(item: Item) -> T | HitPawError:
+        if budget is not None and (refusal := budget.reserve()) is not None:
+            return refusal
         try:
             result: T | HitPawError = call(item, gate, stop)
         except HitPawError as err:
             result = err
+        except BaseException:
+            if budget is not None:
+                budget.settle(None)
+            raise
+        if budget is not None:
+            budget.settle(result)
         if stop_on is not None and stop_on(result):
             stop.set()  # here, in the thread that saw it: its next item must not start
         return result

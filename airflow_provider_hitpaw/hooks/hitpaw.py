@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import requests
 
     from airflow_provider_hitpaw._api import PresignedUpload, SegmentationJob, TaskStatus
+    from airflow_provider_hitpaw._budget import CoinBudget
 
 T = TypeVar("T")
 Parser = Callable[[int, bytes, str | None], T]
@@ -321,6 +322,7 @@ class HitPawHook(_HitPawHookBase):
         on_result: Callable[[int, SegmentationJob | HitPawError], None] | None = None,
         stop_on: Callable[[SegmentationJob | HitPawError], bool] | None = None,
         stop: threading.Event | None = None,
+        budget: CoinBudget | None = None,
     ) -> list[SegmentationJob | HitPawError]:
         """Submit many images, ``max_in_flight`` at a time; one result (a job, or its error) per URL.
 
@@ -330,7 +332,8 @@ class HitPawHook(_HitPawHookBase):
         caller can record jobs (and what they cost) as they are created; if the caller is interrupted,
         every answer that arrived still reaches ``on_result`` first. ``stop_on`` ends the batch early at
         the first result it accepts, and setting ``stop`` does so from another thread: nothing more is
-        sent, and the answers under way still arrive.
+        sent, and the answers under way still arrive. A ``budget`` admits a submission only while the coins
+        spent and in flight stay within it; the images it cannot cover end as ``HitPawBudgetError``.
         """
         _ = self.session  # opened once, here, not raced for by the threads
 
@@ -353,6 +356,7 @@ class HitPawHook(_HitPawHookBase):
             on_result=on_result,
             stop_on=stop_on,
             stop=stop,
+            budget=budget,
         )
 
     def get_task_statuses(

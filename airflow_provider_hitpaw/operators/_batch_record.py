@@ -32,6 +32,8 @@ class BatchRecord:
         self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
         self._ids: list[str | None] = [None] * len(unique)
         self._costs: list[int | None] = [None] * len(unique)
+        #: Whether a try counted the job's end in the metrics (so that a retry does not count it again).
+        self._counted: list[bool] = [False] * len(unique)
         self._dirty: set[int] = set()
         self._last_flush = time.monotonic()
         self.submitted_any = False
@@ -50,20 +52,36 @@ class BatchRecord:
             values = _state_store.recall(self._context, f"{_KEY}_{chunk}") or []
             for offset, entry in enumerate(values):
                 index = chunk * _CHUNK + offset
-                job_id, cost = _entry(entry)
+                job_id, cost, counted = _entry(entry)
                 if index < len(self._ids) and job_id is not None:
                     self._ids[index], self._costs[index] = job_id, cost
+                    self._counted[index] = counted
         return list(self._ids)
 
     def cost(self, index: int) -> int | None:
         return self._costs[index]
 
+    def counted(self, index: int) -> bool:
+        """Whether a try (this one or an earlier) counted this job's end in the metrics."""
+        return self._counted[index]
+
+    def mark_counted(self, index: int) -> None:
+        self._counted[index] = True
+        if self._ids[index]:
+            self._dirty.add(index // _CHUNK)
+
     def set(self, index: int, job_id: str, coins: int | None) -> None:
         self.submitted_any = True
-        self._ids[index], self._costs[index] = job_id, coins
+        self._ids[index], self._costs[index], self._counted[index] = job_id, coins, False
         self._dirty.add(index // _CHUNK)
         if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
             self.flush()
+
+    def _entry_of(self, index: int) -> list[Any] | None:
+        job_id = self._ids[index]
+        if not job_id:
+            return None
+        return [job_id, self._costs[index], 1] if self._counted[index] else [job_id, self._costs[index]]
 
     def flush(self) -> None:
         if not self._dirty:
@@ -71,7 +89,7 @@ class BatchRecord:
         chunks = (len(self._ids) + _CHUNK - 1) // _CHUNK
         for chunk in sorted(self._dirty):
             span = range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, len(self._ids)))
-            values = [[self._ids[i], self._costs[i]] if self._ids[i] else None for i in span]
+            values = [self._entry_of(i) for i in span]
             if not _state_store.remember(self._context, f"{_KEY}_{chunk}", values):
                 self._dirty.clear()
                 return  # no store on this Airflow
@@ -80,14 +98,15 @@ class BatchRecord:
         self._last_flush = time.monotonic()
 
 
-def _entry(entry: Any) -> tuple[str | None, int | None]:
-    """A recorded entry: ``[job_id, coins]``, or a bare job id (records of earlier versions)."""
+def _entry(entry: Any) -> tuple[str | None, int | None, bool]:
+    """A recorded entry: ``[job_id, coins]`` or ``[job_id, coins, 1]`` once its end was counted, or a
+    bare job id (records of earlier versions)."""
     if isinstance(entry, str):
-        return entry, None
-    if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+        return entry, None, False
+    if isinstance(entry, list) and len(entry) in (2, 3) and isinstance(entry[0], str):
         cost = entry[1] if isinstance(entry[1], int) and not isinstance(entry[1], bool) else None
-        return entry[0], cost
-    return None, None
+        return entry[0], cost, len(entry) == 3 and entry[2] == 1
+    return None, None, False
 
 
 def first_try_of_clearing(context: Context, retries: int) -> bool:

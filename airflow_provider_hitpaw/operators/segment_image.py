@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 
-from airflow_provider_hitpaw import _api, _deferral, _state_store
+from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._addresses import internal_host_reason
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import JobEvent
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._lineage import lineage
-from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
+from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, push_links, result_links
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
@@ -38,12 +38,15 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_hitpaw._api import TaskStatus
+    from airflow_provider_hitpaw._kept import KeptResult
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
 #: Where a try keeps the job it submitted, so that the next try waits for it instead of paying again.
 _SUBMITTED_JOB_KEY = "hitpaw_submitted_job"
 #: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
 SUBMISSION_XCOM_KEY = "hitpaw_submission"
+#: The job whose end this task counted in the metrics (3.3), so that a retry does not count it again.
+_COUNTED_END_KEY = "hitpaw_counted_end"
 
 
 def coins_text(coins: int | None) -> str:
@@ -62,7 +65,13 @@ class SegmentImageOperator(BaseOperator):
 
     Returns (XCom) ``job_id``, ``consume_coins`` (None when HitPaw did not say) and ``file_url``; when it
     waited, also ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
-    ``res_path`` and ``mask_path``, the copies that outlive HitPaw's 8 days.
+    ``res_path`` and ``mask_path``, the copies that outlive HitPaw's 8 days; and ``reused``.
+
+    With ``output_path`` and ``overwrite="skip"`` an input whose results an earlier run kept there (a
+    record beside them says so: the same URL, or a source with the same content) is not submitted at
+    all: the result carries the kept paths, the job that made them, ``consume_coins: 0`` and
+    ``reused: True``. A changed image behind an unchanged URL is not noticed; ``overwrite="overwrite"``
+    segments it again.
 
     The input, the connection and the output storage are checked before anything is sent: what HitPaw
     could not take fails the task at once, without retries and without spending coins. A job that ends in
@@ -162,10 +171,15 @@ class SegmentImageOperator(BaseOperator):
         with self._hook() as hook:
             try:
                 file_url, source = self._checked_input(hook)
+                fingerprint = fingerprint_of(self.source_path, self.source_conn_id)
+                kept = self._output().find_kept(self._input_key(), fingerprint)
             except HitPawError as err:
                 raise fail_without_retry(err) from err
+            if kept is not None:
+                return self._reused(context, kept)
+            submission: dict[str, Any] | None = None
             try:
-                submission, status = self._submit_or_reattach(hook, file_url, source, context)
+                submission, status = self._submit_or_reattach(hook, file_url, source, fingerprint, context)
                 if status is not None and status.is_completed:
                     return self._finish(context, submission, status.to_dict(), hook)
                 if not self.wait_for_completion:
@@ -178,7 +192,7 @@ class SegmentImageOperator(BaseOperator):
                     )
                     return self._finish(context, submission, status.to_dict(), hook)
             except HitPawJobFailedError as err:
-                raise self._job_failed(err) from err
+                raise self._job_failed(err, context, submission) from err
             except HitPawError as err:
                 raise task_failure(err) from err
         self._defer_until_done(submission, context)
@@ -206,8 +220,32 @@ class SegmentImageOperator(BaseOperator):
         self.log.info("Uploaded %s (%d bytes) to HitPaw", self._input_key(), size)
         return presigned.access_url
 
+    def _reused(self, context: Context, kept: KeptResult) -> dict[str, Any]:
+        """The result of an input whose results an earlier run kept: nothing submitted, nothing paid."""
+        self.log.info(
+            "%s was segmented before (job %r, kept %s); reusing %s, no coin spent",
+            self._shown_input(),
+            kept.job_id,
+            kept.kept_at or "earlier",
+            kept.res_path,
+        )
+        _metrics.count_reused()
+        result: dict[str, Any] = {"file_url": self.file_url, **kept.as_result()}
+        if self.source_path is not None:
+            result["source_path"] = str(self.source_path)
+        from airflow_provider_hitpaw.links import links_value
+
+        push_links(context, links_value(result, result))
+        self._lineage = {"input": self._input_key(), "outputs": [kept.res_path, kept.mask_path]}
+        return result
+
     def _submit_or_reattach(
-        self, hook: HitPawHook, file_url: str | None, source: Any, context: Context
+        self,
+        hook: HitPawHook,
+        file_url: str | None,
+        source: Any,
+        fingerprint: str | None,
+        context: Context,
     ) -> tuple[dict[str, Any], TaskStatus | None]:
         """Return the job to wait for: the one an earlier try submitted when it can still end well,
         else a new one."""
@@ -234,13 +272,16 @@ class SegmentImageOperator(BaseOperator):
         if file_url is None:
             file_url = self._upload(hook, source)
         job = hook.submit_segmentation(file_url)
+        _metrics.count_submitted(job.consume_coins)
         submission: dict[str, Any] = {
             "job_id": job.job_id,
             "consume_coins": job.consume_coins,
             "file_url": file_url,
+            "submitted_at": time.time(),
         }
         if self.source_path is not None:
             submission["source_path"] = str(self.source_path)
+            submission["source_fingerprint"] = fingerprint
         _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
         self.log.info(
             "Submitted %s to HitPaw as job %r (%s)",
@@ -277,16 +318,19 @@ class SegmentImageOperator(BaseOperator):
         event: dict[str, Any] | None = None,
         submission: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        seen_at: float | None = None
         try:
-            status = JobEvent.from_payload(event).raise_unless_completed()
+            parsed = JobEvent.from_payload(event)
+            seen_at = parsed.seen_at
+            status = parsed.raise_unless_completed()
         except HitPawJobFailedError as err:
-            raise self._job_failed(err) from err
+            raise self._job_failed(err, context, submission, seen_at) from err
         except HitPawError as err:
             raise task_failure(err) from err
         if not isinstance(submission, dict):
             submission = self._recalled_submission(context, status["job_id"])
         with self._hook() as hook:
-            return self._finish(context, submission, status, hook)
+            return self._finish(context, submission, status, hook, seen_at)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral Airflow ended itself fails with a message that names the job (paid for) and the
@@ -315,11 +359,31 @@ class SegmentImageOperator(BaseOperator):
         self.log.warning("The submission's details were lost on resuming; the cost is unknown")
         return {"job_id": job_id, "consume_coins": None, "file_url": self.file_url}
 
-    def _job_failed(self, err: HitPawJobFailedError) -> HitPawJobFailedError:
-        """The failure of a job that ended in ERROR, naming this task's input."""
+    def _job_failed(
+        self,
+        err: HitPawJobFailedError,
+        context: Context,
+        submission: dict[str, Any] | None,
+        seen_at: float | None = None,
+    ) -> HitPawJobFailedError:
+        """The failure of a job that ended in ERROR, naming this task's input (and counted, once)."""
         if err.job_id is None:
             return err
+        submitted_at = submission.get("submitted_at") if isinstance(submission, dict) else None
+        self._count_end(context, err.job_id, False, submitted_at, seen_at)
         return HitPawJobFailedError.for_job(err.job_id, self._shown_input())
+
+    def _count_end(
+        self, context: Context, job_id: str, completed: bool, submitted_at: Any, seen_at: float | None
+    ) -> None:
+        """Count a job's end in the metrics, unless a try before this one did (3.3 remembers it)."""
+        if _state_store.recall(context, _COUNTED_END_KEY) == job_id:
+            return
+        duration = _metrics.seconds_since(submitted_at, seen_at)
+        _metrics.count_ended(
+            completed=int(completed), failed=int(not completed), durations=[duration] if duration else None
+        )
+        _state_store.remember(context, _COUNTED_END_KEY, job_id)
 
     def _shown_input(self) -> str:
         if self.source_path is not None:
@@ -327,15 +391,25 @@ class SegmentImageOperator(BaseOperator):
         return _api.url_without_query(str(self.file_url))
 
     def _finish(
-        self, context: Context, submission: dict[str, Any], status: dict[str, Any], hook: HitPawHook
+        self,
+        context: Context,
+        submission: dict[str, Any],
+        status: dict[str, Any],
+        hook: HitPawHook,
+        seen_at: float | None = None,
     ) -> dict[str, Any]:
         """On the worker, after COMPLETED: keep the results where the user asked, show links, and say what
-        went in and out (lineage)."""
+        went in and out (lineage). The job's end is counted once its results are kept: a try that fails
+        to keep them leaves the count to the retry that does."""
         source = self._input_key()
+        fingerprint = submission.get("source_fingerprint")
         try:
-            result = self._output().persist(context, {**submission, **status}, source, hook)
+            result = self._output().persist(
+                context, {**submission, **status, "reused": False}, source, hook, fingerprint
+            )
         except HitPawError as err:
             raise task_failure(err) from err
+        self._count_end(context, str(result["job_id"]), True, submission.get("submitted_at"), seen_at)
         self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
         return result
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from airflow_provider_hitpaw import _api, _deferral
+from airflow_provider_hitpaw import _api, _deferral, _metrics
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import BatchEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
-from airflow_provider_hitpaw._results import ResultOutput, folder_links
+from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, folder_links
 from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
@@ -53,29 +53,80 @@ NOT_SUBMITTED: Final = "NOT_SUBMITTED"
 
 @dataclass
 class _Inputs:
-    """The inputs of one run, judged before anything is sent."""
+    """The inputs of one run, judged before anything is sent.
+
+    Three levels: what was *given* (as written), each accepted input's *identity* (a URL as given, a
+    stored file by its URI), which names its results, and each identity's submission *key*: the identity
+    itself for a URL, the content for a stored file, so that two files with the same bytes are one job.
+    """
 
     given: list[str]
     rejected: dict[str, str]
-    #: What each accepted input is (a URL as given, a stored file by its URI): one identity is one image,
-    #: submitted once however many ways it was written.
+    #: Each accepted input's identity: one identity is one image, however many ways it was written.
     identity_of: dict[str, str]
     #: For ``source_paths``: each accepted source's ``(filename, content_type, size)``, by identity.
     sources: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    #: For ``source_paths``: what each source is (its content's fingerprint), by identity.
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    #: The results an earlier run kept for an identity (reused, not submitted).
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
-    def unique(self) -> list[str]:
+    def identities(self) -> list[str]:
         """The identities of the accepted inputs, each once, in order of first appearance."""
         return list(dict.fromkeys(self.identity_of.values()))
 
+    def key_of(self, identity: str) -> str:
+        fingerprint = self.fingerprints.get(identity)
+        return f"content:{fingerprint}" if fingerprint else identity
+
+    @property
+    def unique(self) -> list[str]:
+        """The submission keys, each once, in order: what the batch's jobs (and its record) align with.
+        Kept inputs keep their place, so that the alignment does not change between tries."""
+        return list(dict.fromkeys(self.key_of(identity) for identity in self.identities))
+
+    def representative(self) -> dict[str, str]:
+        """The first identity of each key: the file uploaded, the name shown."""
+        found: dict[str, str] = {}
+        for identity in self.identities:
+            found.setdefault(self.key_of(identity), identity)
+        return found
+
+    def needed(self) -> set[str]:
+        """The keys some input still needs a job for (not every input of theirs is kept)."""
+        return {self.key_of(identity) for identity in self.identities if identity not in self.kept}
+
     def to_xcom(self) -> dict[str, Any]:
-        return {"inputs": self.given, "rejected": self.rejected, "identities": self.identity_of}
+        carried: dict[str, Any] = {
+            "inputs": self.given,
+            "rejected": self.rejected,
+            "identities": self.identity_of,
+        }
+        if self.fingerprints:
+            carried["fingerprints"] = self.fingerprints
+        if self.kept:
+            carried["kept"] = self.kept
+        return carried
 
     @classmethod
-    def from_xcom(cls, inputs: list[str], rejected: dict[str, str], identities: Any) -> _Inputs:
+    def from_xcom(
+        cls,
+        inputs: list[str],
+        rejected: dict[str, str],
+        identities: Any,
+        fingerprints: Any = None,
+        kept: Any = None,
+    ) -> _Inputs:
         if not isinstance(identities, dict):  # carried by an earlier version: inputs were their identity
             identities = {item: item for item in inputs if item not in rejected}
-        return cls(list(inputs), dict(rejected), dict(identities))
+        return cls(
+            list(inputs),
+            dict(rejected),
+            dict(identities),
+            fingerprints=dict(fingerprints) if isinstance(fingerprints, dict) else {},
+            kept=dict(kept) if isinstance(kept, dict) else {},
+        )
 
 
 class SegmentImageBatchOperator(BaseOperator):
@@ -90,7 +141,10 @@ class SegmentImageBatchOperator(BaseOperator):
     ``status`` is HitPaw's (``COMPLETED``, ``ERROR``, ``CONVERTING`` at the deadline) or
     ``NOT_SUBMITTED``; ``error`` is None or ``{"type", "code", "message"}``.
 
-    An input listed twice is submitted once. Submitted jobs are recorded as they are created (see
+    An input listed twice (or, for ``source_paths``, two files with the same content) is submitted once.
+    With ``output_path`` and ``overwrite="skip"``, inputs whose results an earlier run kept there are not
+    submitted at all: their results carry the kept paths, ``consume_coins: 0`` and ``reused: True``
+    (fresh ones ``reused: False``). Submitted jobs are recorded as they are created (see
     :mod:`~airflow_provider_hitpaw.operators._batch_record`), so that a retry waits for the jobs of the
     earlier try instead of paying again; where Airflow keeps no such record across tries, a batch that
     may have paid is not retried automatically.
@@ -112,6 +166,10 @@ class SegmentImageBatchOperator(BaseOperator):
         task succeeds and downstream tasks judge the per-image results.
     :param max_failed: between the two: how many images may fail (a count, or a fraction of the inputs
         such as ``0.02``) before the task fails; inputs refused before submitting count too.
+    :param max_coins: the most this batch may spend: it submits while the coins spent and the price of
+        the submissions in flight stay within it (priced at HitPaw's documented 20 coins until its first
+        answer names the price); the images it leaves out end ``NOT_SUBMITTED`` with a
+        ``HitPawBudgetError``, and ``fail_on_error``/``max_failed`` judge them as other failures.
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
@@ -119,6 +177,7 @@ class SegmentImageBatchOperator(BaseOperator):
     ui_color = "#aed6f1"
     _costs: dict[str, int | None]
     _created: list[str | None]
+    _submitted_at: dict[str, float]
     _stop: threading.Event
 
     def __init__(
@@ -137,6 +196,7 @@ class SegmentImageBatchOperator(BaseOperator):
         timeout: float = 3 * 3600,
         fail_on_error: bool = True,
         max_failed: float | None = None,
+        max_coins: int | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -163,6 +223,7 @@ class SegmentImageBatchOperator(BaseOperator):
             raise HitPawConfigurationError(
                 "max_failed", "has no effect with fail_on_error=False; give one of them"
             )
+        self.max_coins = None if max_coins is None else validate_positive_int(max_coins, "max_coins")
         self.deferrable = deferrable
 
     operator_extra_links = folder_links()
@@ -181,11 +242,12 @@ class SegmentImageBatchOperator(BaseOperator):
         with self._hook() as hook:
             try:
                 inputs = self._judge_inputs(hook)
+                self._find_kept(inputs)
             except HitPawError as err:
                 raise fail_without_retry(err) from err
             record = BatchRecord(context, inputs.unique)
             self._refuse_a_blind_retry(context, record)
-            self._costs, self._created = {}, []
+            self._costs, self._created, self._submitted_at = {}, [], {}
             self._stop = threading.Event()
             try:
                 jobs = self._submit_all(hook, inputs, record)
@@ -200,7 +262,7 @@ class SegmentImageBatchOperator(BaseOperator):
             if not submitted or not self.deferrable:
                 try:
                     event = self._wait_in_process(hook, submitted)
-                    return self._finish(context, hook, inputs, jobs, event)
+                    return self._finish(context, hook, inputs, jobs, event, record)
                 except HitPawError as err:
                     raise self._failure_after_paying(
                         err, durable=record.durable, paid=bool(submitted)
@@ -209,7 +271,7 @@ class SegmentImageBatchOperator(BaseOperator):
 
         # What the resumed task needs travels in the try's own XCom, which every Airflow line keeps
         # across a deferral (``airflow dags test`` drops the kwargs given to defer()).
-        carried = {**inputs.to_xcom(), "jobs": jobs, "costs": self._costs}
+        carried = {**inputs.to_xcom(), "jobs": jobs, "costs": self._costs, "submitted_at": self._submitted_at}
         context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=carried)
         end_time = _deferral.try_started_at(context) + self.timeout
         self.defer(
@@ -243,6 +305,7 @@ class SegmentImageBatchOperator(BaseOperator):
         rejected: dict[str, str] = {}
         identity_of: dict[str, str] = {}
         sources: dict[str, tuple[str, str, int]] = {}
+        fingerprints: dict[str, str] = {}
         for index, item in enumerate(items):
             text = str(item)
             try:
@@ -255,6 +318,7 @@ class SegmentImageBatchOperator(BaseOperator):
                     identity = storage.input_identity(item, self.source_conn_id)
                     if identity not in sources:
                         sources[identity] = storage.read_source(item, conn_id=self.source_conn_id)
+                        fingerprints[identity] = fingerprint_of(item, self.source_conn_id) or ""
             except HitPawConfigurationError as refused:
                 rejected[text] = str(refused)
             else:
@@ -264,12 +328,29 @@ class SegmentImageBatchOperator(BaseOperator):
             raise HitPawConfigurationError(
                 self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
             )
-        inputs = _Inputs([str(item) for item in items], rejected, identity_of, sources)
+        inputs = _Inputs([str(item) for item in items], rejected, identity_of, sources, fingerprints)
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
 
-            storage.check_unique_names(inputs.unique)
+            storage.check_unique_names(inputs.identities)
         return inputs
+
+    def _find_kept(self, inputs: _Inputs) -> None:
+        """With ``overwrite="skip"``: the inputs whose results an earlier run kept, found before anything
+        is uploaded or paid for (``max_in_flight`` lookups at a time: an object store answers slowly)."""
+        output = self._output()
+        if not output.reuses or not inputs.identities:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def look(identity: str) -> tuple[str, Any]:
+            return identity, output.find_kept(identity, inputs.fingerprints.get(identity))
+
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-kept") as pool:
+            for identity, kept in pool.map(look, inputs.identities):
+                if kept is not None:
+                    inputs.kept[identity] = kept.as_result()
+        _metrics.count_reused(len(inputs.kept))
 
     def _allowed_failures(self, total: int) -> float:
         """How many failed images the task tolerates (``max_failed``; none by default)."""
@@ -291,8 +372,11 @@ class SegmentImageBatchOperator(BaseOperator):
         """On an interruption (time-out, SIGTERM) while submitting: the jobs paid for so far, in XCom and
         the log, so that what was paid for is never unknown."""
         jobs = record.job_ids() if record.durable else None
-        paid = {item: job for item, job in zip(inputs.unique, jobs or [], strict=False) if job}
-        paid.update({item: job for item, job in zip(inputs.unique, self._created, strict=False) if job})
+        shown_as = inputs.representative()
+        paid = {shown_as[key]: job for key, job in zip(inputs.unique, jobs or [], strict=False) if job}
+        paid.update(
+            {shown_as[key]: job for key, job in zip(inputs.unique, self._created, strict=False) if job}
+        )
         if not paid:
             return
         self.log.warning("Interrupted after %d images were submitted: %s", len(paid), _shown_jobs(paid))
@@ -353,16 +437,21 @@ class SegmentImageBatchOperator(BaseOperator):
 
     def _submit_all(
         self, hook: HitPawHook, inputs: _Inputs, record: BatchRecord
-    ) -> list[str | dict[str, Any]]:
-        """A job id (or the submission's error) per unique input: reused from an earlier try where that
-        job can still end well, submitted otherwise. What each job cost is kept in ``self._costs``."""
+    ) -> list[str | dict[str, Any] | None]:
+        """A job id (or the submission's error) per submission key; None for a key whose inputs are all
+        kept. Jobs are reused from an earlier try where they can still end well, submitted otherwise,
+        within ``max_coins``. What each job cost is kept in ``self._costs``."""
+        from airflow_provider_hitpaw._budget import CoinBudget
+
         unique = inputs.unique
+        needed = inputs.needed()
+        shown_as = inputs.representative()
         not_yet = _error_dict(HitPawConfigurationError("job_id", "not submitted"))
-        jobs: list[str | dict[str, Any]] = [not_yet] * len(unique)
+        jobs: list[str | dict[str, Any] | None] = [not_yet if key in needed else None for key in unique]
         self._costs = {}
         self._created = [None] * len(unique)
         earlier = record.job_ids()
-        reuse = [index for index, job_id in enumerate(earlier) if job_id]
+        reuse = [index for index, job_id in enumerate(earlier) if job_id and unique[index] in needed]
         if reuse:
             statuses = hook.get_task_statuses(
                 [str(earlier[i]) for i in reuse], max_in_flight=self.max_in_flight
@@ -378,8 +467,18 @@ class SegmentImageBatchOperator(BaseOperator):
                 sum(isinstance(j, str) for j in jobs),
                 len(unique),
             )
-        missing = [index for index, job in enumerate(jobs) if not isinstance(job, str)]
-        urls = self._sources_to_urls(hook, inputs, [unique[i] for i in missing])
+        missing = [index for index, job in enumerate(jobs) if isinstance(job, dict)]
+        budget = None
+        if self.max_coins is not None:
+            # What the earlier tries of this clearing spent counts against the same budget.
+            recorded = [c if c is not None else 0 for c in self._costs.values()]
+            budget = CoinBudget(self.max_coins, spent=sum(recorded))
+            affordable = budget.affordable()
+            for index in missing[affordable:]:  # not even uploaded: the budget cannot cover them
+                jobs[index] = _error_dict(budget.refusal())
+            missing = missing[:affordable]
+        self._log_plan(inputs, len(missing), budget)
+        urls = self._sources_to_urls(hook, inputs, [shown_as[unique[i]] for i in missing])
         to_submit: list[tuple[int, str]] = []
         for index, url in zip(missing, urls, strict=True):
             if isinstance(url, HitPawError):
@@ -397,9 +496,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 and owner.setdefault(result.job_id, unique[index]) != unique[index]
             ):
                 result = HitPawUntrustedAnswerError(
-                    f"HitPaw answered job id {result.job_id!r} for {_shown(unique[index])} too, after "
-                    f"{_shown(owner[result.job_id])}: one job cannot be two images; this image may have "
-                    "been charged and is not submitted again in this try"
+                    f"HitPaw answered job id {result.job_id!r} for {_shown(shown_as[unique[index]])} too, "
+                    f"after {_shown(shown_as[owner[result.job_id]])}: one job cannot be two images; this "
+                    "image may have been charged and is not submitted again in this try"
                 )
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
@@ -409,7 +508,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 jobs[index] = result.job_id
                 self._created[index] = result.job_id
                 self._costs[result.job_id] = result.consume_coins
+                self._submitted_at[result.job_id] = round(time.time(), 1)
                 record.set(index, result.job_id, result.consume_coins)
+                _metrics.count_submitted(result.consume_coins)
                 if self._stop.is_set():
                     record.flush()  # the task is being stopped: every paid job recorded at once
             progress.report(isinstance(result, HitPawError))
@@ -421,10 +522,18 @@ class SegmentImageBatchOperator(BaseOperator):
                 on_result=submitted,
                 stop_on=lambda result: isinstance(result, BATCH_STOPPING_ERRORS),
                 stop=self._stop,
+                budget=budget,
             )
         finally:
             record.flush()  # what was paid for stays findable, also when the task is stopped midway
             self._log_costs(len(to_submit))
+        if budget is not None and budget.refused:
+            self.log.warning(
+                "The budget of %s coins stopped the batch: %s spent, %d image(s) not submitted",
+                f"{budget.limit:,}",
+                f"{budget.spent:,}",
+                sum(isinstance(job, dict) and job.get("type") == "HitPawBudgetError" for job in jobs),
+            )
         if self._stop.is_set() and not stopping:
             raise AirflowException(
                 "The task was asked to stop while submitting; the jobs already paid for are recorded"
@@ -440,6 +549,22 @@ class SegmentImageBatchOperator(BaseOperator):
             if not any(isinstance(job, str) for job in jobs):
                 raise stop
         return jobs
+
+    def _log_plan(self, inputs: _Inputs, to_submit: int, budget: Any) -> None:
+        """What the run will cost at most, before any coin is spent."""
+        from airflow_provider_hitpaw._budget import DOCUMENTED_PRICE
+
+        kept = len(inputs.kept)
+        price = budget.price if budget is not None else DOCUMENTED_PRICE
+        most = to_submit * price
+        limit = f" (budget {budget.limit:,} coins)" if budget is not None else ""
+        self.log.info(
+            "%s kept, %s to submit, at most %s coins%s",
+            f"{kept:,}",
+            f"{to_submit:,}",
+            f"{most:,}",
+            limit,
+        )
 
     def _log_costs(self, attempted: int) -> None:
         fresh = list(self._costs.values())
@@ -488,24 +613,17 @@ class SegmentImageBatchOperator(BaseOperator):
         return event
 
     def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        jobs: list[Any] | None = None,
-        inputs: list[str] | None = None,
-        rejected: dict[str, str] | None = None,
-        costs: dict[str, int | None] | None = None,
-        identities: dict[str, str] | None = None,
+        self, context: Context, event: dict[str, Any] | None = None, **carried: Any
     ) -> list[dict[str, Any]]:
-        """Resume with what the submission found, rather than reading every source again: one may have
-        changed or gone meanwhile, and the jobs were paid for."""
+        """Resume with what the submission found (``carried``: its inputs, jobs, costs), rather than
+        reading every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
         durable = BatchRecord(context, []).durable
         try:
             outcome = BatchEvent.from_payload(event)
             outcome.raise_if_stopped()
         except HitPawError as err:
             raise self._failure_after_paying(err, durable=durable, paid=True) from err
-        if jobs is None or inputs is None or rejected is None:
+        if not all(isinstance(carried.get(name), list) for name in ("jobs", "inputs")):
             ti = context["ti"]
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
             if not isinstance(pushed, dict) or not isinstance(pushed.get("jobs"), list):
@@ -513,18 +631,21 @@ class SegmentImageBatchOperator(BaseOperator):
                     "The batch's job ids were lost on resuming; clear the task to run it again (images "
                     "already submitted are then paid for again)"
                 )
-            jobs, inputs, rejected, costs = (
-                pushed["jobs"],
-                pushed["inputs"],
-                pushed["rejected"],
-                pushed.get("costs"),
-            )
-            identities = pushed.get("identities")
-        self._costs = dict(costs or {})
-        judged = _Inputs.from_xcom(inputs, rejected, identities)
+            carried = pushed
+        self._costs = dict(carried.get("costs") or {})
+        self._submitted_at = dict(carried.get("submitted_at") or {})
+        judged = _Inputs.from_xcom(
+            carried["inputs"],
+            carried.get("rejected") or {},
+            carried.get("identities"),
+            carried.get("fingerprints"),
+            carried.get("kept"),
+        )
+        record = BatchRecord(context, judged.unique)
+        record.job_ids()
         with self._hook() as hook:
             try:
-                return self._finish(context, hook, judged, list(jobs), outcome)
+                return self._finish(context, hook, judged, list(carried["jobs"]), outcome, record)
             except HitPawError as err:
                 raise self._failure_after_paying(err, durable=durable, paid=True) from err
 
@@ -551,7 +672,13 @@ class SegmentImageBatchOperator(BaseOperator):
     # -- results ---------------------------------------------------------------------------------------
 
     def _finish(
-        self, context: Context, hook: HitPawHook, inputs: _Inputs, jobs: list[Any], outcome: BatchEvent
+        self,
+        context: Context,
+        hook: HitPawHook,
+        inputs: _Inputs,
+        jobs: list[Any],
+        outcome: BatchEvent,
+        record: BatchRecord,
     ) -> list[dict[str, Any]]:
         """One result per input, in input order, with the result URLs of the completed jobs."""
         failed, pending = outcome.failed, set(outcome.pending)
@@ -559,21 +686,30 @@ class SegmentImageBatchOperator(BaseOperator):
         statuses = dict(
             zip(done, hook.get_task_statuses(done, max_in_flight=self.max_in_flight), strict=True)
         )
-        by_input: dict[str, dict[str, Any]] = {}
-        for item, job in zip(inputs.unique, jobs, strict=True):
-            by_input[item] = _result(
-                item, job, failed, pending, statuses.get(job) if isinstance(job, str) else None
+        shown_as = inputs.representative()
+        by_key: dict[str, dict[str, Any]] = {}
+        for key, job in zip(inputs.unique, jobs, strict=True):
+            result = _result(
+                shown_as[key], job, failed, pending, statuses.get(job) if isinstance(job, str) else None
             )
             if isinstance(job, str):
-                by_input[item]["consume_coins"] = self._costs.get(job)
-        if self.source_paths is not None:
-            for result in by_input.values():
+                result["consume_coins"] = self._costs.get(job)
+            if self.source_paths is not None:
                 # The input was a file; HitPaw fetched its uploaded copy (the job's original_url).
-                uploaded = statuses.get(result["job_id"]) if result["job_id"] else None
+                uploaded = statuses.get(job) if isinstance(job, str) else None
                 result["file_url"] = getattr(uploaded, "original_url", None)
+            by_key[key] = {**result, "reused": False}
+        by_input: dict[str, dict[str, Any]] = {}
+        for identity in inputs.identities:
+            if identity in inputs.kept:
+                url = None if self.source_paths is not None else identity
+                by_input[identity] = {"file_url": url, **inputs.kept[identity], "error": None}
+            else:
+                by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
-            self._keep_results(hook, by_input)
+            self._keep_results(hook, inputs, by_input)
             self._push_folder_link(context)
+        self._count_ends(inputs, jobs, by_input, record)
         results = []
         for item in inputs.given:
             if item in inputs.identity_of:
@@ -587,6 +723,36 @@ class SegmentImageBatchOperator(BaseOperator):
             results.append(result)
         return self._report(context, results)
 
+    def _count_ends(
+        self, inputs: _Inputs, jobs: list[Any], by_input: dict[str, dict[str, Any]], record: BatchRecord
+    ) -> None:
+        """Count, once, the jobs this try finishes with: completed (with every input's results kept where
+        asked) or failed. A completed job whose results could not be kept is left to the retry that keeps
+        them; a job an earlier try counted (its record says so, on 3.3) is not counted again."""
+        results_of: dict[str, list[dict[str, Any]]] = {}
+        for result in by_input.values():
+            if isinstance(result.get("job_id"), str) and not result.get("reused"):
+                results_of.setdefault(result["job_id"], []).append(result)
+        completed = failed = 0
+        durations: list[float] = []
+        now = time.time()
+        for index, job in enumerate(jobs):
+            if not isinstance(job, str) or job not in results_of or record.counted(index):
+                continue
+            results = results_of[job]
+            if results[0]["status"] == "COMPLETED" and not any(r.get("error") for r in results):
+                completed += 1
+            elif results[0]["status"] == "ERROR":
+                failed += 1
+            else:
+                continue
+            seconds = _metrics.seconds_since(self._submitted_at.get(job), now)
+            if seconds is not None:
+                durations.append(seconds)
+            record.mark_counted(index)
+        _metrics.count_ended(completed=completed, failed=failed, durations=durations)
+        record.flush()
+
     def _push_folder_link(self, context: Context) -> None:
         from airflow_provider_hitpaw import storage
         from airflow_provider_hitpaw._results import push_links
@@ -595,7 +761,7 @@ class SegmentImageBatchOperator(BaseOperator):
         folder = storage.storage_uri(storage.as_storage_path(self.output_path, self.output_conn_id))
         push_links(context, {"folder": browsable_folder(folder)})
 
-    def _keep_results(self, hook: HitPawHook, by_input: dict[str, dict[str, Any]]) -> None:
+    def _keep_results(self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]]) -> None:
         """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
         A copy that fails marks its image as failed; the others are kept."""
         from concurrent.futures import ThreadPoolExecutor
@@ -613,6 +779,7 @@ class SegmentImageBatchOperator(BaseOperator):
                         hook=hook,
                         overwrite=self.overwrite,
                         conn_id=self.output_conn_id,
+                        fingerprint=inputs.fingerprints.get(source),
                     )
                 )
             except Exception as err:  # a storage error (permissions, credentials) is this image's alone
@@ -621,10 +788,16 @@ class SegmentImageBatchOperator(BaseOperator):
                     k: v for k, v in _error_dict(failure).items() if k in ("type", "code", "message")
                 }
 
-        completed = [(source, r) for source, r in by_input.items() if r["status"] == "COMPLETED"]
+        completed = [
+            (source, r)
+            for source, r in by_input.items()
+            if r["status"] == "COMPLETED" and not r.get("reused")
+        ]
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
             list(pool.map(keep, completed))
         self.log.info("Kept %d cut-outs and masks in %s", len(completed), self.output_path)
+        if inputs.kept:
+            self.log.info("%d were kept there by an earlier run and reused", len(inputs.kept))
 
     def _log_failures(self, bad: list[dict[str, Any]]) -> None:
         """Why the failures failed, once, by kind (not one line per image), with an example of each."""

@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
 from tests.conftest import FakeStateStore, run_deferred, task_context
+from tests.integration.catalogue import unique_copy
 
 SAMPLES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
 
@@ -128,19 +129,24 @@ def test_a_bad_key_fails_the_batch_without_retries(
         operator.execute(task_context())
 
 
-def test_sources_are_uploaded_and_results_kept(hitpaw_emulator: Any, tmp_path: Any) -> None:
-    """Images from a folder, through the pre-signed upload (batch presign), results into another folder."""
+def test_sources_are_uploaded_once_per_content_and_kept_under_each_name(
+    hitpaw_emulator: Any, tmp_path: Any
+) -> None:
+    """Images from a folder, through the pre-signed upload (batch presign), results into another folder;
+    files with the same bytes (the ten WebP copies) are one upload and one job, kept under every name."""
     import requests
 
     inbox, outbox = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
-    names = [f"item-{i:02d}{suffix}" for i, suffix in enumerate([".jpg", ".png", ".webp"] * 9)]
+    names = [f"item-{i:02d}{suffix}" for i, suffix in enumerate([".jpg", ".png", ".webp"] * 10)]
     sample_for = {".jpg": "shoe.jpg", ".png": "portrait.png", ".webp": "product.webp"}
-    for name in names:
+    samples = {
+        suffix: requests.get(hitpaw_emulator.sample_url(sample), timeout=10).content
+        for suffix, sample in sample_for.items()
+    }
+    for n, name in enumerate(names):
         suffix = name[name.rindex(".") :]
-        (inbox / name).write_bytes(
-            requests.get(hitpaw_emulator.sample_url(sample_for[suffix]), timeout=10).content
-        )
+        (inbox / name).write_bytes(unique_copy(samples[suffix], suffix, n))
     sources = [str(inbox / name) for name in names]
     operator = SegmentImageBatchOperator(
         task_id="b", source_paths=sources, output_path=f"file://{outbox}", poll_interval=1, max_in_flight=6
@@ -149,17 +155,21 @@ def test_sources_are_uploaded_and_results_kept(hitpaw_emulator: Any, tmp_path: A
     assert [r["source_path"] for r in results] == sources
     assert all(r["status"] == "COMPLETED" and r["error"] is None for r in results)
     assert all("/oss/objects/" in r["file_url"] for r in results)
+    webp_jobs = {r["job_id"] for r in results if r["source_path"].endswith(".webp")}
+    assert len(webp_jobs) == 1, "ten files with one content were submitted more than once"
+    from airflow_provider_hitpaw._kept import record_name
     from airflow_provider_hitpaw.storage import input_identity, result_names
 
     kept = [name for source in sources for name in result_names(input_identity(source))]
-    assert sorted(p.name for p in outbox.iterdir()) == sorted(kept)
+    records = [record_name(name) for name in kept if not name.endswith("_mask.png")]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted([*kept, *records])
     assert all(name.startswith("item-") for name in kept)
     state = hitpaw_emulator.state()
-    assert state["uploads"] == 27
+    assert state["uploads"] == 21
     assert state["requests"]["/api/oss/presign-put/batch"] == 2, (
-        "27 files take two presign calls of at most 20"
+        "21 files take two presign calls of at most 20"
     )
-    assert len(state["jobs"]) == 27
+    assert len(state["jobs"]) == 21
 
 
 def test_a_source_of_the_wrong_format_refuses_the_batch_before_any_upload(
@@ -255,3 +265,43 @@ def test_without_a_store_a_batch_that_paid_for_nothing_may_retry(hitpaw_emulator
         operator.execute(task_context())
     assert not isinstance(raised.value, AirflowFailException)
     assert hitpaw_emulator.state()["jobs"] == []
+
+
+def test_a_budget_stops_the_batch_within_it_and_says_where(hitpaw_emulator: Any, log_text: Any) -> None:
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 12), max_coins=100, fail_on_error=False, poll_interval=1
+    )
+    results = run_deferred(operator, task_context())
+    paid = hitpaw_emulator.state()["jobs"]
+    assert len(paid) == 5, "100 coins buy five images at 20"
+    assert sum(r["consume_coins"] or 0 for r in results) == 100
+    left_out = [r for r in results if r["status"] == "NOT_SUBMITTED"]
+    assert len(left_out) == 7
+    assert {r["error"]["type"] for r in left_out} == {"HitPawBudgetError"}
+    assert "budget of 100 coins" in left_out[0]["error"]["message"]
+    logged = log_text()
+    assert "0 kept, 5 to submit, at most 100 coins (budget 100 coins)" in logged
+    assert "The budget of 100 coins stopped the batch: 100 spent, 7 image(s) not submitted" in logged
+
+
+def test_a_budget_fails_the_task_when_images_are_left_out(hitpaw_emulator: Any) -> None:
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 4), max_coins=40)
+    with pytest.raises(AirflowException, match="2 of 4 images were not segmented"):
+        run_deferred(operator, task_context())
+    assert len(hitpaw_emulator.state()["jobs"]) == 2
+
+
+def test_the_budget_prices_submissions_at_what_hitpaw_answers(hitpaw_emulator: Any) -> None:
+    """The first answer names a price above the documented 20: the rest are priced at it."""
+    hitpaw_emulator.set_faults(["odd_coins:value=30"])
+    operator = SegmentImageBatchOperator(
+        task_id="b",
+        file_urls=urls(hitpaw_emulator, 6),
+        max_coins=100,
+        fail_on_error=False,
+        poll_interval=1,
+        max_in_flight=4,
+    )
+    results = run_deferred(operator, task_context())
+    assert sum(r["status"] == "COMPLETED" for r in results) == 3, "30 + 30 + 30 fit in 100, a fourth not"
+    assert sum(r["consume_coins"] or 0 for r in results) == 90

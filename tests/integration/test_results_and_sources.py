@@ -11,6 +11,7 @@ import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_hitpaw._kept import record_name
 from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
@@ -56,7 +57,8 @@ def test_results_are_copied_next_to_each_other_named_after_the_input(
     assert result["mask_path"] == f"file://{out}/{mask}"
     assert (out / res).read_bytes() == requests.get(result["res_url"], timeout=10).content
     assert (out / mask).read_bytes().startswith(PNG)
-    assert sorted(p.name for p in out.iterdir()) == sorted([res, mask]), "a partial file was left"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([res, mask, record_name(res)]), "a partial file was left"
     # file:// has no public URL: the links point at HitPaw's own copies.
     assert ctx["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": result["res_url"], "mask": result["mask_url"]}
 
@@ -98,8 +100,9 @@ def test_overwrite_policy(hitpaw_emulator: Any, tmp_path: Path, policy: str) -> 
         assert (tmp_path / res).read_bytes() == b"older"
         return
     operator.execute(context())
-    kept = (tmp_path / res).read_bytes()
-    assert (kept == b"older") is (policy == "skip")
+    # Under skip too: no record says these files were made from this input, so they are written anew.
+    assert (tmp_path / res).read_bytes() != b"older"
+    assert (tmp_path / record_name(res)).exists()
 
 
 def test_source_from_local_storage_is_uploaded_and_segmented(hitpaw_emulator: Any, tmp_path: Path) -> None:
@@ -116,7 +119,7 @@ def test_source_from_local_storage_is_uploaded_and_segmented(hitpaw_emulator: An
     assert result["status"] == "COMPLETED"
     kept = result_names(input_identity(str(source)))
     assert kept[0].startswith("shoe-042-")
-    assert sorted(p.name for p in out.iterdir()) == sorted(kept)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*kept, record_name(kept[0])])
     state = hitpaw_emulator.state()
     assert state["uploads"] == 1
     assert len(state["jobs"]) == 1

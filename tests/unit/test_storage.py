@@ -13,7 +13,6 @@ import struct
 import threading
 import time
 import tracemalloc
-import uuid
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +22,7 @@ from typing import Any, ClassVar
 import pytest
 
 from airflow_provider_hitpaw import _api, storage
+from airflow_provider_hitpaw._kept import record_name
 from airflow_provider_hitpaw._png import PNG_SIGNATURE
 from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.exceptions import (
@@ -266,30 +266,13 @@ def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "out"
 
 
-@pytest.fixture
-def memory_root() -> Iterator[str]:
-    """A ``memory://`` root, attached the way each Airflow version attaches a filesystem."""
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    try:
-        from airflow.sdk.io import attach
-    except ImportError:  # Airflow 2
-        from airflow.io.store import attach  # type: ignore[no-redef]
-
-    attach(protocol="memory", fs=MemoryFileSystem())
-    bucket = f"hitpaw-test-{uuid.uuid4().hex[:8]}"
-    yield f"memory://{bucket}"
-    fs = MemoryFileSystem()
-    if fs.exists(f"/{bucket}"):
-        fs.rm(f"/{bucket}", recursive=True)
-
-
 def local_names(directory: Path) -> list[str]:
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
 SOURCE = "https://cdn.example.com/sku-123/main.jpg"
 RES, MASK_NAME = result_names(SOURCE)
+RECORD = record_name(RES)
 
 
 def completed(server: str, res: str = "/files/cutout.png", mask: str = "/files/mask.png") -> dict[str, Any]:
@@ -467,7 +450,7 @@ def test_keep_to_a_local_directory(hook: HitPawHook, server: str, out_dir: Path)
     assert paths == {"res_path": f"file://{out_dir}/{RES}", "mask_path": f"file://{out_dir}/{MASK_NAME}"}
     assert (out_dir / RES).read_bytes() == CUTOUT
     assert (out_dir / MASK_NAME).read_bytes() == MASK
-    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+    assert local_names(out_dir) == sorted([RES, MASK_NAME, RECORD])
     json.dumps(paths)  # fit for XCom
 
 
@@ -477,7 +460,8 @@ def test_keep_to_memory_with_a_task_status(hook: HitPawHook, server: str, memory
     res, mask = result_names("s3://in/portrait.png")
     assert paths == {"res_path": f"{memory_root}/out/{res}", "mask_path": f"{memory_root}/out/{mask}"}
     assert as_storage_path(paths["mask_path"]).read_bytes() == MASK
-    assert sorted(p.name for p in as_storage_path(f"{memory_root}/out").iterdir()) == sorted([res, mask])
+    kept = sorted(p.name for p in as_storage_path(f"{memory_root}/out").iterdir())
+    assert kept == sorted([res, mask, record_name(res)])
 
 
 def test_overwrite_replaces_both(hook: HitPawHook, server: str, out_dir: Path) -> None:
@@ -489,16 +473,29 @@ def test_overwrite_replaces_both(hook: HitPawHook, server: str, out_dir: Path) -
     assert (out_dir / MASK_NAME).read_bytes() == MASK
 
 
-def test_skip_keeps_a_complete_pair_and_downloads_nothing(
+def test_skip_keeps_a_pair_recorded_as_this_inputs_and_downloads_nothing(
     hook: HitPawHook, server: str, out_dir: Path
 ) -> None:
+    keep(hook, completed(server), out_dir)
+    Handler.hits.clear()
+    paths = keep(hook, completed(server), out_dir, overwrite="skip")
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert paths["res_path"].endswith(RES)
+    assert Handler.hits == {}
+
+
+def test_skip_writes_anew_a_pair_that_no_record_says_is_this_inputs(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
+    """Files of the right names prove nothing (an earlier version, a hand-made file, another input's
+    content): keeping them and paying every night for nothing was the old way."""
     out_dir.mkdir()
     (out_dir / RES).write_bytes(b"old")
     (out_dir / MASK_NAME).write_bytes(b"old mask")
-    paths = keep(hook, completed(server), out_dir, overwrite="skip")
-    assert (out_dir / RES).read_bytes() == b"old"
-    assert paths["res_path"].endswith(RES)
-    assert Handler.hits == {}
+    keep(hook, completed(server), out_dir, overwrite="skip")
+    assert (out_dir / RES).read_bytes() == CUTOUT
+    assert (out_dir / MASK_NAME).read_bytes() == MASK
+    assert local_names(out_dir) == sorted([RES, MASK_NAME, RECORD])
 
 
 def test_skip_writes_anew_a_pair_of_which_one_file_is_missing(
@@ -602,7 +599,7 @@ def test_a_failed_mask_leaves_no_cut_out_and_a_retry_succeeds(
         keep(hook, completed(server, mask="/files/missing.png"), out_dir, overwrite="fail")
     assert local_names(out_dir) == []
     keep(hook, completed(server), out_dir, overwrite="fail")
-    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+    assert local_names(out_dir) == sorted([RES, MASK_NAME, RECORD])
 
 
 def test_a_mask_that_cannot_be_placed_takes_the_cut_out_back(
@@ -736,7 +733,7 @@ def test_transient_faults_are_retried(server: str, out_dir: Path, no_sleep: list
     assert (out_dir / RES).read_bytes() == CUTOUT
     assert Handler.hits["/flaky.png"] == 2
     assert len(no_sleep) == 1
-    assert local_names(out_dir) == sorted([RES, MASK_NAME])
+    assert local_names(out_dir) == sorted([RES, MASK_NAME, RECORD])
 
 
 def test_permanent_faults_are_not_retried(server: str, out_dir: Path, no_sleep: list[float]) -> None:
@@ -862,5 +859,5 @@ def test_overwrite_twice_in_an_object_store_leaves_one_pair(
     Handler.files["cutout.png"] = make_png(8, 8, b"second run")
     keep(hook, completed(server), memory_root, overwrite="overwrite")
     names = sorted(p.name for p in as_storage_path(memory_root).iterdir())
-    assert names == sorted([RES, MASK_NAME])  # the set-aside old files are gone too
+    assert names == sorted([RES, MASK_NAME, RECORD])  # the set-aside old files are gone too
     assert (as_storage_path(memory_root) / RES).read_bytes() == make_png(8, 8, b"second run")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
@@ -23,6 +24,8 @@ from tests.conftest import SECRET_KEY, FakeStateStore, task_context
 URL = "https://images.example.test/shoe-042.jpg"
 JOB = "job-1"
 SUBMISSION = {"job_id": JOB, "consume_coins": 20, "file_url": URL}
+#: What a submission of this task carries: the given fields and when it was sent.
+SENT = {**SUBMISSION, "submitted_at": ANY}
 CONVERTING = TaskStatus(job_id=JOB, status="CONVERTING", original_url=URL)
 COMPLETED = TaskStatus(
     job_id=JOB, status="COMPLETED", res_url="http://h/r.png", mask_url="http://h/m.png", original_url=URL
@@ -55,11 +58,11 @@ def test_submits_then_defers_to_the_trigger(hook: Any) -> None:
         "not_before": None,
     }
     assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.kwargs == {"submission": SUBMISSION}
+    assert deferred.value.kwargs == {"submission": SENT}
 
 
 def test_without_waiting_returns_the_submission(hook: Any) -> None:
-    assert operator(wait_for_completion=False).execute(task_context()) == SUBMISSION
+    assert operator(wait_for_completion=False).execute(task_context()) == SENT
     hook.get_task_status.assert_not_called()
     hook.wait_for_completion.assert_not_called()
 
@@ -68,7 +71,7 @@ def test_not_deferrable_waits_in_process_until_the_try_deadline(hook: Any) -> No
     hook.wait_for_completion.return_value = COMPLETED
     started = time.time() - 20
     result = operator(deferrable=False, poll_interval=2, timeout=50).execute(task_context(started_at=started))
-    assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+    assert result == {**SENT, **COMPLETED.to_dict(), "reused": False}
     (job,), kwargs = hook.wait_for_completion.call_args
     assert (job, kwargs["poll_interval"]) == (JOB, 2.0)
     # The try started 20 s ago: 30 s of the 50 are left, as in the deferrable path.
@@ -146,7 +149,7 @@ class TestExecuteComplete:
 
     def test_success_merges_submission_and_status(self) -> None:
         result = operator().execute_complete(task_context(), self.event(), submission=SUBMISSION)
-        assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+        assert result == {**SUBMISSION, **COMPLETED.to_dict(), "reused": False}
 
     def test_job_error_fails_normally(self) -> None:
         with pytest.raises(HitPawJobFailedError):
@@ -172,11 +175,11 @@ class TestExecuteComplete:
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
         result = operator().execute_complete(task_context(store=store), self.event())
-        assert result == {**SUBMISSION, **COMPLETED.to_dict()}
+        assert result == {**SENT, **COMPLETED.to_dict(), "reused": False}
 
     def test_without_kwargs_or_store_the_cost_is_unknown_not_invented(self) -> None:
         result = operator().execute_complete(task_context(), self.event())
-        assert result == {**SUBMISSION, "consume_coins": None, **COMPLETED.to_dict()}
+        assert result == {**SUBMISSION, "consume_coins": None, **COMPLETED.to_dict(), "reused": False}
 
     def test_missing_event(self) -> None:
         with pytest.raises(HitPawResponseError, match="no usable event"):
@@ -190,7 +193,7 @@ class TestRetryDoesNotPayTwice:
         store = FakeStateStore()
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
-        assert [kept["value"] for kept in store.values.values()] == [{**SUBMISSION, "input": URL}]
+        assert [kept["value"] for kept in store.values.values()] == [{**SENT, "input": URL}]
 
     def test_retry_waits_for_the_running_job(self, hook: Any) -> None:
         store = FakeStateStore()
@@ -200,13 +203,17 @@ class TestRetryDoesNotPayTwice:
         with pytest.raises(TaskDeferred) as deferred:
             operator().execute(task_context(store=store))
         assert hook.submit_segmentation.call_count == 1
-        assert deferred.value.kwargs == {"submission": SUBMISSION}
+        assert deferred.value.kwargs == {"submission": SENT}
 
     def test_retry_returns_a_finished_job_at_once(self, hook: Any) -> None:
         store = FakeStateStore()
         operator(wait_for_completion=False).execute(task_context(store=store))
         hook.get_task_status.return_value = COMPLETED
-        assert operator().execute(task_context(store=store)) == {**SUBMISSION, **COMPLETED.to_dict()}
+        assert operator().execute(task_context(store=store)) == {
+            **SENT,
+            **COMPLETED.to_dict(),
+            "reused": False,
+        }
         assert hook.submit_segmentation.call_count == 1
 
     @pytest.mark.parametrize(
