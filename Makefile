@@ -64,11 +64,12 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 .SECONDEXPANSION:
-# Each line: the unit tests, the hooks against the emulator, and the example DAGs end to end under
-# `airflow dags test`. Independent of each other: `make -j2 lines` runs two at a time.
+# Each line: the unit tests, the hooks against the emulator, the example DAGs end to end under
+# `airflow dags test`, and two nights of a catalogue (reuse and metrics, through that line's Stats).
+# Independent of each other: `make -j2 lines` runs two at a time.
 $(addprefix line-,$(AIRFLOW_LINES)): line-%: $$(call venv_of,$$*)/.installed
 	$(call venv_of,$*)/bin/python -m pytest -q -p no:cacheprovider tests/unit \
-		tests/integration/test_hooks_against_emulator.py tests/lines
+		tests/integration/test_hooks_against_emulator.py tests/integration/test_incremental.py tests/lines
 
 lines: $(addprefix line-,$(AIRFLOW_LINES))
 
