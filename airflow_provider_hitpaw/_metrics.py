@@ -23,7 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ REUSED: Final = "hitpaw.jobs_reused"
 COINS: Final = "hitpaw.coins_consumed"
 DURATION: Final = "hitpaw.job_duration"
 NAMES: Final = (SUBMITTED, COMPLETED, FAILED, REUSED, COINS, DURATION)
+#: The job whose end a single-job task counted (3.3's task state store), so that a retry does not recount.
+_COUNTED_END_KEY: Final = "hitpaw_counted_end"
 
 
 def _stats() -> Any:
@@ -80,3 +85,17 @@ def seconds_since(started_at: Any, ended_at: float | None = None) -> float | Non
     if isinstance(started_at, bool) or not isinstance(started_at, int | float):
         return None
     return (time.time() if ended_at is None else ended_at) - float(started_at)
+
+
+def count_end_once(context: Context, job_id: str, completed: bool, duration: float | None = None) -> None:
+    """A single-job task's end of ``job_id``, unless a try before this one counted it (3.3 remembers)."""
+    from airflow_provider_hitpaw import _state_store
+
+    if _state_store.recall(context, _COUNTED_END_KEY) == job_id:
+        return
+    count_ended(
+        completed=int(completed),
+        failed=int(not completed),
+        durations=[duration] if duration is not None else None,
+    )
+    _state_store.remember(context, _COUNTED_END_KEY, job_id)

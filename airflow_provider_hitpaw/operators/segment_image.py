@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 _SUBMITTED_JOB_KEY = "hitpaw_submitted_job"
 #: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
 SUBMISSION_XCOM_KEY = "hitpaw_submission"
-#: The job whose end this task counted in the metrics (3.3), so that a retry does not count it again.
-_COUNTED_END_KEY = "hitpaw_counted_end"
 
 
 def coins_text(coins: int | None) -> str:
@@ -370,20 +368,8 @@ class SegmentImageOperator(BaseOperator):
         if err.job_id is None:
             return err
         submitted_at = submission.get("submitted_at") if isinstance(submission, dict) else None
-        self._count_end(context, err.job_id, False, submitted_at, seen_at)
+        _metrics.count_end_once(context, err.job_id, False, _metrics.seconds_since(submitted_at, seen_at))
         return HitPawJobFailedError.for_job(err.job_id, self._shown_input())
-
-    def _count_end(
-        self, context: Context, job_id: str, completed: bool, submitted_at: Any, seen_at: float | None
-    ) -> None:
-        """Count a job's end in the metrics, unless a try before this one did (3.3 remembers it)."""
-        if _state_store.recall(context, _COUNTED_END_KEY) == job_id:
-            return
-        duration = _metrics.seconds_since(submitted_at, seen_at)
-        _metrics.count_ended(
-            completed=int(completed), failed=int(not completed), durations=[duration] if duration else None
-        )
-        _state_store.remember(context, _COUNTED_END_KEY, job_id)
 
     def _shown_input(self) -> str:
         if self.source_path is not None:
@@ -409,7 +395,8 @@ class SegmentImageOperator(BaseOperator):
             )
         except HitPawError as err:
             raise task_failure(err) from err
-        self._count_end(context, str(result["job_id"]), True, submission.get("submitted_at"), seen_at)
+        duration = _metrics.seconds_since(submission.get("submitted_at"), seen_at)
+        _metrics.count_end_once(context, str(result["job_id"]), True, duration)
         self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
         return result
 

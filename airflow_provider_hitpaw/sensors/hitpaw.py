@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_hitpaw import _deferral, _state_store
+from airflow_provider_hitpaw import _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import JobEvent
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
@@ -104,9 +104,12 @@ class SegmentationSensor(BaseSensorOperator):
         source = status.get("original_url") or status.get("job_id") or ""
         try:
             with self._hook() as hook:
-                return self._output().persist(context, status, str(source), hook)
+                result = self._output().persist(context, status, str(source), hook)
         except HitPawError as err:
             raise task_failure(err) from err
+        # Counted once the results are kept; the sensor does not know when the job was submitted.
+        _metrics.count_end_once(context, str(status.get("job_id")), True)
+        return result
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -131,6 +134,7 @@ class SegmentationSensor(BaseSensorOperator):
             raise fail_without_retry(err) from err
         self.log.info("HitPaw job %r is %s", job_id, status.status)
         if status.is_failed:
+            _metrics.count_end_once(context, job_id, False)
             raise fail_without_retry(HitPawJobFailedError.for_job(job_id, status.original_url))
         if status.is_completed:
             return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.to_dict()))
@@ -192,6 +196,8 @@ class SegmentationSensor(BaseSensorOperator):
                 raise AirflowSkipException(f"{err} (soft_fail)") from err
             raise AirflowSensorTimeout(str(err)) from err
         except HitPawError as err:
+            if isinstance(err, HitPawJobFailedError):
+                _metrics.count_end_once(context, self.job_id, False)
             # Job ERROR and permanent API errors alike: waiting again on this job cannot help.
             raise fail_without_retry(err) from err
         return self._finish(context, status)
