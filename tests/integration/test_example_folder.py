@@ -32,13 +32,15 @@ def test_folder_in_folder_out(hitpaw_emulator_server: Any, tmp_path: Path) -> No
     state = emulator.state()
     emulator.reset()
     assert run.returncode == 0, run.output[-4000:]
+    from airflow_provider_hitpaw._kept import record_name
     from airflow_provider_hitpaw._png import check_png
     from airflow_provider_hitpaw.storage import result_names
 
     inputs = [f"file://{inbox}/{name}" for name in ("shoe.jpg", "portrait.png", "product.webp")]
-    expected = [name for source in inputs for name in result_names(source)]
+    pairs = [result_names(source) for source in inputs]
+    expected = [name for cutout, mask in pairs for name in (cutout, mask, record_name(cutout))]
     assert sorted(p.name for p in outbox.iterdir()) == sorted(expected)
-    for path in outbox.iterdir():
+    for path in outbox.glob("*.png"):
         check_png(path.read_bytes())
     assert state["uploads"] == 3
     assert len(state["jobs"]) == 3

@@ -11,6 +11,7 @@ import requests
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._api import PresignedUpload
+from airflow_provider_hitpaw._kept import record_name
 from airflow_provider_hitpaw._png import check_png
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
@@ -120,7 +121,8 @@ def test_stream_a_local_file_segment_and_persist(
     }
     for name in names:
         check_png((tmp_path / "out" / name).read_bytes())
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
+    # The pair, and the record beside it that lets a later run reuse it.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*names, record_name(names[0])])
 
 
 def test_content_type_mismatch_is_refused_before_upload(hitpaw_emulator: Any, tmp_path: Path) -> None:

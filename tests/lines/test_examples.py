@@ -14,10 +14,17 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_hitpaw._kept import record_name
 from airflow_provider_hitpaw._png import check_png
 from airflow_provider_hitpaw.storage import result_names
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "airflow_provider_hitpaw" / "example_dags"
+
+
+def kept_files(source: str) -> list[str]:
+    """What keeping one input leaves in the output folder: its cut-out, its mask and the record of both."""
+    cutout, mask = result_names(source)
+    return [cutout, mask, record_name(cutout)]
 
 
 @pytest.fixture
@@ -55,10 +62,10 @@ def test_mapped_keeps_every_result_and_reports_the_cost(
     names = [
         name
         for sample in ("shoe.jpg", "portrait.png", "product.webp", "mug.jpg")
-        for name in result_names(f"{hitpaw_emulator.base_url}/samples/{sample}")
+        for name in kept_files(f"{hitpaw_emulator.base_url}/samples/{sample}")
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
-    for path in out.iterdir():
+    for path in out.glob("*.png"):
         check_png(path.read_bytes())
 
 
@@ -75,7 +82,7 @@ def test_folder_to_folder(run: Any, hitpaw_emulator: Any, tmp_path: Path) -> Non
         },
     )
     expected = [
-        name for file in ("shoe.jpg", "portrait.png") for name in result_names(f"file://{inbox}/{file}")
+        name for file in ("shoe.jpg", "portrait.png") for name in kept_files(f"file://{inbox}/{file}")
     ]
     assert sorted(p.name for p in outbox.iterdir()) == sorted(expected)
     assert hitpaw_emulator.state()["uploads"] == 2
