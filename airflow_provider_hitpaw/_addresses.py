@@ -12,6 +12,8 @@ No I/O happens here: callers resolve names and pass the addresses in.
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
@@ -80,6 +82,33 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+_NUMBER_LABEL: Final = re.compile(r"0x[0-9a-f]*|[0-9]+")
+
+
+def legacy_ipv4(name: str) -> str | None:
+    """The dotted quad that an IPv4 address in any of its historical spellings stands for (one to four
+    parts, each decimal, octal with a leading 0, or hexadecimal with 0x; the last part fills the rest), as
+    ``inet_aton`` reads it; None when the text is no such address."""
+    labels = name.split(".")
+    if not 1 <= len(labels) <= 4 or not all(_NUMBER_LABEL.fullmatch(label) for label in labels):
+        return None
+    values = []
+    for label in labels:
+        if label.startswith("0x"):
+            values.append(int(label[2:] or "0", 16))
+        elif len(label) > 1 and label.startswith("0"):
+            if not set(label) <= set("01234567"):
+                return None
+            values.append(int(label, 8))
+        else:
+            values.append(int(label))
+    *head, last = values
+    if any(value > 255 for value in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = sum(value << (8 * (3 - position)) for position, value in enumerate(head)) + last
+    return str(ipaddress.IPv4Address(number))
+
+
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
@@ -138,12 +167,23 @@ def internal_host_reason(host: str) -> str | None:
     An IP literal is judged by its kind; a name by its form: a single label (``fileserver``) or an
     organisation-only suffix (``intranet.corp.local``). No name is resolved here.
     """
-    name = host.strip().rstrip(".").lower()
+    if not isinstance(host, str):
+        return "it has no host name"
+    # As a fetcher reads it: full-width digits and dots (IDNA maps them) are the ASCII ones.
+    name = unicodedata.normalize("NFKC", host).strip().rstrip(".").lower()
     if not name:
         return "it has no host name"
     if is_ip_literal(name):
         kind = address_kind(name)
         return None if kind is AddressKind.PUBLIC else f"{name} is a {kind} address"
+    if _NUMBER_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
+        # A name ending in a number is an IPv4 address to every URL parser and resolver, in the legacy
+        # forms too (127.1, 0x7f.1, 0177.0.0.1, 2130706433): judge the address it spells.
+        address = legacy_ipv4(name)
+        if address is None:
+            return f"{name} ends in a number but is no IPv4 address"
+        kind = address_kind(address)
+        return None if kind is AddressKind.PUBLIC else f"{name} is {address}, a {kind} address"
     if name == "localhost":
         return "localhost is this machine"
     if "." not in name:

@@ -256,8 +256,8 @@ def parse_envelope(
                     "the answer has no 'data' object", code=code, http_status=http_status
                 )
             return data
-        message = document.get("message")
-        text = message if isinstance(message, str) and message else _default_message(code, http_status)
+        message = server_text(document.get("message"))
+        text = message or _default_message(code, http_status)
         if success_code != SUCCESS_CODE and not _is_documented_code(code):
             # An echoed HTTP status: it decides only where the answer's own status does not.
             status = http_status if http_status >= 400 or not 400 <= code < 600 else code
@@ -298,7 +298,8 @@ def _family_for_http_status(http_status: int | None) -> type[HitPawError]:
         return HitPawResponseError
     if http_status == 429:
         return HitPawRateLimitError
-    if http_status >= 500:
+    # A gateway's "request timeout" and "too early" say nothing of the request itself: try it later.
+    if http_status >= 500 or http_status in (408, 425):
         return HitPawServerError
     if http_status in (401, 403):
         return HitPawAuthenticationError
@@ -308,6 +309,21 @@ def _family_for_http_status(http_status: int | None) -> type[HitPawError]:
         return HitPawInvalidRequestError
     # A code HitPaw never documented, under a 2xx status: do not guess it away as transient.
     return HitPawError
+
+
+#: How much of a server's own message is kept: enough for any real error, too little to flood a log or an
+#: event.
+SERVER_TEXT_LIMIT: Final = 300
+_CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def server_text(value: Any) -> str:
+    """A message the server wrote, fit to be logged: on one line (no control characters, so no forged
+    log line or terminal escape), and at most :data:`SERVER_TEXT_LIMIT` characters; "" for no text."""
+    if not isinstance(value, str):
+        return ""
+    text = _CONTROL_CHARACTERS.sub(" ", value).strip()
+    return text if len(text) <= SERVER_TEXT_LIMIT else text[:SERVER_TEXT_LIMIT] + "..."
 
 
 def _default_message(code: int, http_status: int) -> str:
@@ -338,9 +354,13 @@ def _code_of(value: Any) -> int | None:
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+    if isinstance(value, str) and _CODE_TEXT.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+#: A code sent as text: ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses).
+_CODE_TEXT: Final = re.compile(r"-?[0-9]{1,18}")
 
 
 def _is_int(value: Any) -> bool:
@@ -393,6 +413,27 @@ class RetryPolicy:
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
+
+
+#: Every field name HitPaw's answers use (hitpaw-api.md): a name among them is the protocol's, never a
+#: secret echoed back, whatever it spells.
+FIELD_NAMES: Final = frozenset(
+    {
+        "code", "message", "data", "job_id", "consume_coins", "status", "res_url", "mask_url",
+        "original_url", "upload_url", "access_url", "object_key", "content_type", "expire_at", "total",
+        "success", "failed", "items", "error", "filename",
+    }
+)  # fmt: skip
+
+#: What HitPaw answers a status query for a job it does not know (never was, or deleted after 8 days).
+UNKNOWN_JOB_CODE: Final = 100400002
+
+
+def says_job_unknown(error: HitPawError) -> bool:
+    """Whether HitPaw itself said it does not know the job: only its own code proves it. A bare HTTP 404
+    or 409 comes from whatever stands in front of it (a gateway, a deploy) and proves nothing, and paying
+    again on it would pay twice for a job that lives."""
+    return isinstance(error, HitPawInvalidRequestError) and error.code == UNKNOWN_JOB_CODE
 
 
 def submission_may_have_landed(error: HitPawError) -> bool:

@@ -21,7 +21,7 @@ from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
 
 #: Bytes a kept result may have at most, unless the connection says otherwise (``max_download_bytes``).
 DEFAULT_MAX_DOWNLOAD_BYTES: Final = 256 * 1024 * 1024
-#: Seconds one result download may take in all, retries included (``download_timeout``).
+#: Seconds one file transfer (a result download, a source upload) may take in all, retries included.
 DEFAULT_DOWNLOAD_TIMEOUT: Final = 600.0
 
 #: A host as every URL parser reads it alike: a name or IPv4 address, or a bracketed IPv6 address, and an

@@ -81,6 +81,11 @@ def validate_file_url(file_url: Any, field: str = "file_url", *, allow_internal_
         raise HitPawConfigurationError(field, _not_a_web_url(url, parts.scheme))
     if not hostname:
         raise HitPawConfigurationError(field, "has no host name")
+    if "\\" in parts.netloc:
+        # Python reads the host after it, a browser-like parser before it: which one HitPaw uses is unknown.
+        raise HitPawConfigurationError(field, "has a backslash in its host part")
+    if parts.port == 0:
+        raise HitPawConfigurationError(field, "names port 0, which no server listens on")
     if not allow_internal_hosts:
         reason = internal_host_reason(hostname)
         if reason is not None:

@@ -96,21 +96,22 @@ def scrub_bytes(body: bytes, secret: str) -> bytes:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return body.replace(secret.encode(), b"***")  # not JSON: an error page, quoted at most
-    # In a JSON document only the values: a field name is HitPaw's, never the key.
-    cleaned, changed = _scrub_document(document, secret)
-    return json.dumps(cleaned).encode() if changed else body
+    # Written anew from what was parsed, never passed on as sent: the raw text may hold the key where the
+    # parsed document does not (a field given twice keeps only its last value, escapes spell it otherwise).
+    return json.dumps(_scrub_document(document, secret)).encode()
 
 
-def _scrub_document(value: Any, secret: str) -> tuple[Any, bool]:
+def _scrub_document(value: Any, secret: str) -> Any:
     if isinstance(value, str):
-        return (value.replace(secret, "***"), True) if secret in value else (value, False)
+        return value.replace(secret, "***")
     if isinstance(value, list):
-        items = [_scrub_document(item, secret) for item in value]
-        return [item for item, _ in items], any(changed for _, changed in items)
+        return [_scrub_document(item, secret) for item in value]
     if isinstance(value, dict):
-        pairs = {key: _scrub_document(item, secret) for key, item in value.items()}
-        return {key: item for key, (item, _) in pairs.items()}, any(done for _, done in pairs.values())
-    return value, False
+        return {
+            (key if key in _api.FIELD_NAMES else key.replace(secret, "***")): _scrub_document(item, secret)
+            for key, item in value.items()
+        }
+    return value
 
 
 # --- the size cap --------------------------------------------------------------------------------------
@@ -141,6 +142,11 @@ class BodyDecoder:
 
     def feed(self, raw: bytes) -> Iterator[bytes]:
         self.raw_bytes += len(raw)
+        if self.raw_bytes > self.limit:
+            # Compressed bytes that inflate to nothing (empty deflate blocks, sent without end) count too.
+            raise HitPawUntrustedAnswerError(
+                f"{self.what} sent more than {self.limit:,} bytes; not read further"
+            )
         if self._inflater is None:
             yield self._counted(raw)
             return
@@ -230,6 +236,9 @@ class Attempts:
     stop: threading.Event | None = None
     what: str = "HitPaw call"
     logger: Any = field(default=log, repr=False)
+    #: Taken out of every error's message before it is logged or raised: whatever answered may have
+    #: echoed them (a redirect's path, a storage's error page).
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     number: int = 0
     _resent: int = 0
     _rate_limited: int = 0
@@ -256,6 +265,7 @@ class Attempts:
 
     def failed(self, error: HitPawError) -> float:
         """The pause before the next attempt; raises ``error`` (or what it amounts to) when there is none."""
+        scrub_error(error, *self.secrets)
         if not self.idempotent and error.retryable and _api.submission_may_have_landed(error):
             self._resent += 1
             if self._resent > self.policy.ambiguous_resubmits:
@@ -289,6 +299,14 @@ class Attempts:
             delay,
         )
         return delay
+
+
+def scrub_error(error: HitPawError, *secrets: str) -> None:
+    """Take secrets out of an error's message, in place (its family and fields stay as they are)."""
+    cleaned = scrub(error.message, *secrets)
+    if cleaned != error.message:
+        error.message = cleaned
+        error.args = (cleaned,)
 
 
 def retry_sync(attempt: Callable[[], T], attempts: Attempts) -> T:
@@ -888,7 +906,9 @@ async def post_json_async(
     connect, read = attempts.timeouts(connect_timeout, read_timeout)
     timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
     try:
-        async with asyncio.timeout(attempts.time_left()):
+        # A whole exchange, not just each read, ends in time: a server that drips a byte at a time never
+        # trips a read time-out.
+        async with asyncio.timeout(_exchange_seconds(attempts, connect_timeout, read_timeout)):
             async with client.post(
                 url,
                 json=body,

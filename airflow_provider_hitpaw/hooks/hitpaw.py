@@ -238,6 +238,7 @@ class HitPawHook(_HitPawHookBase):
     def _call(self, request: _api.ApiRequest, parse: Parser[T], attempts: Attempts) -> T:
         settings = self.settings
         url = request.url(settings.base_url)
+        attempts.secrets = (*attempts.secrets, settings.api_key)
 
         def attempt() -> T:
             answer = _transport.post_json_sync(
@@ -419,7 +420,13 @@ class HitPawHook(_HitPawHookBase):
         shown = _api.url_without_query(presigned.upload_url)
         rewindable = isinstance(data, bytes | bytearray) or start is not None
         policy = self.retry_policy if rewindable else _api.RetryPolicy(max_attempts=1)
-        attempts = Attempts(policy, what=f"Uploading to {shown}", logger=self.log)
+        attempts = Attempts(
+            policy,
+            deadline=_deadline_in(self.settings.download_timeout),
+            what=f"Uploading to {shown}",
+            logger=self.log,
+            secrets=(self.settings.api_key, *secrets),
+        )
 
         def attempt() -> None:
             if start is not None:
@@ -444,7 +451,9 @@ class HitPawHook(_HitPawHookBase):
 
     def download_attempts(self, what: str) -> Attempts:
         """The attempts of one result download: the connection's ``download_timeout`` bounds them all."""
-        return self._attempts(what, deadline=_deadline_in(self.settings.download_timeout))
+        attempts = self._attempts(what, deadline=_deadline_in(self.settings.download_timeout))
+        attempts.secrets = (self.settings.api_key,)
+        return attempts
 
     def download_once(self, url: str, write: Callable[[bytes], object], attempts: Attempts) -> int:
         """One attempt at downloading a result link into ``write`` (see :meth:`download_attempts`): capped
@@ -572,6 +581,7 @@ class HitPawAsyncHook(_HitPawHookBase):
         client = await self._get_client()
         settings = await self.get_settings()
         url = request.url(settings.base_url)
+        attempts.secrets = (*attempts.secrets, settings.api_key)
         headers = _api.request_headers(settings.api_key)
 
         async def attempt() -> T:

@@ -108,6 +108,29 @@ def test_a_blocking_wait_ends_by_its_timeout_against_a_hanging_server(hitpaw_emu
     assert time.monotonic() - started < 5
 
 
+def test_an_async_call_without_a_timeout_still_ends_against_a_trickling_server(hitpaw_emulator: Any) -> None:
+    """Without ``timeout`` the async hook once read a trickling answer for as long as it trickled: each
+    byte came within the read time-out. Now a whole exchange ends within its time-outs, as on the sync
+    side."""
+    job_id = submitted_job(hitpaw_emulator)
+    hitpaw_emulator.set_faults([f"drip:delay_s=0.5,paths={STATUS}"])
+
+    async def poll() -> None:
+        hook = HitPawAsyncHook(
+            connect_timeout=1, read_timeout=1, retry_policy=_api.RetryPolicy(max_attempts=1)
+        )
+        try:
+            await hook.get_task_status(job_id)
+        finally:
+            await hook.close()
+
+    async def bounded() -> None:
+        await asyncio.wait_for(poll(), 20)  # the guard of this test, far beyond the hook's own end
+
+    with pytest.raises(HitPawConnectionError):
+        asyncio.run(bounded())
+
+
 @pytest.mark.parametrize("fault", ["slow:delay_s=60", "drip:delay_s=1"])
 def test_the_single_trigger_fires_its_timeout_by_the_deadline(hitpaw_emulator: Any, fault: str) -> None:
     job_id = submitted_job(hitpaw_emulator)

@@ -741,3 +741,47 @@ def test_a_job_id_of_another_type_is_refused_without_a_resubmission(job_id: Any)
     err = parse_error(parse_submission, 200, envelope({"job_id": job_id, "consume_coins": 20}))
     assert isinstance(err, HitPawUntrustedAnswerError)
     assert not err.retryable
+
+
+@pytest.mark.parametrize("code", ["--1", "\u00b2", "\u0661\u0662", "1" * 30])
+def test_a_code_that_only_looks_numeric_is_a_bad_answer_not_a_crash(code: str) -> None:
+    """``str.isdigit`` takes "²" and "--1" passed a strip of "-": ``int`` then raised a bare ValueError
+    that escaped the error mapping and crashed a whole batch trigger."""
+    body = json.dumps({"code": code, "message": "?", "data": {}}).encode()
+    with pytest.raises(HitPawError):
+        parse_task_status(200, body, job_id="job-1")
+    with pytest.raises(HitPawError):
+        parse_submission(200, body)
+
+
+def test_a_server_message_reaches_a_log_on_one_short_line() -> None:
+    forged = "Bad Request\n[2026-01-01 00:00:00] INFO - Task succeeded\x1b[2K\x1b[1A" + "x" * 900_000
+    body = json.dumps({"code": 100400002, "message": forged, "data": {}}).encode()
+    with pytest.raises(HitPawInvalidRequestError) as raised:
+        parse_task_status(400, body, job_id="job-1")
+    message = raised.value.message
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert len(message) <= _api.SERVER_TEXT_LIMIT + 3
+    assert message.startswith("Bad Request [2026-01-01 00:00:00] INFO - Task succeeded")
+
+
+@pytest.mark.parametrize("http_status", [408, 425])
+def test_a_gateways_request_timeout_is_transient(http_status: int) -> None:
+    with pytest.raises(HitPawServerError) as raised:
+        parse_task_status(http_status, b"", job_id="job-1")
+    assert raised.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (HitPawInvalidRequestError("Bad Request", code=100400002, http_status=400), True),
+        (HitPawInvalidRequestError("HTTP 404 without a HitPaw answer", http_status=404), False),
+        (HitPawInvalidRequestError("HTTP 409 without a HitPaw answer", http_status=409), False),
+        (HitPawInvalidRequestError("Invalid URL", code=100400001, http_status=400), False),
+        (HitPawServerError("Internal error", code=100500000, http_status=500), False),
+    ],
+)
+def test_only_hitpaws_own_code_says_a_job_is_unknown(error: HitPawError, unknown: bool) -> None:
+    assert _api.says_job_unknown(error) is unknown

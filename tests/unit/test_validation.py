@@ -134,6 +134,16 @@ def test_a_dot_in_the_path_is_no_reason_to_refuse(url: str) -> None:
         pytest.param("https://files.internal/a.jpg", ".internal", id="dot-internal"),
         pytest.param("http://fileserver/a.jpg", "single-label", id="single-label"),
         pytest.param("http://localhost:8080/a.jpg", "this machine", id="localhost"),
+        # Every historical spelling of an IPv4 address, as inet_aton and browsers read them.
+        pytest.param("http://0x7f.1/a.jpg", "127.0.0.1, a loopback", id="hex-short"),
+        pytest.param("http://127.1/a.jpg", "127.0.0.1, a loopback", id="short"),
+        pytest.param("http://0177.0.0.1/a.jpg", "127.0.0.1, a loopback", id="octal"),
+        pytest.param("http://127.000.000.001/a.jpg", "127.0.0.1, a loopback", id="zero-padded"),
+        pytest.param("http://2130706433/a.jpg", "127.0.0.1, a loopback", id="decimal"),
+        pytest.param("http://10.1/a.jpg", "10.0.0.1, a private", id="private-short"),
+        pytest.param("http://0.0/a.jpg", "0.0.0.0, a reserved", id="unspecified-short"),
+        pytest.param("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/a.jpg", "loopback", id="full-width"),
+        pytest.param("http://1.2.3.999/a.jpg", "no IPv4 address", id="number-not-address"),
     ],
 )
 def test_an_image_hitpaw_could_not_reach_is_refused_before_paying(url: str, reason: str) -> None:
@@ -287,3 +297,19 @@ def test_a_job_id_that_could_forge_a_log_line_or_a_path_is_refused(job_id: str) 
     err = _rejected(validate_job_id, job_id, "job_id")
     assert "\n" not in str(err)
     assert "\x1b" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        pytest.param("http://127.0.0.1\\@example.com/a.jpg", "backslash", id="backslash-host"),
+        pytest.param("http://example.com:0/a.jpg", "port 0", id="port-zero"),
+    ],
+)
+def test_a_host_parsers_read_differently_or_no_server_has_is_refused(url: str, says: str) -> None:
+    assert says in str(_rejected(validate_file_url, url, "file_url"))
+
+
+def test_a_name_that_only_looks_numeric_is_a_name() -> None:
+    for url in ("https://3com.example/a.jpg", "https://cdn.example.com/v2.0/a.jpg", "https://8.8.8.8/a.jpg"):
+        assert validate_file_url(url) == url

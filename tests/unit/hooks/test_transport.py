@@ -9,8 +9,14 @@ import zlib
 
 import pytest
 
-from airflow_provider_hitpaw.exceptions import HitPawResponseError, HitPawUntrustedAnswerError
-from airflow_provider_hitpaw.hooks._transport import BodyDecoder, scrub_bytes
+from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw.exceptions import (
+    HitPawInvalidRequestError,
+    HitPawResponseError,
+    HitPawServerError,
+    HitPawUntrustedAnswerError,
+)
+from airflow_provider_hitpaw.hooks._transport import Attempts, BodyDecoder, scrub_bytes
 
 TEXT = b"The quick brown fox jumps over the lazy dog. " * 200
 
@@ -84,3 +90,45 @@ def test_a_short_key_leaves_an_answer_whole(key: str) -> None:
 def test_field_names_are_never_scrubbed() -> None:
     body = b'{"code": 200, "data": {"res_url": "https://r/c.png", "note": "res_url"}}'
     assert json.loads(scrub_bytes(body, "res_url"))["data"] == {"res_url": "https://r/c.png", "note": "***"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"echo": "hp-key/with-slash", "echo": "x"}',  # the parser keeps the last, the raw text the first
+        b'{"hp-key/with-slash": 1}',  # echoed as a field name
+        b'{"code": 110400000, "message": "no", "code": 110400000, "data": {"hp-key/with-slash": []}}',
+    ],
+    ids=["duplicate-field", "field-name", "nested-field-name"],
+)
+def test_no_spelling_of_an_answer_carries_the_key_past_the_scrub(body: bytes) -> None:
+    cleaned = scrub_bytes(body, KEY)
+    assert KEY.encode() not in cleaned
+    assert KEY not in _api.quote_body(cleaned)
+
+
+def test_empty_compressed_blocks_without_end_count_against_the_cap() -> None:
+    """Raw deflate blocks that inflate to nothing were read without limit until the deadline."""
+    empty_block = b"\x00\x00\x00\xff\xff"  # a stored block of no bytes, not the last
+    decoder = BodyDecoder("deflate", limit=1024, what="the API's answer")
+    list(decoder.feed(b"\x78\x9c" + empty_block * 200))  # 1,002 bytes in, nothing out
+    with pytest.raises(HitPawUntrustedAnswerError, match="sent more than 1,024 bytes"):
+        list(decoder.feed(empty_block * 20))
+
+
+def test_an_error_leaves_the_attempts_without_any_secret_they_know() -> None:
+    """A result link's redirect path, or a storage's error page, may quote the key the API was sent."""
+    attempts = Attempts(_api.RetryPolicy(max_attempts=1), secrets=("SECRETKEY-0123456789",))
+    error = HitPawInvalidRequestError("downloading http://h/SECRETKEY-0123456789/r.png answered HTTP 404")
+    with pytest.raises(HitPawInvalidRequestError) as raised:
+        attempts.failed(error)
+    assert "SECRETKEY" not in str(raised.value)
+    assert "SECRETKEY" not in repr(raised.value.args)
+    assert "downloading http://h/***/r.png" in str(raised.value)
+
+
+def test_the_warning_of_a_retried_attempt_shows_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    attempts = Attempts(_api.RetryPolicy(max_attempts=3, base_delay=0), secrets=("SECRETKEY-0123456789",))
+    attempts.begin()
+    attempts.failed(HitPawServerError("gateway said SECRETKEY-0123456789", http_status=502))
+    assert "SECRETKEY" not in caplog.text
