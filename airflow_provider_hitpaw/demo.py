@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 DEFAULT_DAG = "example_hitpaw_mapped"
+SAMPLES = ("shoe.jpg", "portrait.png", "product.webp", "mug.jpg")
 EXAMPLES = Path(__file__).resolve().parent / "example_dags"
 
 
@@ -29,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
 
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    for old in output.glob("*.png"):
-        old.unlink()
-    with EmulatorServer(job_seconds=args.job_seconds) as emulator:
+    for pattern in ("*.png", "*.hitpaw.json"):
+        for old in output.glob(pattern):
+            old.unlink()
+    with EmulatorServer(job_seconds=args.job_seconds) as emulator, tempfile.TemporaryDirectory() as inbox:
+        # The folder example reads a folder of photos: the emulator's samples, copied into one.
+        for name in SAMPLES:
+            with urllib.request.urlopen(emulator.sample_url(name), timeout=30) as answer:  # noqa: S310
+                Path(inbox, name).write_bytes(answer.read())
         print(f"HitPaw emulator running at {emulator.base_url}")
         print(f"Running `airflow dags test {args.dag}` ...", flush=True)
         started = time.monotonic()
@@ -44,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 "HITPAW_EXAMPLE_SAMPLE_BASE_URL": f"{emulator.base_url}/samples",
                 "HITPAW_EXAMPLE_OUTPUT_DIR": f"file://{output}",
                 "HITPAW_EXAMPLE_OUTPUT_FOLDER": f"file://{output}",
+                "HITPAW_EXAMPLE_INPUT_FOLDER": f"file://{inbox}",
             },
         )
         elapsed = time.monotonic() - started

@@ -27,17 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import print_table  # noqa: E402
 
 from airflow_provider_hitpaw.emulator.runner import EmulatorServer  # noqa: E402
-from tests.integration.airflow_cluster import running_cluster  # noqa: E402
+from tests.integration.airflow_cluster import AIRFLOW_DEFAULT_HEARTBEATS, running_cluster  # noqa: E402
 
 DAG_FILE = ROOT / "tests" / "integration" / "dags" / "hitpaw_race.py"
 RACE_LINE = "but the task instance's state attribute is"
-#: Airflow's own defaults for what the test harness otherwise speeds up.
-DEFAULTS = {"AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5", "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "5"}
 
 
 def run_once(hold: float | None, tasks: int, job_seconds: float) -> dict[str, Any]:
     with EmulatorServer(job_seconds=job_seconds) as emulator, tempfile.TemporaryDirectory() as home:
-        env = {**DEFAULTS, **({} if hold is None else {"HITPAW_RACE_HOLD": str(hold)})}
+        env = {**AIRFLOW_DEFAULT_HEARTBEATS, **({} if hold is None else {"HITPAW_RACE_HOLD": str(hold)})}
         with running_cluster(emulator, Path(home), [DAG_FILE], extra_env=env) as cluster:
             cluster.wait_for_dag("hitpaw_race")
             urls = [f"{emulator.sample_url('shoe.jpg')}?n={i}" for i in range(tasks)]

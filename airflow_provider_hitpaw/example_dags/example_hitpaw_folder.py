@@ -34,7 +34,8 @@ with DAG(
     SegmentImageOperator.partial(
         task_id="segment",
         output_path="{{ params.output_folder }}",
-        overwrite="overwrite",
+        # A nightly run pays only for photos that are new or changed since the results were kept.
+        overwrite="skip",
         poll_interval=1,
         timeout=1800,
     ).expand(source_path=images_in_folder())

@@ -34,6 +34,8 @@ class BatchRecord:
         self._costs: list[int | None] = [None] * len(unique)
         #: Whether a try counted the job's end in the metrics (so that a retry does not count it again).
         self._counted: list[bool] = [False] * len(unique)
+        #: Coins of jobs recorded and later replaced (ended in ERROR, forgotten by HitPaw): paid all the same.
+        self._replaced_coins = 0
         self._dirty: set[int] = set()
         self._last_flush = time.monotonic()
         self.submitted_any = False
@@ -48,6 +50,9 @@ class BatchRecord:
         head = _state_store.recall(self._context, _KEY)
         if not isinstance(head, dict) or head.get("digest") != self._digest:
             return list(self._ids)
+        replaced = head.get("replaced_coins")
+        if isinstance(replaced, int) and not isinstance(replaced, bool) and replaced > self._replaced_coins:
+            self._replaced_coins = replaced
         for chunk in range(int(head.get("chunks", 0))):
             values = _state_store.recall(self._context, f"{_KEY}_{chunk}") or []
             for offset, entry in enumerate(values):
@@ -61,6 +66,13 @@ class BatchRecord:
     def cost(self, index: int) -> int | None:
         return self._costs[index]
 
+    def spent(self) -> int:
+        """The coins this clearing of the task has paid so far, as HitPaw stated them: every recorded job,
+        also those a later try replaced (an unknown cost counts 0)."""
+        return self._replaced_coins + sum(
+            cost for job_id, cost in zip(self._ids, self._costs, strict=True) if job_id and cost
+        )
+
     def counted(self, index: int) -> bool:
         """Whether a try (this one or an earlier) counted this job's end in the metrics."""
         return self._counted[index]
@@ -72,6 +84,8 @@ class BatchRecord:
 
     def set(self, index: int, job_id: str, coins: int | None) -> None:
         self.submitted_any = True
+        if self._ids[index] and self._ids[index] != job_id:
+            self._replaced_coins += self._costs[index] or 0
         self._ids[index], self._costs[index], self._counted[index] = job_id, coins, False
         self._dirty.add(index // _CHUNK)
         if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
@@ -93,7 +107,8 @@ class BatchRecord:
             if not _state_store.remember(self._context, f"{_KEY}_{chunk}", values):
                 self._dirty.clear()
                 return  # no store on this Airflow
-        _state_store.remember(self._context, _KEY, {"digest": self._digest, "chunks": chunks})
+        head = {"digest": self._digest, "chunks": chunks, "replaced_coins": self._replaced_coins}
+        _state_store.remember(self._context, _KEY, head)
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

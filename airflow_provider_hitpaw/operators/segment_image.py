@@ -256,6 +256,8 @@ class SegmentImageOperator(BaseOperator):
             try:
                 status = hook.get_task_status(earlier["job_id"])
             except HitPawInvalidRequestError as err:
+                if not _api.says_job_unknown(err):
+                    raise  # a gateway's bare 404 or 409 says nothing of the job: better fail than pay twice
                 # HitPaw no longer knows the job (expired): only then is a new submission no double.
                 self.log.info("The job of the earlier try is gone (%s); submitting again", err)
             else:

@@ -239,12 +239,17 @@ class SegmentImageBatchOperator(BaseOperator):
     # -- submitting ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        # The links are resolved whenever the try ends, a deferral too: they find a value from the start.
+        self._push_folder_link(context)
         with self._hook() as hook:
             try:
                 inputs = self._judge_inputs(hook)
                 self._find_kept(inputs)
             except HitPawError as err:
                 raise fail_without_retry(err) from err
+            if first_try_of_clearing(context, int(self.retries or 0)):
+                # A retry finds again what the first try found kept (or kept itself): counted once.
+                _metrics.count_reused(len(inputs.kept))
             record = BatchRecord(context, inputs.unique)
             self._refuse_a_blind_retry(context, record)
             self._costs, self._created, self._submitted_at = {}, [], {}
@@ -350,7 +355,6 @@ class SegmentImageBatchOperator(BaseOperator):
             for identity, kept in pool.map(look, inputs.identities):
                 if kept is not None:
                     inputs.kept[identity] = kept.as_result()
-        _metrics.count_reused(len(inputs.kept))
 
     def _allowed_failures(self, total: int) -> float:
         """How many failed images the task tolerates (``max_failed``; none by default)."""
@@ -457,7 +461,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 [str(earlier[i]) for i in reuse], max_in_flight=self.max_in_flight
             )
             for index, status in zip(reuse, statuses, strict=True):
-                if isinstance(status, HitPawError) and status.retryable:
+                if isinstance(status, HitPawError) and not _api.says_job_unknown(status):
                     raise status  # cannot tell whether the job lives: better fail the try than pay twice
                 if not isinstance(status, HitPawError) and not status.is_failed:
                     jobs[index] = str(earlier[index])
@@ -470,9 +474,9 @@ class SegmentImageBatchOperator(BaseOperator):
         missing = [index for index, job in enumerate(jobs) if isinstance(job, dict)]
         budget = None
         if self.max_coins is not None:
-            # What the earlier tries of this clearing spent counts against the same budget.
-            recorded = [c if c is not None else 0 for c in self._costs.values()]
-            budget = CoinBudget(self.max_coins, spent=sum(recorded))
+            # What the earlier tries of this clearing spent counts against the same budget: the jobs
+            # reused now, and those paid for that ended in ERROR or were forgotten by HitPaw.
+            budget = CoinBudget(self.max_coins, spent=record.spent())
             affordable = budget.affordable()
             for index in missing[affordable:]:  # not even uploaded: the budget cannot cover them
                 jobs[index] = _error_dict(budget.refusal())
@@ -708,7 +712,6 @@ class SegmentImageBatchOperator(BaseOperator):
                 by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
             self._keep_results(hook, inputs, by_input)
-            self._push_folder_link(context)
         self._count_ends(inputs, jobs, by_input, record)
         results = []
         for item in inputs.given:
@@ -758,7 +761,14 @@ class SegmentImageBatchOperator(BaseOperator):
         from airflow_provider_hitpaw._results import push_links
         from airflow_provider_hitpaw.links import browsable_folder
 
-        folder = storage.storage_uri(storage.as_storage_path(self.output_path, self.output_conn_id))
+        if self.output_path is None:
+            push_links(context, {})
+            return
+        try:
+            folder = storage.storage_uri(storage.as_storage_path(self.output_path, self.output_conn_id))
+        except HitPawError:
+            push_links(context, {})  # the output is judged (and refused) with the inputs, before paying
+            return
         push_links(context, {"folder": browsable_folder(folder)})
 
     def _keep_results(self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]]) -> None:

@@ -65,6 +65,14 @@ def airflow_env(home: Path, dags: Path, port: int, extra: dict[str, str]) -> dic
     return env
 
 
+#: Airflow's own defaults for the heartbeats :func:`airflow_env` otherwise speeds up: where Airflow's race of
+#: an early trigger event against a deferring try's exit is measured, it must be measured as users run it.
+AIRFLOW_DEFAULT_HEARTBEATS: dict[str, str] = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "5",
+}
+
+
 @dataclass(frozen=True)
 class Component:
     """A component beside the api-server, scheduler and dag-processor: a triggerer, a Celery worker.

@@ -256,14 +256,24 @@ def test_messages_never_show_a_signed_query_or_credentials(hitpaw_emulator: Any,
         assert secret not in log_text()
 
 
-def test_without_a_store_a_batch_that_paid_for_nothing_may_retry(hitpaw_emulator: Any) -> None:
-    """Every submission refused with HitPaw's own 500 code: nothing was charged, so a retry is safe; it
-    once failed for good saying a retry 'would pay again'."""
+def test_without_a_store_a_batch_that_paid_for_nothing_fails_retryably_but_its_retry_refuses(
+    hitpaw_emulator: Any,
+) -> None:
+    """Every submission refused with HitPaw's own 500 code: nothing was charged, so the try fails as any
+    transient fault does (it once failed for good saying a retry 'would pay again'). Its retry, on a line
+    that keeps no record, cannot tell this try from one that crashed after paying: it refuses to submit,
+    and still pays nothing."""
     hitpaw_emulator.set_faults([f"500:paths={'/api/image-segmentation'}"])
-    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1)
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1, retries=1
+    )
     with pytest.raises(AirflowException) as raised:
-        operator.execute(task_context())
+        operator.execute(task_context(max_tries=1, try_number=1))
     assert not isinstance(raised.value, AirflowFailException)
+    assert hitpaw_emulator.state()["jobs"] == []
+    hitpaw_emulator.set_faults([])
+    with pytest.raises(AirflowFailException, match="Clear the task to run the batch again"):
+        operator.execute(task_context(max_tries=1, try_number=2))
     assert hitpaw_emulator.state()["jobs"] == []
 
 
@@ -305,3 +315,66 @@ def test_the_budget_prices_submissions_at_what_hitpaw_answers(hitpaw_emulator: A
     results = run_deferred(operator, task_context())
     assert sum(r["status"] == "COMPLETED" for r in results) == 3, "30 + 30 + 30 fit in 100, a fourth not"
     assert sum(r["consume_coins"] or 0 for r in results) == 90
+
+
+def test_what_earlier_tries_paid_for_failed_jobs_counts_against_the_budget(hitpaw_emulator: Any) -> None:
+    """Two images whose jobs end in ERROR, a budget of 40 coins: the first try spends the 40; its retry
+    once submitted both again (80 coins in all), counting only the jobs it reused."""
+    broken = [f"{hitpaw_emulator.sample_url('broken.jpg')}?n={i}" for i in range(2)]
+    coins_before = hitpaw_emulator.state()["coins"]
+    store = FakeStateStore()
+    for try_number in (1, 2):
+        operator = SegmentImageBatchOperator(
+            task_id="b", file_urls=broken, max_coins=40, poll_interval=1, min_deferred_seconds=0
+        )
+        with pytest.raises(AirflowException):
+            run_deferred(operator, task_context(store=store, try_number=try_number, max_tries=2))
+    assert len(hitpaw_emulator.state()["jobs"]) == 2
+    assert coins_before - hitpaw_emulator.state()["coins"] == 40
+
+
+def test_a_retry_does_not_count_the_kept_inputs_as_reused_again(
+    hitpaw_emulator: Any, tmp_path: Any, mocker: Any
+) -> None:
+    from airflow_provider_hitpaw import _metrics
+
+    stats = mocker.MagicMock()
+    mocker.patch.object(_metrics, "_stats", return_value=stats)
+    good, bad = hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")
+
+    def batch(inputs: list[str]) -> SegmentImageBatchOperator:
+        return SegmentImageBatchOperator(
+            task_id="b",
+            file_urls=inputs,
+            output_path=f"file://{tmp_path}/out",
+            overwrite="skip",
+            poll_interval=1,
+            min_deferred_seconds=0,
+            retries=1,
+        )
+
+    run_deferred(batch([good]), task_context())  # the first night keeps the good image
+    stats.reset_mock()
+    store = FakeStateStore()
+    for try_number in (1, 2):  # the second night: a try and its retry, both failing on the broken image
+        with pytest.raises(AirflowException):
+            run_deferred(batch([good, bad]), task_context(store=store, try_number=try_number, max_tries=1))
+    reused = sum(c.args[1] for c in stats.incr.call_args_list if c.args[0] == "hitpaw.jobs_reused")
+    assert reused == 1
+
+
+@pytest.mark.parametrize("with_output", [True, False])
+def test_a_deferring_batch_leaves_its_links_a_value(
+    hitpaw_emulator: Any, tmp_path: Any, with_output: bool
+) -> None:
+    """The links are resolved when the deferring try ends: without a value they logged 'XCom not found'."""
+    from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
+
+    context = task_context()
+    output = {"output_path": f"file://{tmp_path}/out"} if with_output else {}
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=[hitpaw_emulator.sample_url("shoe.jpg")], **output
+    )
+    with pytest.raises(TaskDeferred):
+        operator.execute(context)
+    assert LINKS_XCOM_KEY in context["ti"].xcom

@@ -33,6 +33,21 @@ def test_hitpaw_demo_runs_a_shipped_example(tmp_path: Path) -> None:
     assert len(list((tmp_path / "out").glob("*.png"))) == 8
 
 
+def test_hitpaw_demo_runs_the_folder_example_as_the_readme_says(tmp_path: Path) -> None:
+    """``hitpaw-demo --dag example_hitpaw_folder`` once failed: the example's input folder did not exist."""
+    demo = Path(sys.executable).with_name("hitpaw-demo")
+    run = subprocess.run(
+        [str(demo), "--dag", "example_hitpaw_folder", "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 4
+    assert len(list((tmp_path / "out").glob("*.hitpaw.json"))) == 4
+
+
 # --- testing your own DAG ------------------------------------------------------------------------------
 
 MY_DAG = """

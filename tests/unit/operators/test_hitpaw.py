@@ -233,6 +233,20 @@ class TestRetryDoesNotPayTwice:
         operator(wait_for_completion=False).execute(task_context(store=store))
         assert hook.submit_segmentation.call_count == 2
 
+    @pytest.mark.parametrize("http_status", [404, 409])
+    def test_a_gateways_bare_refusal_of_the_poll_fails_the_try_instead_of_paying_again(
+        self, hook: Any, http_status: int
+    ) -> None:
+        """A bare 404 or 409 (a gateway, a deploy) once read as "HitPaw forgot the job": paid twice."""
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        hook.get_task_status.side_effect = HitPawInvalidRequestError(
+            f"HTTP {http_status} without a HitPaw answer", http_status=http_status
+        )
+        with pytest.raises(Exception, match=f"HTTP {http_status}"):
+            operator(wait_for_completion=False).execute(task_context(store=store))
+        assert hook.submit_segmentation.call_count == 1
+
     def test_a_different_url_is_a_new_submission(self, hook: Any) -> None:
         store = FakeStateStore()
         operator(wait_for_completion=False).execute(task_context(store=store))
