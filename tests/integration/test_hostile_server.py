@@ -310,11 +310,14 @@ def test_the_trigger_path_refuses_them_too(hitpaw_emulator: Any, tmp_path: Path)
 # --- a TLS handshake cut short is a network fault, not a certificate problem ---------------------------
 
 
-@pytest.fixture
-def handshake_dropper() -> Any:
-    """A server on 127.0.0.1 that accepts a connection and closes it in the middle of the TLS handshake."""
+@pytest.fixture(params=["reset", "eof"])
+def handshake_dropper(request: pytest.FixtureRequest) -> Any:
+    """A server on 127.0.0.1 that accepts a connection and drops it in the middle of the TLS handshake:
+    with a reset (part of the ClientHello left unread), or with a clean end of stream after reading all of
+    it, which the TLS layer reports as ``SSLEOFError``, a subclass of ``SSLError``."""
     import socket
     import threading
+    import time as clock
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -330,7 +333,17 @@ def handshake_dropper() -> Any:
             except OSError:
                 continue
             accepted[0] += 1
-            conn.recv(64)  # part of the ClientHello, then gone
+            if request.param == "reset":
+                conn.recv(64)  # part of the ClientHello, then gone
+            else:
+                conn.settimeout(0.3)
+                try:
+                    while conn.recv(65536):  # the whole ClientHello, until the client waits for us
+                        pass
+                except OSError:
+                    pass
+                conn.shutdown(socket.SHUT_WR)  # a clean end of stream where the ServerHello belongs
+                clock.sleep(0.2)
             conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)

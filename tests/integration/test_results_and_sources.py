@@ -178,3 +178,50 @@ def test_openlineage_names_the_input_and_the_kept_files(hitpaw_emulator: Any, tm
     names = result_names(hitpaw_emulator.sample_url("shoe.jpg"))
     assert sorted(d.name for d in lineage.outputs) == sorted(f"{tmp_path}/{name}" for name in names)
     assert {d.namespace for d in lineage.outputs} == {"file"}
+
+
+# --- an output nobody can write to is refused before the image is paid for ---------------------------
+
+
+@pytest.mark.parametrize("rendered", ["", "nosuchfs://bucket/x", "relative/folder"])
+@pytest.mark.parametrize("batch", [False, True], ids=["one-image", "batch"])
+def test_an_output_rendered_unusable_fails_before_any_coin(
+    hitpaw_emulator: Any, rendered: str, batch: bool
+) -> None:
+    """A template may render the output to something no storage takes: once found only when the paid job
+    came back."""
+    from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+
+    url = hitpaw_emulator.sample_url("shoe.jpg")
+    if batch:
+        operator: Any = SegmentImageBatchOperator(
+            task_id="b", file_urls=[url], output_path="{{ params.out }}", poll_interval=1
+        )
+    else:
+        operator = SegmentImageOperator(task_id="s", file_url=url, output_path="{{ params.out }}")
+    operator.output_path = rendered  # as Airflow leaves it after rendering the template
+    with pytest.raises(Exception, match="output_path"):
+        run_deferred(operator, context())
+    assert hitpaw_emulator.state()["jobs"] == []
+    assert hitpaw_emulator.state()["uploads"] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"output_path": 42}, {"timeout": 1e15}, {"poll_interval": 1e-9}],
+    ids=["output-not-a-path", "timeout-past-hitpaws-8-days", "poll-faster-than-a-second"],
+)
+def test_what_could_only_fail_after_paying_is_refused_when_the_dag_is_parsed(options: dict[str, Any]) -> None:
+    from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
+    from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+    from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+
+    field = next(iter(options))
+    url = "https://images.example.test/a.jpg"
+    with pytest.raises(HitPawConfigurationError, match=field):
+        SegmentImageOperator(task_id="s", file_url=url, **options)
+    with pytest.raises(HitPawConfigurationError, match=field):
+        SegmentImageBatchOperator(task_id="b", file_urls=[url], **options)
+    if field != "output_path":
+        with pytest.raises(HitPawConfigurationError, match=field):
+            SegmentationSensor(task_id="w", job_id="job-1", **options)
