@@ -50,3 +50,22 @@ def _state_store(context: Context) -> Any:
         return context.get("task_state_store")  # type: ignore[attr-defined]
     except Exception:
         return None
+
+
+def first_try_of_clearing(context: Context, retries: int) -> bool:
+    """Whether this try is the first since the task was last cleared (or first run).
+
+    Airflow gives a task instance ``retries`` more tries than it has had whenever it is cleared, so the
+    first try of a clearing is number ``max_tries - retries + 1``. Unknown counts count as a first try.
+    """
+    ti = context.get("ti")
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return True
+    return try_number <= max_tries - retries + 1
+
+
+def retry_without_memory(context: Context, retries: int) -> bool:
+    """Whether this is a retry on an Airflow that kept nothing of the earlier tries (before 3.3): what
+    the store would have carried (the job paid for, the first start) is then unknown to it."""
+    return not can_remember(context) and not first_try_of_clearing(context, retries)

@@ -23,7 +23,10 @@ operators import this module; parsing a DAG must stay cheap.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import importlib.metadata
+import itertools
 import logging
 import os
 import re
@@ -87,6 +90,11 @@ def as_storage_path(
 
     if isinstance(value, ObjectStoragePath):
         return value
+    conflict = storage_stack_conflict(
+        _installed_version("apache-airflow"), _installed_version("universal-pathlib")
+    )
+    if conflict is not None:
+        raise HitPawConfigurationError(field, conflict)
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
@@ -104,6 +112,39 @@ def as_storage_path(
     except (ValueError, ImportError) as err:
         raise HitPawConfigurationError(field, f"{text!r} is not usable storage ({err})") from None
     return path
+
+
+def storage_stack_conflict(airflow_version: str | None, upath_version: str | None) -> str | None:
+    """Why this Airflow cannot reach any storage with this ``universal-pathlib``, or None.
+
+    Airflow 3.0 declares ``universal-pathlib>=0.2.2`` without a ceiling, but every ``ObjectStoragePath``
+    fails there with 0.3 ("detected protocol file which is incompatible"); its constraint file pins 0.2.
+    A dependency marker cannot depend on Airflow's version, so the check happens here, before paying.
+    """
+    if not airflow_version or not upath_version:
+        return None
+    if _release(airflow_version)[:2] != (3, 0) or _release(upath_version)[:2] < (0, 3):
+        return None
+    return (
+        f"Airflow {airflow_version} cannot use universal-pathlib {upath_version}: every storage path fails "
+        'with it. Install "universal-pathlib<0.3" (Airflow\'s constraint file for 3.0 pins it)'
+    )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers)
+
+
+@functools.cache
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _local_uri_path(text: str, field: str) -> str:

@@ -14,12 +14,15 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_hitpaw import _state_store
+from airflow_provider_hitpaw._state_store import first_try_of_clearing
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 _CHUNK: Final = 500
 _KEY: Final = "hitpaw_batch"
+
+__all__ = ["BatchRecord", "first_try_of_clearing"]
 
 
 class BatchRecord:
@@ -122,16 +125,3 @@ def _entry(entry: Any) -> tuple[str | None, int | None, bool]:
         cost = entry[1] if isinstance(entry[1], int) and not isinstance(entry[1], bool) else None
         return entry[0], cost, len(entry) == 3 and entry[2] == 1
     return None, None, False
-
-
-def first_try_of_clearing(context: Context, retries: int) -> bool:
-    """Whether this try is the first since the task was last cleared (or first run).
-
-    Airflow gives a task instance ``retries`` more tries than it has had whenever it is cleared, so the
-    first try of a clearing is number ``max_tries - retries + 1``. Unknown counts count as a first try.
-    """
-    ti = context.get("ti")
-    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
-    if not isinstance(try_number, int) or not isinstance(max_tries, int):
-        return True
-    return try_number <= max_tries - retries + 1

@@ -269,6 +269,12 @@ class SegmentImageOperator(BaseOperator):
                     )
                     return _public_submission(earlier), status
                 self.log.info("The job of the earlier try ended in ERROR; submitting the image again")
+        if _state_store.retry_without_memory(context, int(self.retries or 0)):
+            self.log.warning(
+                "This Airflow keeps nothing across tries (the task state store came with 3.3): this retry "
+                "cannot find the job an earlier try may have paid for, and submits (and pays for) the "
+                "image again"
+            )
         if file_url is None:
             file_url = self._upload(hook, source)
         job = hook.submit_segmentation(file_url)

@@ -173,6 +173,12 @@ class SegmentationSensor(BaseSensorOperator):
         if not isinstance(first_start, int | float):
             first_start = _deferral.try_started_at(context)
             _state_store.remember(context, _FIRST_START_KEY, first_start)
+            if _state_store.retry_without_memory(context, int(self.retries or 0)):
+                self.log.warning(
+                    "This Airflow keeps nothing across tries (the task state store came with 3.3): the "
+                    "timeout of %g s counts from this retry's start, not from the first try's",
+                    self.timeout,
+                )
         return float(first_start) + self.timeout
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:

@@ -861,3 +861,32 @@ def test_overwrite_twice_in_an_object_store_leaves_one_pair(
     names = sorted(p.name for p in as_storage_path(memory_root).iterdir())
     assert names == sorted([RES, MASK_NAME, RECORD])  # the set-aside old files are gone too
     assert (as_storage_path(memory_root) / RES).read_bytes() == make_png(8, 8, b"second run")
+
+
+@pytest.mark.parametrize(
+    ("airflow_version", "upath_version", "conflict"),
+    [
+        ("3.0.6", "0.3.10", True),
+        ("3.0.0", "0.3.0", True),
+        ("3.0.6", "0.2.6", False),
+        ("3.1.8", "0.2.6", False),
+        ("3.2.2", "0.3.10", False),
+        ("2.11.2", "0.2.6", False),
+        (None, "0.3.10", False),
+    ],
+)
+def test_airflow_3_0_with_universal_pathlib_0_3_is_named_before_paying(
+    airflow_version: str | None, upath_version: str, conflict: bool
+) -> None:
+    """Measured: on Airflow 3.0 with universal-pathlib 0.3 every ObjectStoragePath fails."""
+    said = storage.storage_stack_conflict(airflow_version, upath_version)
+    assert (said is not None) is conflict
+    if conflict:
+        assert '"universal-pathlib<0.3"' in said
+
+
+def test_the_conflict_is_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = {"apache-airflow": "3.0.6", "universal-pathlib": "0.3.10"}
+    monkeypatch.setattr(storage, "_installed_version", versions.get)
+    with pytest.raises(HitPawConfigurationError, match=r"output_path.*universal-pathlib<0\.3"):
+        storage.as_storage_path("file:///data/out")

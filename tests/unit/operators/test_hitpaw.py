@@ -270,6 +270,14 @@ class TestRetryDoesNotPayTwice:
             operator(wait_for_completion=False).execute(task_context())
         assert hook.submit_segmentation.call_count == 2
 
+    def test_without_a_store_a_retry_says_it_pays_again(self, hook: Any, log_text: Any) -> None:
+        """Airflow 2.11 and 3.0 to 3.2: the weaker guarantee is logged where it costs coins."""
+        operator(wait_for_completion=False, retries=1).execute(task_context(max_tries=1, try_number=1))
+        assert "pays for) the image again" not in log_text()
+        operator(wait_for_completion=False, retries=1).execute(task_context(max_tries=1, try_number=2))
+        assert "this retry cannot find the job an earlier try may have paid for" in log_text()
+        assert hook.submit_segmentation.call_count == 2
+
 
 def test_file_url_is_templated_and_mappable() -> None:
     from airflow.providers.common.compat.sdk import DAG

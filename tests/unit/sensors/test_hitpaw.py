@@ -88,6 +88,23 @@ def test_a_retry_keeps_the_first_start_where_airflow_can_remember(
     assert deferred.value.trigger.end_time == pytest.approx(first_start + 600)
 
 
+def test_without_a_store_a_retry_counts_from_its_own_start_and_says_so(
+    fake_hook: Any, mocker: Any, log_text: Any
+) -> None:
+    """Airflow 2.11 and 3.0 to 3.2 keep nothing across tries: the weaker guarantee is logged, not hidden."""
+    fake_hook.get_task_status.return_value = CONVERTING
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    sensor = SegmentationSensor(task_id="wait", job_id=JOB, poll_interval=5, timeout=600, retries=2)
+    now = time.time()
+    with pytest.raises(TaskDeferred):
+        sensor.execute(task_context(started_at=now - 500, max_tries=2, try_number=1))
+    assert "counts from this retry's start" not in log_text()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(task_context(started_at=now, max_tries=2, try_number=2))
+    assert deferred.value.trigger.end_time == pytest.approx(now + 600)
+    assert "counts from this retry's start, not from the first try's" in log_text()
+
+
 def test_clearing_the_sensor_restarts_the_clock(sensor: SegmentationSensor, fake_hook: Any) -> None:
     fake_hook.get_task_status.return_value = CONVERTING
     store = FakeStateStore()
