@@ -340,9 +340,10 @@ async def retry_async(attempt: Callable[[], Awaitable[T]], attempts: Attempts) -
 def unknown_submission(error: HitPawError) -> HitPawSubmissionUnknownError:
     return HitPawSubmissionUnknownError(
         f"the answer to a submission was lost twice ({error}); HitPaw may have accepted the image and "
-        "charged for it, and it offers no way to look the job up. Running the task again may pay for "
-        "this image a second time; if the coins matter more than the time, wait for HitPaw's side to "
-        "settle (or ask HitPaw's support) first",
+        "charged for it, and its API offers no way to look the job up. To know, compare the account's "
+        "coin balance in HitPaw's dashboard with what the task logs say was paid: "
+        "if it dropped by more, HitPaw has the job (its support can find it). Running the task again "
+        "pays for this image again",
         http_status=error.http_status,
     )
 

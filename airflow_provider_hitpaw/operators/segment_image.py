@@ -291,7 +291,7 @@ class SegmentImageOperator(BaseOperator):
         _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
         self.log.info(
             "Submitted %s to HitPaw as job %r (%s)",
-            _api.url_without_query(file_url),
+            self._shown_input(),  # the source as the user named it, not the upload's storage key
             job.job_id,
             coins_text(job.consume_coins),
         )

@@ -387,8 +387,10 @@ def test_transient_faults_then_success(
     success = ok_submission("job-ok") if api_call.is_submission else ok_status("COMPLETED")
     hook_under_test.script(fault.answer, fault.answer, success)
     if api_call.is_submission and fault.may_have_landed:
-        with pytest.raises(HitPawSubmissionUnknownError, match="may have accepted"):
+        with pytest.raises(HitPawSubmissionUnknownError, match="may have accepted") as raised:
             hook_under_test.call(api_call.method, *api_call.args)
+        # Advice a user can follow: HitPaw's API cannot list jobs, its dashboard shows the balance.
+        assert "compare the account's coin balance" in str(raised.value)
         assert len(hook_under_test.calls) == 2
         assert_default_backoff(no_sleep, retries=1)
         return
