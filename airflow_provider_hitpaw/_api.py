@@ -27,7 +27,6 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawRateLimitError,
     HitPawResponseError,
     HitPawServerError,
-    HitPawTLSError,
     HitPawUntrustedAnswerError,
 )
 
@@ -36,7 +35,8 @@ SUBMIT_PATH: Final = "/api/image-segmentation"
 TASK_STATUS_PATH: Final = "/api/task-status"
 API_KEY_HEADER: Final = "Apikey"
 
-#: What one job costs today; only used to describe, never to charge.
+#: What one job costs in HitPaw's reference. Nothing is charged by it: a batch's coin budget reckons
+#: with it only until HitPaw's first answer names the price.
 COINS_PER_JOB: Final = 20
 
 SUCCESS_CODE: Final = 200
@@ -142,7 +142,7 @@ def parse_submission(http_status: int, body: bytes, retry_after: str | None = No
     return SegmentationJob(job_id=job_id, consume_coins=_coins_or_unknown(data.get("consume_coins")))
 
 
-#: A job's cost beyond this is no price but a broken answer (a job costs 20 coins today).
+#: A job's cost beyond this is no price but a broken answer (a job costs :data:`COINS_PER_JOB` today).
 _MAX_PLAUSIBLE_COINS: Final = 10**9
 
 
@@ -665,44 +665,3 @@ def url_without_query(url: str) -> str:
         return "(not a URL)"
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path
-
-
-#: Errors that say nothing about one job but about the account or the connection: a batch stops on them.
-BATCH_STOPPING_ERRORS: Final[tuple[type[HitPawError], ...]] = (
-    HitPawAuthenticationError,
-    HitPawInsufficientCoinsError,
-    HitPawConfigurationError,
-    HitPawTLSError,
-)
-_REASON_LIMIT: Final = 200
-
-
-@dataclass
-class BatchProgress:
-    """Where a batch of jobs stands, round after round of polls: the one rule for the batch trigger and
-    the batch operator's blocking twin."""
-
-    open_jobs: list[str]
-    completed: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    #: The error that stops the whole batch, when one came.
-    stopped_by: HitPawError | None = None
-
-    def absorb(self, outcomes: list[TaskStatus | HitPawError | None]) -> None:
-        """Take one round's outcomes, one per open job in order (None: not polled this round)."""
-        still_open = []
-        for job_id, outcome in zip(self.open_jobs, outcomes, strict=True):
-            if isinstance(outcome, BATCH_STOPPING_ERRORS):
-                self.stopped_by = outcome
-                still_open.append(job_id)
-            elif outcome is None or (isinstance(outcome, HitPawError) and outcome.retryable):
-                still_open.append(job_id)  # not polled, or the poll failed (not the job): next round
-            elif isinstance(outcome, HitPawError):
-                self.failed[job_id] = str(outcome)[:_REASON_LIMIT]
-            elif outcome.is_completed:
-                self.completed += 1
-            elif outcome.is_failed:
-                self.failed[job_id] = "ended with status ERROR"
-            else:
-                still_open.append(job_id)
-        self.open_jobs = still_open

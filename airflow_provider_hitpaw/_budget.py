@@ -10,13 +10,10 @@ spent: the budget errs on the side of the user's coins.
 from __future__ import annotations
 
 import threading
-from typing import Any, Final
+from typing import Any
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.exceptions import HitPawBudgetError, HitPawSubmissionUnknownError
-
-#: The price HitPaw documents for one image, used until an answer says otherwise.
-DOCUMENTED_PRICE: Final = 20
 
 
 class CoinBudget:
@@ -34,7 +31,7 @@ class CoinBudget:
     @property
     def price(self) -> int:
         """What the next submission is reckoned to cost."""
-        return self._price if self._price is not None else DOCUMENTED_PRICE
+        return self._price if self._price is not None else _api.COINS_PER_JOB
 
     def affordable(self) -> int:
         """How many more images the budget covers at the current price, nothing being in flight."""

@@ -35,10 +35,6 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
 
 
-#: The fields of a job's status that a successful single-job event carries (and the task returns).
-STATUS_FIELDS = ("job_id", "res_url", "mask_url", "original_url")
-
-
 @dataclass(frozen=True)
 class ErrorInfo:
     """An error as it crosses an event: its family's name, HitPaw's code, the HTTP status."""
@@ -56,13 +52,10 @@ class ErrorInfo:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ErrorInfo:
-        code, http_status = payload.get("code"), payload.get("http_status")
         return cls(
             error_type=payload.get("error_type") if isinstance(payload.get("error_type"), str) else None,
-            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            http_status=http_status
-            if isinstance(http_status, int) and not isinstance(http_status, bool)
-            else None,
+            code=_int_or_none(payload.get("code")),
+            http_status=_int_or_none(payload.get("http_status")),
         )
 
     def rebuild(self, message: str) -> HitPawError:

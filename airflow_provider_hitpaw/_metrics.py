@@ -36,7 +36,6 @@ FAILED: Final = "hitpaw.jobs_failed"
 REUSED: Final = "hitpaw.jobs_reused"
 COINS: Final = "hitpaw.coins_consumed"
 DURATION: Final = "hitpaw.job_duration"
-NAMES: Final = (SUBMITTED, COMPLETED, FAILED, REUSED, COINS, DURATION)
 #: The job whose end a single-job task counted (3.3's task state store), so that a retry does not recount.
 _COUNTED_END_KEY: Final = "hitpaw_counted_end"
 

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_hitpaw._api import JobStatus
 from airflow_provider_hitpaw._events import BatchEvent, ErrorInfo, JobEvent, Outcome
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
@@ -163,7 +164,7 @@ class BatchWatch:
             self._open.discard(job_id)
             return
         elif outcome.is_failed:
-            self._end(job_id, "ended with status ERROR")
+            self._end(job_id, f"ended with status {JobStatus.ERROR}")
             return
         heapq.heappush(self._schedule, (started + self.poll_interval, self._order[job_id], job_id))
 

@@ -556,10 +556,10 @@ class SegmentImageBatchOperator(BaseOperator):
 
     def _log_plan(self, inputs: _Inputs, to_submit: int, budget: Any) -> None:
         """What the run will cost at most, before any coin is spent."""
-        from airflow_provider_hitpaw._budget import DOCUMENTED_PRICE
+        from airflow_provider_hitpaw._api import COINS_PER_JOB
 
         kept = len(inputs.kept)
-        price = budget.price if budget is not None else DOCUMENTED_PRICE
+        price = budget.price if budget is not None else COINS_PER_JOB
         most = to_submit * price
         limit = f" (budget {budget.limit:,} coins)" if budget is not None else ""
         self.log.info(

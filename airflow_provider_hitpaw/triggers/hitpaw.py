@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_hitpaw._api import TaskStatus
 
-#: The event ``status`` values: what the waiting task must do next.
-EVENT_SUCCESS = Outcome.SUCCESS.value
-EVENT_ERROR = Outcome.ERROR.value
-EVENT_TIMEOUT = Outcome.TIMEOUT.value
-
 
 class _HitPawTrigger(BaseTrigger):
     """What both triggers share: one hook on the process's shared client, closed on every path (also on

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from airflow_provider_hitpaw._api import SegmentationJob
-from airflow_provider_hitpaw._budget import DOCUMENTED_PRICE, CoinBudget
+from airflow_provider_hitpaw._api import COINS_PER_JOB, SegmentationJob
+from airflow_provider_hitpaw._budget import CoinBudget
 from airflow_provider_hitpaw.exceptions import (
     HitPawBudgetError,
     HitPawServerError,
@@ -28,9 +28,15 @@ def test_until_the_first_answer_one_submission_is_in_flight() -> None:
     waiter.start()
     time.sleep(0.2)
     assert second == [], "a second submission went before the price was known"
-    budget.settle(SegmentationJob(job_id="j1", consume_coins=DOCUMENTED_PRICE))
+    budget.settle(SegmentationJob(job_id="j1", consume_coins=COINS_PER_JOB))
     waiter.join(timeout=5)
     assert second == [None]
+
+
+def test_before_any_answer_a_submission_is_priced_at_the_documented_20_coins() -> None:
+    budget = CoinBudget(1_000)
+    assert budget.price == COINS_PER_JOB == 20
+    assert budget.affordable() == 50
 
 
 def test_the_highest_price_named_prices_the_rest() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_hitpaw._events import ErrorInfo, JobEvent
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 from tests.conftest import SECRET_KEY
@@ -118,6 +119,17 @@ async def test_permanent_api_error_ends_at_once_with_hitpaw_code(fake_client: Fa
     assert "api_key is not valid" in event.payload["message"]
     assert len(fake_client.requests) == 1
     assert SECRET_KEY not in json.dumps(event.payload)
+
+
+async def test_the_task_reads_the_error_back_and_drops_what_is_not_a_number(
+    fake_client: FakeAsyncClient,
+) -> None:
+    fake_client.answers = [Answer(status=400, body=envelope(code=110400000, message="api_key is not valid"))]
+    (event,) = await collect(make_trigger())
+    read = JobEvent.from_payload(event.payload)
+    assert read.error == ErrorInfo("HitPawAuthenticationError", 110400000, 400)
+    odd = {**event.payload, "code": True, "http_status": "400", "error_type": 7}
+    assert JobEvent.from_payload(odd).error == ErrorInfo()
 
 
 async def test_timeout_when_the_deadline_passes(fake_client: FakeAsyncClient) -> None:
