@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             env={
                 "HITPAW_EXAMPLE_SAMPLE_BASE_URL": f"{emulator.base_url}/samples",
                 "HITPAW_EXAMPLE_OUTPUT_DIR": f"file://{output}",
+                "HITPAW_EXAMPLE_BATCH_OUTPUT_DIR": f"file://{output}",
                 "HITPAW_EXAMPLE_OUTPUT_FOLDER": f"file://{output}",
                 "HITPAW_EXAMPLE_INPUT_FOLDER": f"file://{inbox}",
             },

@@ -21,6 +21,8 @@ IMAGE_URLS: list[str] = [
 ]
 #: Where the mapped example keeps cut-outs and masks (an absolute path or any ObjectStoragePath URI).
 OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_OUTPUT_DIR", "file:///tmp/hitpaw-example/mapped")
+#: Where the batch example keeps its cut-outs and masks; a second run finds them there and pays nothing.
+BATCH_OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_BATCH_OUTPUT_DIR", "file:///tmp/hitpaw-example/batch")
 #: For the folder example: where the images are, and where their cut-outs go (any ObjectStoragePath URI).
 INPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_INPUT_FOLDER", "file:///tmp/hitpaw-example/in")
 OUTPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_OUTPUT_FOLDER", "file:///tmp/hitpaw-example/out")

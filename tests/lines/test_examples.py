@@ -88,8 +88,9 @@ def test_folder_to_folder(run: Any, hitpaw_emulator: Any, tmp_path: Path) -> Non
     assert hitpaw_emulator.state()["uploads"] == 2
 
 
-def test_batch(run: Any, hitpaw_emulator: Any) -> None:
+def test_batch(run: Any, hitpaw_emulator: Any, tmp_path: Path) -> None:
     urls = [f"{hitpaw_emulator.sample_url('shoe.jpg')}?copy={i}" for i in range(20)]
-    result = run("example_hitpaw_batch", conf={"image_urls": urls})
+    kept = {"HITPAW_EXAMPLE_BATCH_OUTPUT_DIR": f"file://{tmp_path}/batch"}
+    result = run("example_hitpaw_batch", conf={"image_urls": urls}, env=kept)
     assert len(hitpaw_emulator.state()["jobs"]) == 20
     assert "Batch done: 20/20 completed" in result.output
