@@ -145,7 +145,7 @@ class BodyDecoder:
         if self.raw_bytes > self.limit:
             # Compressed bytes that inflate to nothing (empty deflate blocks, sent without end) count too.
             raise HitPawUntrustedAnswerError(
-                f"{self.what} sent more than {self.limit:,} bytes; not read further"
+                f"{self.what} is larger than {self.limit:,} bytes as sent; not read further"
             )
         if self._inflater is None:
             yield self._counted(raw)
@@ -464,28 +464,67 @@ def post_json_sync(
 ) -> Answer:
     """One POST of ``body`` as JSON; the answer read whole, up to :data:`MAX_ANSWER_BYTES`, by the
     attempt's deadline (or within its own time-outs, added up)."""
-    import requests
-
     with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
         try:
-            response = session.post(
+            response = send_sync(
+                session,
+                "POST",
                 url,
-                json=body,
-                timeout=attempts.timeouts(connect_timeout, read_timeout),
-                # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
+                attempts=attempts,
+                timeouts=(connect_timeout, read_timeout),
                 verify=verify,
-                # A redirect would carry the Apikey header to wherever it points.
-                allow_redirects=False,
-                stream=True,
+                failure=lambda err: scrub(f"{type(err).__name__}: {err}", secret),
+                json=body,
             )
             with response:
                 data = bytearray()
                 read_body_sync(response, attempts, MAX_ANSWER_BYTES, "the API's answer", data.extend)
                 return Answer(response.status_code, response.headers, scrub_bytes(bytes(data), secret))
-        except requests.RequestException as err:
-            raise requests_failure(err, scrub(f"{type(err).__name__}: {err}", secret), exchange) from None
         except HitPawError as err:
             raise _past_deadline(err, exchange, "the API's answer") from None
+
+
+def send_sync(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    attempts: Attempts,
+    timeouts: tuple[float, float],
+    verify: bool | str,
+    failure: Callable[[Exception], str],
+    **options: Any,
+) -> requests.Response:
+    """Send one request and return its answer unread, within the attempt's time-outs; a requests failure
+    becomes its HitPaw family, told by ``failure`` (which leaves out what must not be shown).
+
+    Redirects are never followed (the key, or a signed credential, would go along to wherever they
+    point), and ``verify`` is given per request: requests lets ``REQUESTS_CA_BUNDLE`` override a session's.
+    """
+    import requests
+
+    send = getattr(session, method.lower())  # session.post, .put, .get: as callers and doubles know them
+    try:
+        return send(  # type: ignore[no-any-return]
+            url,
+            timeout=attempts.timeouts(*timeouts),
+            verify=verify,
+            allow_redirects=False,
+            stream=True,
+            **options,
+        )
+    except requests.RequestException as err:
+        raise requests_failure(err, failure(err), _current_exchange()) from None
+
+
+def refusal(response: requests.Response, text: str) -> HitPawError:
+    """The error a non-2xx answer of a storage stands for, by its HTTP status (``Retry-After`` kept)."""
+    return _api.error_for_code(
+        None,
+        response.status_code,
+        text,
+        retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
+    )
 
 
 def _past_deadline(err: HitPawError, exchange: _Exchange, what: str) -> HitPawError:
@@ -604,36 +643,28 @@ def put_sync(
 ) -> None:
     """One PUT of ``data`` (a storage's pre-signed URL), by the attempt's deadline; raises the error a
     failure stands for."""
-    import requests
-
     _check_target(url, session, shown)
     with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
         try:
-            response = session.put(
+            response = send_sync(
+                session,
+                "PUT",
                 url,
+                attempts=attempts,
+                timeouts=(connect_timeout, read_timeout),
+                verify=verify,
+                failure=lambda err: scrub(f"uploading to {shown}: {type(err).__name__}: {err}", *secrets),
                 data=data,
                 headers=headers,
-                timeout=attempts.timeouts(connect_timeout, read_timeout),
-                verify=verify,
-                allow_redirects=False,
-                stream=True,
             )
-            with response:
-                if 200 <= response.status_code < 300:
-                    return
-                # The storage's own words (an S3 error code says what went wrong), without any signed value.
-                said = scrub(_api.quote_body(_first_bytes(response, 2048)), *secrets)
-        except requests.RequestException as err:
-            text = scrub(f"uploading to {shown}: {type(err).__name__}: {err}", *secrets)
-            raise _past_deadline(
-                requests_failure(err, text, exchange), exchange, f"the upload to {shown}"
-            ) from None
-    raise _api.error_for_code(
-        None,
-        response.status_code,
-        f"the storage refused the upload to {shown}: {said}",
-        retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
-    )
+        except HitPawError as err:
+            raise _past_deadline(err, exchange, f"the upload to {shown}") from None
+        with response:
+            if 200 <= response.status_code < 300:
+                return
+            # The storage's own words (an S3 error code says what went wrong), without any signed value.
+            said = scrub(_api.quote_body(_first_bytes(response, 2048)), *secrets)
+    raise refusal(response, f"the storage refused the upload to {shown}: {said}")
 
 
 def _first_bytes(response: requests.Response, limit: int) -> bytes:
@@ -692,35 +723,25 @@ def _download_hop(
     verify: bool | str,
 ) -> int | str:
     """One hop of a download: the bytes written, or where a redirect points."""
-    import requests
-
     shown = _api.url_without_query(url)
     _check_target(url, session, shown)
-    try:
-        response = session.get(
-            url,
-            stream=True,
-            timeout=attempts.timeouts(connect_timeout, read_timeout),
-            verify=verify,
-            allow_redirects=False,
-            # None removes a header a shared session may carry: result links are public.
-            headers={_api.API_KEY_HEADER: None},
-        )
-    except requests.RequestException as err:
-        # requests' messages quote the URL with its query (a signed link's credential).
-        raise requests_failure(
-            err, f"downloading {shown} failed: {type(err).__name__}", _current_exchange()
-        ) from None
+    response = send_sync(
+        session,
+        "GET",
+        url,
+        attempts=attempts,
+        timeouts=(connect_timeout, read_timeout),
+        verify=verify,
+        # requests' messages quote the URL with its query (a signed link's credential): not shown.
+        failure=lambda err: f"downloading {shown} failed: {type(err).__name__}",
+        # None removes a header a shared session may carry: result links are public.
+        headers={_api.API_KEY_HEADER: None},
+    )
     with response:
         if response.is_redirect:
             return str(response.headers.get("Location", ""))
         if not 200 <= response.status_code < 300:
-            raise _api.error_for_code(
-                None,
-                response.status_code,
-                f"downloading {shown} answered HTTP {response.status_code}",
-                retry_after=_api.parse_retry_after(response.headers.get("Retry-After")),
-            )
+            raise refusal(response, f"downloading {shown} answered HTTP {response.status_code}")
         expected = _content_length(response.headers)
         counter = _Counter(write)
         raw = read_body_sync(response, attempts, limit, f"the download of {shown}", counter)
