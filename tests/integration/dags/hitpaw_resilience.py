@@ -45,9 +45,9 @@ class CrashAfterSubmitting(SegmentImageOperator):
     """
 
     def _submit_or_reattach(
-        self, hook: HitPawHook, file_url: str | None, source: Any, context: Any
+        self, hook: HitPawHook, file_url: str | None, source: Any, fingerprint: str | None, context: Any
     ) -> tuple[dict[str, Any], TaskStatus | None]:
-        submission, status = super()._submit_or_reattach(hook, file_url, source, context)
+        submission, status = super()._submit_or_reattach(hook, file_url, source, fingerprint, context)
         if context["ti"].try_number == 1:
             self.log.warning("%s: job %s", CRASH_MARKER, submission["job_id"])
             os._exit(1)
@@ -58,10 +58,10 @@ class CrashAfterSubmittingWithoutMemory(CrashAfterSubmitting):
     """The same crash, with the task state store hidden from the operator (what Airflow < 3.3 gives)."""
 
     def _submit_or_reattach(
-        self, hook: HitPawHook, file_url: str | None, source: Any, context: Any
+        self, hook: HitPawHook, file_url: str | None, source: Any, fingerprint: str | None, context: Any
     ) -> tuple[dict[str, Any], TaskStatus | None]:
         without_store = {name: value for name, value in context.items() if name != "task_state_store"}
-        return super()._submit_or_reattach(hook, file_url, source, without_store)
+        return super()._submit_or_reattach(hook, file_url, source, fingerprint, without_store)
 
 
 with DAG(
