@@ -1,14 +1,25 @@
-"""The HTTP fakes of the hook tests, in one place: scripted answers for requests and aiohttp, and both
-hooks behind one face (:class:`HookUnderTest`), so that one test body can run on either.
+"""Every test double of the unit tests, in one place: import each fake from here.
 
-What ``tests/conftest.py`` already defines (``Answer``, ``FakeAsyncClient``, ``http_response`` and the
-body builders) is imported from there and re-exported, not copied: import every fake from here.
+* HTTP: scripted answers for requests and aiohttp, and both hooks behind one face (:class:`HookUnderTest`),
+  so that one test body can run on either; :class:`TimedClient`, an aiohttp client that notes when each
+  poll was sent.
+* Airflow: a task's context (:func:`task_context`, with :class:`FakeTaskInstance`), the task state store
+  (:class:`FakeStateStore`), XCom as the extra links read it (:class:`FakeXCom`), and the event a deferral
+  that Airflow ended resumes a task with (:data:`TIMED_OUT`).
+* Time, chance and interruptions: :class:`FakeClock`, :class:`EdgeRng` and :class:`Interrupted`.
+
+What ``tests/conftest.py`` already defines (``Answer``, ``FakeAsyncClient``, ``http_response``, the body
+builders, ``FakeStateStore``, ``FakeTaskInstance`` and ``task_context``) is imported from there and
+re-exported, not copied: the integration tests use them too. Fixtures (``fake_hook``, ``no_sleep``, ...)
+stay in ``tests/conftest.py``, where pytest finds them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,25 +28,36 @@ from requests.adapters import HTTPAdapter
 
 from airflow_provider_hitpaw._settings import ConnectionSettings
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook, HitPawHook
+from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
 from tests.conftest import (
     BASE_URL,
     SECRET_KEY,
     Answer,
     FakeAsyncClient,
     FakeAsyncResponse,
+    FakeStateStore,
     FakeStream,
+    FakeTaskInstance,
     envelope,
     http_response,
     status_body,
+    task_context,
 )
 
 __all__ = [
+    "TIMED_OUT",
     "Answer",
     "AnswerQueue",
+    "EdgeRng",
     "FakeAsyncClient",
     "FakeAsyncResponse",
+    "FakeClock",
+    "FakeStateStore",
     "FakeStream",
+    "FakeTaskInstance",
+    "FakeXCom",
     "HookUnderTest",
+    "Interrupted",
     "PerHook",
     "PostCall",
     "RecordingAsyncClient",
@@ -43,6 +65,7 @@ __all__ = [
     "ScriptedPost",
     "ScriptedTransport",
     "Sent",
+    "TimedClient",
     "envelope",
     "hitpaw_error",
     "http_response",
@@ -51,6 +74,7 @@ __all__ = [
     "ok_submission",
     "oss_error",
     "status_body",
+    "task_context",
 ]
 
 Flavour = Literal["sync", "async"]
@@ -178,6 +202,27 @@ class RecordingAsyncClient(FakeAsyncClient):
 
     def post(self, url: str, json: dict[str, Any], **kwargs: Any) -> FakeAsyncResponse:
         self.kwargs.append(kwargs)
+        return super().post(url, json, **kwargs)
+
+
+class TimedClient(FakeAsyncClient):
+    """Answers each job's status from a script, and notes when each poll was sent."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.script = script
+        self.sent_at: list[float] = []
+
+    def post(self, url: str, json: dict[str, Any], **kwargs: Any) -> Any:
+        self.sent_at.append(time.monotonic())
+        job_id = json["job_id"]
+        statuses = self.script[job_id]
+        status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        if status.startswith("HTTP"):
+            code, http_status = (110400000, 400) if status == "HTTP-bad-key" else (100500000, 500)
+            self.default = Answer(status=http_status, body=envelope(code=code, message=status))
+        else:
+            self.default = Answer(body=status_body(job_id, status))
         return super().post(url, json, **kwargs)
 
 
@@ -368,3 +413,54 @@ class HookUnderTest:
         finally:
             if self._loop is not None:
                 self._loop.close()
+
+
+# --- Airflow --------------------------------------------------------------------------------------
+
+
+class FakeXCom:
+    """What tasks pushed, by (dag_id, task_id, run_id, map_index, key)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str, str, int, str], Any] = {}
+        self.reads: list[tuple[Any, str]] = []
+
+    def push(self, key: Any, value: Any, xcom_key: str = LINKS_XCOM_KEY) -> None:
+        self.values[(key.dag_id, key.task_id, key.run_id, key.map_index, xcom_key)] = value
+
+    def get_value(self, *, ti_key: Any, key: str, **kwargs: Any) -> Any:
+        self.reads.append((ti_key, key))
+        return self.values.get((ti_key.dag_id, ti_key.task_id, ti_key.run_id, ti_key.map_index, key))
+
+
+#: What the scheduler resumes a task with when its deferral timed out: "Trigger timeout" on Airflow 3
+#: (TaskDeferralTimeout), "Trigger/execution timeout" on Airflow 2 (TaskDeferralError).
+TIMED_OUT = {"error": "Trigger timeout"}
+
+
+# --- time, chance, interruptions ------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that stands still until a test moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class EdgeRng(random.Random):
+    """Always draws one end of the interval, so that the bounds of the jitter can be seen exactly."""
+
+    def __init__(self, upper: bool) -> None:
+        super().__init__(0)
+        self.upper = upper
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.upper else a
+
+
+class Interrupted(BaseException):
+    """Stands in for AirflowTaskTimeout / AirflowTaskTerminated, raised in the caller's thread."""

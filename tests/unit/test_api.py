@@ -1,25 +1,42 @@
-"""The protocol module, without any HTTP: what each answer means and how to retry."""
+"""The protocol module, without any HTTP: what each answer means and how to retry.
+
+First the segmentation API (error codes, answers, requests, ``RetryPolicy``); then property tests and
+fuzzing, which promise that a parser returns a result or raises a :class:`HitPawError`, never anything
+else; last the upload protocol (OSS pre-sign requests and answers, content types, format sniffing).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._api import (
+    PRESIGN_BATCH_PATH,
+    PRESIGN_PATH,
+    UPLOAD_CONTENT_TYPES,
+    PresignedUpload,
     RetryPolicy,
     SegmentationJob,
     TaskStatus,
+    content_type_for,
     parse_envelope,
+    parse_presign,
+    parse_presign_batch,
     parse_submission,
     parse_task_status,
+    presign_batch_request,
+    presign_request,
+    sniff_image_type,
 )
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
@@ -36,6 +53,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawUntrustedAnswerError,
 )
 from tests.conftest import SECRET_KEY, envelope, status_body
+from tests.unit.fakes import EdgeRng
 
 Parser = Callable[..., Any]
 
@@ -487,17 +505,6 @@ def test_request_headers_carry_the_key_in_apikey_only() -> None:
 # --- RetryPolicy ----------------------------------------------------------------------------------
 
 
-class _EdgeRng(random.Random):
-    """Always draws one end of the interval, so that the bounds of the jitter can be seen exactly."""
-
-    def __init__(self, upper: bool) -> None:
-        super().__init__(0)
-        self.upper = upper
-
-    def uniform(self, a: float, b: float) -> float:
-        return b if self.upper else a
-
-
 SERVER_ERROR = HitPawServerError("Internal error", code=100500000, http_status=500)
 
 
@@ -509,7 +516,7 @@ SERVER_ERROR = HitPawServerError("Internal error", code=100500000, http_status=5
     ],
 )
 def test_delays_grow_exponentially_up_to_max_delay(upper: bool, expected: list[float]) -> None:
-    policy = RetryPolicy(rng=_EdgeRng(upper))
+    policy = RetryPolicy(rng=EdgeRng(upper))
     assert [policy.delay(SERVER_ERROR, attempt) for attempt in range(1, 9)] == expected
 
 
@@ -536,7 +543,7 @@ def test_delay_never_exceeds_max_delay(attempt: int, base: float, max_delay: flo
 
 
 def test_delay_of_a_very_late_attempt_is_capped() -> None:
-    policy = RetryPolicy(max_attempts=5000, rng=_EdgeRng(upper=True))
+    policy = RetryPolicy(max_attempts=5000, rng=EdgeRng(upper=True))
     assert policy.delay(SERVER_ERROR, 2000) == policy.max_delay
 
 
@@ -785,3 +792,473 @@ def test_a_gateways_request_timeout_is_transient(http_status: int) -> None:
 )
 def test_only_hitpaws_own_code_says_a_job_is_unknown(error: HitPawError, unknown: bool) -> None:
     assert _api.says_job_unknown(error) is unknown
+
+
+# --- fuzzing: what the property tests above leave out ---------------------------------------------
+#
+# Those feed the parsers bytes, and JSON documents with numbers below 2**70, short ASCII-ish texts and
+# shallow nesting, and ``Retry-After`` values of at most 12 characters. Here: any Unicode text as a
+# ``Retry-After`` header; JSON with numbers far beyond a float's range, non-finite numbers, deep nesting
+# and arbitrary Unicode (lone surrogates included). The promise is the same.
+
+
+# --- fuzzing: Retry-After -------------------------------------------------------------------------
+
+
+@_property
+@given(header=st.text())
+@example(header="inf")
+@example(header="1e999")
+@example(header="-0")
+@example(header="\u0661\u0662")  # Arabic-Indic digits, which float() accepts
+@example(header="Wed, 21 Oct 2015 07:28:00 GMT")
+def test_any_retry_after_text_gives_none_or_a_usable_delay(header: str) -> None:
+    seconds = _api.parse_retry_after(header)
+    assert seconds is None or (isinstance(seconds, float) and seconds >= 0)
+    # Whatever the header said, the wait it leads to is finite and within the policy's cap.
+    policy = _api.RetryPolicy()
+    error = HitPawRateLimitError("slow down", http_status=429, retry_after=seconds)
+    for attempt in (1, 5):
+        delay = policy.delay(error, attempt)
+        assert math.isfinite(delay)
+        assert 0 <= delay <= max(policy.max_delay, policy.max_retry_after)
+
+
+@_property
+@given(seconds=st.integers(0, 10**6), pad=st.sampled_from(["", " ", "\t", "  "]))
+def test_delta_seconds_parse_to_their_value(seconds: int, pad: str) -> None:
+    assert _api.parse_retry_after(f"{pad}{seconds}{pad}") == float(seconds)
+
+
+@pytest.mark.parametrize("header", ["-1", "-0.001", "nan", "NaN", "soon", "1 2", ""])
+def test_retry_after_that_is_not_a_delay_is_ignored(header: str) -> None:
+    assert _api.parse_retry_after(header) is None
+
+
+# --- fuzzing: JSON with huge and non-finite numbers, deep nesting, Unicode ------------------------
+
+_huge_numbers = (
+    st.integers(-(10**400), 10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([2**63, -(2**63) - 1, 10**308 * 10, 1e308, 5e-324])
+)
+_unicode = st.text(alphabet=st.characters(codec=None), max_size=30)
+_scalars = st.none() | st.booleans() | _huge_numbers | _unicode
+_values = st.recursive(
+    _scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_unicode, children, max_size=3),
+    max_leaves=10,
+)
+_status_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "job_id": _unicode | _values,
+        "status": st.sampled_from(["converting", "Completed", "ERROR", "\u0130", "ß"]) | _values,
+        "res_url": _unicode | _values,
+        "mask_url": _values,
+        "original_url": _values,
+    },
+)
+_wild_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "code": st.sampled_from([200, 100429000, 100500000]) | _huge_numbers | _values,
+        "message": _unicode | _values,
+        "data": _status_data | _values,
+    },
+)
+
+
+def _dumps(document: Any) -> bytes:
+    # allow_nan writes Infinity/NaN, which Python's json (and so the parsers) read back.
+    return json.dumps(document, allow_nan=True).encode("utf-8", errors="surrogatepass")
+
+
+def _result_or_hitpaw_error(parse: Any, http_status: int, body: bytes) -> Any:
+    try:
+        return parse(http_status, body, None)
+    except HitPawError as err:
+        error = err
+    assert str(error).startswith("HitPaw")
+    return error
+
+
+@_property
+@given(document=_wild_documents, http_status=st.sampled_from([200, 201, 400, 429, 500, 503]))
+def test_task_status_from_wild_json_parses_or_raises_a_hitpaw_error(document: Any, http_status: int) -> None:
+    outcome = _result_or_hitpaw_error(_api.parse_task_status, http_status, _dumps(document))
+    if isinstance(outcome, _api.TaskStatus):
+        assert isinstance(outcome.job_id, str)
+        assert outcome.job_id
+        assert outcome.status == outcome.status.upper()
+        for url in (outcome.res_url, outcome.mask_url, outcome.original_url):
+            assert url is None or (isinstance(url, str) and url)
+        json.dumps(outcome.to_dict())  # the trigger event / XCom form stays JSON
+
+
+@_property
+@given(document=_wild_documents, http_status=st.integers(100, 599))
+def test_envelope_from_wild_json_parses_or_raises_a_hitpaw_error(document: Any, http_status: int) -> None:
+    outcome = _result_or_hitpaw_error(_api.parse_envelope, http_status, _dumps(document))
+    if not isinstance(outcome, HitPawError):
+        assert isinstance(outcome, dict)
+        assert document["code"] == 200
+
+
+@pytest.mark.parametrize("parse", [_api.parse_envelope, _api.parse_submission, _api.parse_task_status])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested-list"),
+        pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, id="deeply-nested-object"),
+        pytest.param(b'{"code": ' + b"9" * 5000 + b"}", id="integer-beyond-python-digit-limit"),
+        pytest.param(b'{"code": 1e999, "data": {}}', id="code-overflows-to-infinity"),
+        pytest.param(b'{"code": 200.0, "data": {"job_id": "j", "status": "COMPLETED"}}', id="code-as-float"),
+        pytest.param(b'{"code": NaN}', id="code-nan"),
+        pytest.param(
+            b'{"code": 200, "data": {"job_id": "\\ud800", "status": "\\udfff"}}', id="lone-surrogates"
+        ),
+        pytest.param(b'\xef\xbb\xbf{"code": 200, "data": {}}', id="utf8-bom"),
+        pytest.param('{"code": 200, "message": "\u00e9"}'.encode("utf-16"), id="utf-16"),
+    ],
+)
+def test_pathological_json_parses_or_raises_a_hitpaw_error(parse: Any, body: bytes) -> None:
+    limit = sys.getrecursionlimit()
+    try:
+        _result_or_hitpaw_error(parse, 200, body)
+    finally:
+        assert sys.getrecursionlimit() == limit
+
+
+def test_code_as_a_whole_float_is_read_as_that_code() -> None:
+    """200.0 is HitPaw's 200 written by a sloppy encoder; 200.5 is no code at all."""
+    status = _api.parse_task_status(200, b'{"code": 200.0, "data": {"job_id": "j", "status": "COMPLETED"}}')
+    assert status.is_completed
+    with pytest.raises(HitPawResponseError):
+        _api.parse_task_status(200, b'{"code": 200.5, "data": {"job_id": "j", "status": "COMPLETED"}}')
+
+
+@pytest.mark.parametrize(
+    "coins",
+    [
+        pytest.param("1" + "0" * 309, id="1e309-as-integer"),
+        pytest.param("-" + "9" * 400, id="minus-400-digits"),
+        pytest.param("1" + "0" * 4000, id="4001-digits"),
+    ],
+)
+def test_integer_consume_coins_beyond_a_float_is_an_unknown_cost(coins: str) -> None:
+    """The job exists (code 200, a job id): an absurd cost makes the cost unknown, never the job lost."""
+    body = (
+        b'{"code": 200, "message": "OK", "data": {"job_id": "j", "consume_coins": ' + coins.encode() + b"}}"
+    )
+    assert _api.parse_submission(200, body) == _api.SegmentationJob(job_id="j", consume_coins=None)
+
+
+# --- uploads: helpers -----------------------------------------------------------------------------
+
+
+UPLOAD_URL = (
+    "https://bucket.oss.example.com/uploads/2026/03/25/a1b2c3d4.jpg?OSSAccessKeyId=AK&Signature=SIG-SECRET"
+)
+
+
+def item(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "upload_url": UPLOAD_URL,
+        "access_url": "https://cdn.example.com/uploads/2026/03/25/a1b2c3d4.jpg",
+        "object_key": "uploads/2026/03/25/a1b2c3d4.jpg",
+        "content_type": "image/jpeg",
+        "expire_at": 1742954400,
+    }
+    base.update(overrides)
+    return base
+
+
+def ok(data: Any) -> bytes:
+    return json.dumps({"code": 0, "data": data}).encode()
+
+
+def oss_error(status: int, message: str) -> bytes:
+    return json.dumps({"code": status, "message": message}).encode()
+
+
+# --- uploads: content types and sniffing ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("shoe.jpg", "image/jpeg"),
+        ("SHOE.JPEG", "image/jpeg"),
+        ("a/b/portrait.png", "image/png"),
+        ("x.y.webp", "image/webp"),
+        (" spaced.png ", "image/png"),
+    ],
+)
+def test_content_type_for_supported(filename: str, expected: str) -> None:
+    assert content_type_for(filename) == expected
+
+
+@pytest.mark.parametrize("filename", ["anim.gif", "scan.bmp", "noext", ".jpg", "photo.tiff", "", "  "])
+def test_content_type_for_refuses_what_segmentation_does_not_take(filename: str) -> None:
+    with pytest.raises(HitPawConfigurationError) as excinfo:
+        content_type_for(filename, field="source_path")
+    assert excinfo.value.field == "source_path"
+    assert "source_path" in str(excinfo.value)
+
+
+def test_upload_content_types_are_the_segmentation_formats() -> None:
+    assert set(UPLOAD_CONTENT_TYPES) == {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image/png"),
+        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"GIF89a\x01\x00\x01\x00", None),
+        (b"BM\x00\x00", None),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", None),
+        (b"RIFF", None),
+        (b"", None),
+        (b"<html>", None),
+    ],
+)
+def test_sniff_image_type(head: bytes, expected: str | None) -> None:
+    assert sniff_image_type(head) == expected
+
+
+# --- uploads: requests ----------------------------------------------------------------------------
+
+
+def test_presign_request() -> None:
+    request = presign_request("shoe.jpg", "image/jpeg", 600)
+    assert request.path == PRESIGN_PATH == "/api/oss/presign-put"
+    assert request.body == {"filename": "shoe.jpg", "content_type": "image/jpeg", "expire_seconds": 600}
+    assert "expire_seconds" not in presign_request("shoe.jpg", "image/jpeg").body
+
+
+def test_presign_request_normalises_the_content_type_case() -> None:
+    assert presign_request("a.PNG", "Image/PNG").body["content_type"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "field"),
+    [
+        ("shoe.jpg", "image/png", "content_type"),
+        ("shoe.gif", "image/gif", "filename"),
+        ("", "image/jpeg", "filename"),
+    ],
+)
+def test_presign_request_refuses_before_sending(filename: str, content_type: str, field: str) -> None:
+    with pytest.raises(HitPawConfigurationError) as excinfo:
+        presign_request(filename, content_type)
+    assert excinfo.value.field == field
+
+
+@pytest.mark.parametrize("expire", [59, 7201, 0, -1, True, 60.5, "600"])
+def test_presign_request_refuses_expire_seconds_out_of_range(expire: Any) -> None:
+    with pytest.raises(HitPawConfigurationError) as excinfo:
+        presign_request("a.jpg", "image/jpeg", expire)
+    assert excinfo.value.field == "expire_seconds"
+
+
+@pytest.mark.parametrize("expire", [60, 3600, 7200])
+def test_presign_request_accepts_the_documented_range(expire: int) -> None:
+    assert presign_request("a.jpg", "image/jpeg", expire).body["expire_seconds"] == expire
+
+
+def test_presign_batch_request() -> None:
+    request = presign_batch_request([("a.jpg", "image/jpeg"), ("b.webp", "image/webp")], 120)
+    assert request.path == PRESIGN_BATCH_PATH == "/api/oss/presign-put/batch"
+    assert request.body == {
+        "files": [
+            {"filename": "a.jpg", "content_type": "image/jpeg"},
+            {"filename": "b.webp", "content_type": "image/webp"},
+        ],
+        "expire_seconds": 120,
+    }
+
+
+@pytest.mark.parametrize("count", [0, 21, 100])
+def test_presign_batch_request_takes_1_to_20_files(count: int) -> None:
+    with pytest.raises(HitPawConfigurationError) as excinfo:
+        presign_batch_request([(f"f{i}.png", "image/png") for i in range(count)])
+    assert excinfo.value.field == "files"
+
+
+def test_presign_batch_request_takes_20() -> None:
+    files = [(f"f{i}.png", "image/png") for i in range(20)]
+    assert len(presign_batch_request(files).body["files"]) == 20
+
+
+# --- uploads: answers -----------------------------------------------------------------------------
+
+
+def test_parse_presign() -> None:
+    upload = parse_presign(200, ok(item()))
+    assert upload == PresignedUpload(
+        upload_url=UPLOAD_URL,
+        access_url="https://cdn.example.com/uploads/2026/03/25/a1b2c3d4.jpg",
+        object_key="uploads/2026/03/25/a1b2c3d4.jpg",
+        content_type="image/jpeg",
+        expire_at=1742954400,
+    )
+
+
+def test_presigned_upload_repr_hides_the_signed_url() -> None:
+    upload = parse_presign(200, ok(item()))
+    assert "SIG-SECRET" not in repr(upload)
+    assert "cdn.example.com" in repr(upload)
+
+
+def test_presigned_upload_is_frozen() -> None:
+    upload = parse_presign(200, ok(item()))
+    with pytest.raises(AttributeError):
+        upload.access_url = "x"  # type: ignore[misc]
+
+
+def test_success_is_code_0_not_200() -> None:
+    # The segmentation API's success code is an error code here.
+    with pytest.raises(HitPawError):
+        parse_presign(200, json.dumps({"code": 200, "data": item()}).encode())
+    with pytest.raises(HitPawError):
+        parse_envelope(200, ok({"job_id": "j"}))
+
+
+@pytest.mark.parametrize(
+    ("http_status", "family"),
+    [
+        (400, HitPawInvalidRequestError),
+        (401, HitPawAuthenticationError),
+        (403, HitPawAuthenticationError),
+        (429, HitPawRateLimitError),
+        (500, HitPawServerError),
+        (503, HitPawServerError),
+    ],
+)
+def test_presign_errors_are_plain_http_statuses(http_status: int, family: type[HitPawError]) -> None:
+    with pytest.raises(family) as excinfo:
+        parse_presign(http_status, oss_error(http_status, "extension not allowed: gif"))
+    err = excinfo.value
+    assert type(err) is family
+    assert err.code is None  # an echoed HTTP status is no HitPaw code
+    assert err.http_status == http_status
+    assert "extension not allowed" in err.message
+
+
+def test_presign_rate_limit_keeps_retry_after() -> None:
+    with pytest.raises(HitPawRateLimitError) as excinfo:
+        parse_presign(429, oss_error(429, "slow down"), "7")
+    assert excinfo.value.retry_after == 7.0
+
+
+def test_presign_error_code_under_http_200_is_read_as_a_status() -> None:
+    with pytest.raises(HitPawAuthenticationError) as excinfo:
+        parse_presign(200, oss_error(401, "Unauthorized"))
+    assert excinfo.value.http_status == 401
+
+
+def test_presign_documented_hitpaw_code_keeps_its_meaning() -> None:
+    body = json.dumps({"code": 110400000, "message": "api_key is not valid"}).encode()
+    with pytest.raises(HitPawAuthenticationError) as excinfo:
+        parse_presign(400, body)
+    assert excinfo.value.code == 110400000
+
+
+@pytest.mark.parametrize(
+    ("http_status", "family"),
+    [(502, HitPawServerError), (401, HitPawAuthenticationError), (200, HitPawResponseError)],
+)
+def test_presign_without_envelope(http_status: int, family: type[HitPawError]) -> None:
+    with pytest.raises(family):
+        parse_presign(http_status, b"<html>bad gateway</html>")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        item(upload_url=""),
+        item(upload_url="ftp://x/y"),
+        item(access_url=None),
+        item(access_url="/relative/only"),
+        item(object_key=5),
+        item(content_type=""),
+        item(expire_at="soon"),
+        item(expire_at=True),
+        item(expire_at=1.5),
+        {k: v for k, v in item().items() if k != "expire_at"},
+    ],
+)
+def test_presign_broken_items_are_response_errors(data: dict[str, Any]) -> None:
+    with pytest.raises(HitPawResponseError) as excinfo:
+        parse_presign(200, ok(data))
+    assert "SIG-SECRET" not in str(excinfo.value)
+
+
+def test_presign_without_data_is_a_response_error() -> None:
+    with pytest.raises(HitPawResponseError):
+        parse_presign(200, json.dumps({"code": 0}).encode())
+
+
+def test_parse_presign_batch_keeps_order_and_per_file_errors() -> None:
+    data = {
+        "total": 3,
+        "success": 2,
+        "failed": 1,
+        "items": [
+            {"filename": "a.jpg", **item()},
+            {"filename": "b.gif", "error": "extension not allowed: gif"},
+            {"filename": "c.png", **item(content_type="image/png", object_key="uploads/c.png")},
+        ],
+    }
+    results = parse_presign_batch(200, ok(data), expected=3)
+    assert isinstance(results[0], PresignedUpload)
+    assert isinstance(results[1], HitPawInvalidRequestError)
+    assert "b.gif" in str(results[1])
+    assert "extension not allowed" in str(results[1])
+    assert isinstance(results[2], PresignedUpload)
+    assert results[2].object_key == "uploads/c.png"
+
+
+def test_parse_presign_batch_counts_items() -> None:
+    data = {"items": [item()]}
+    with pytest.raises(HitPawResponseError, match="1 items for 2 files"):
+        parse_presign_batch(200, ok(data), expected=2)
+    assert len(parse_presign_batch(200, ok(data))) == 1
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"items": "x"}, {"items": ["not an object"]}, {"items": [item(object_key="")]}]
+)
+def test_parse_presign_batch_broken(data: dict[str, Any]) -> None:
+    with pytest.raises(HitPawResponseError):
+        parse_presign_batch(200, ok(data))
+
+
+@pytest.mark.parametrize(
+    ("http_status", "family"),
+    [(400, HitPawInvalidRequestError), (401, HitPawAuthenticationError), (500, HitPawServerError)],
+)
+def test_parse_presign_batch_errors(http_status: int, family: type[HitPawError]) -> None:
+    with pytest.raises(family):
+        parse_presign_batch(http_status, oss_error(http_status, "files must be a list of 1 to 20 entries"))
+
+
+def test_segmentation_envelope_is_unchanged_by_the_generalisation() -> None:
+    body = json.dumps({"code": 100400001, "message": "Invalid URL", "data": {}}).encode()
+    with pytest.raises(HitPawInvalidRequestError) as excinfo:
+        parse_envelope(400, body)
+    assert excinfo.value.code == 100400001
+    # An undocumented code is kept as HitPaw's own in the segmentation API.
+    with pytest.raises(HitPawError) as excinfo2:
+        parse_envelope(400, json.dumps({"code": 999, "message": "new"}).encode())
+    assert excinfo2.value.code == 999
+
+
+def test_url_without_query_and_quote_body() -> None:
+    assert (
+        _api.url_without_query(UPLOAD_URL) == "https://bucket.oss.example.com/uploads/2026/03/25/a1b2c3d4.jpg"
+    )
+    assert _api.quote_body(b"x" * 500).endswith("...'")

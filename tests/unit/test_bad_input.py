@@ -8,6 +8,13 @@ Two moments, said in each test's name:
   remaining retries (they would fail the same way).
 
 Every test patches ``requests.Session.post`` and asserts it was never called.
+
+A cross-cutting file, named for no single module on purpose: it holds one promise to the user across
+``SegmentImageOperator``, ``SegmentationSensor`` and ``SegmentationTrigger``, for the checks of
+``validation.py``, the connection's of ``_settings.py`` and the failure ``_failures.py`` turns them into.
+Its tables (``PARSE_TIME``, ``BAD_CONNECTIONS``) put the three classes side by side so that they are seen
+to refuse alike; split per module, nothing would show that. The checks themselves, value by value, are in
+``test_validation.py`` and ``test_settings.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
-from tests.conftest import SECRET_KEY, task_context
+from tests.conftest import SECRET_KEY
+from tests.unit.fakes import task_context
 
 GOOD_URL = "https://cdn.example.test/shoe.jpg"
 

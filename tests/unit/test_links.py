@@ -1,8 +1,8 @@
 """Extra links: the cut-out and the mask, read from the task's XCom on Airflow 2.11 and 3.x.
 
-``XCom.get_value`` (the one call both versions share) is replaced by a fake that serves what a task pushed;
-on Airflow 3 a second test goes one level deeper (``get_one``, the task SDK's read) to check that the task
-instance's key reaches it intact.
+``XCom.get_value`` (the one call both versions share) is replaced by a fake that serves what a task pushed
+(``tests.unit.fakes.FakeXCom``); on Airflow 3 a second test goes one level deeper (``get_one``, the task
+SDK's read) to check that the task instance's key reaches it intact.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from airflow_provider_hitpaw.links import (
     HitPawMaskLink,
     links_value,
 )
+from tests.unit.fakes import FakeXCom
 
 CUTOUT = "https://cdn.hitpaw.example/results/job-1/cutout.png"
 MASK = "https://cdn.hitpaw.example/results/job-1/mask.png"
@@ -34,21 +35,6 @@ def ti_key(task_id: str = "segment", map_index: int = -1) -> Any:
         return SimpleNamespace(
             dag_id="dag", task_id=task_id, run_id="run-1", try_number=1, map_index=map_index
         )
-
-
-class FakeXCom:
-    """What tasks pushed, by (dag_id, task_id, run_id, map_index, key)."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str, str, int, str], Any] = {}
-        self.reads: list[tuple[Any, str]] = []
-
-    def push(self, key: Any, value: Any, xcom_key: str = LINKS_XCOM_KEY) -> None:
-        self.values[(key.dag_id, key.task_id, key.run_id, key.map_index, xcom_key)] = value
-
-    def get_value(self, *, ti_key: Any, key: str, **kwargs: Any) -> Any:
-        self.reads.append((ti_key, key))
-        return self.values.get((ti_key.dag_id, ti_key.task_id, ti_key.run_id, ti_key.map_index, key))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_hitpaw import _metrics
-from tests.conftest import FakeStateStore, task_context
+from tests.unit.fakes import FakeStateStore, task_context
 
 
 @pytest.fixture

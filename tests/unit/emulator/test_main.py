@@ -1,7 +1,9 @@
-"""The command line: ``python -m airflow_provider_hitpaw.emulator`` / ``hitpaw-emulator``."""
+"""The command line: ``python -m airflow_provider_hitpaw.emulator`` / ``hitpaw-emulator``, its TLS options
+(``--tls-cert``/``--tls-key``) included."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -14,6 +16,7 @@ import requests
 
 from airflow_provider_hitpaw.emulator.__main__ import build_parser, main
 from airflow_provider_hitpaw.emulator.startup import StartupLine, parse_startup_line
+from tests.conftest import TLSFiles
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -189,3 +192,63 @@ def test_console_script_is_installed() -> None:
         pytest.skip("console script not installed in this environment")
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30, check=True)
     assert "HitPaw" in out.stdout
+
+
+# --- TLS ------------------------------------------------------------------------------------------------
+
+
+def test_cli_serves_https(tls_files: TLSFiles) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_hitpaw.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-cert",
+            tls_files.server_cert,
+            "--tls-key",
+            tls_files.server_key,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("HitPaw emulator listening on https://127.0.0.1:"), line
+        base_url, token = parse_startup_line(line)
+        state = requests.get(
+            f"{base_url}/_emulator/state",
+            headers={"X-Emulator-Token": token},
+            verify=tls_files.ca_cert,
+            timeout=10,
+        )
+        assert json.loads(state.text)["config"]["base_url"] == base_url
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("given", ["cert", "key"])
+def test_cli_wants_certificate_and_key_together(
+    tls_files: TLSFiles, given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--tls-cert", tls_files.server_cert] if given == "cert" else ["--tls-key", tls_files.server_key]
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
+def test_cli_reports_an_unreadable_certificate(
+    tmp_path: Path, tls_files: TLSFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", tls_files.server_key])
+    assert raised.value.code == 2
+    assert "--tls-cert/--tls-key" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""EmulatorServer: the emulator in a background thread, started and stopped leaving nothing behind."""
+"""EmulatorServer: the emulator in a background thread, started and stopped leaving nothing behind, and
+its optional TLS listener (``EmulatorServer(ssl_context=...)``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from airflow_provider_hitpaw.emulator.server import EmulatorServer
+from tests.conftest import TLSFiles
 from tests.unit.emulator.client import refused
 
 
@@ -135,3 +137,51 @@ def test_public_url_is_used_in_urls_and_own_urls_are_still_fetched() -> None:
             emu.url("/api/oss/presign-put"), json={"filename": "a.png"}, headers=headers, timeout=5
         )
         assert upload.json()["data"]["upload_url"].startswith(f"{public}/oss/upload/uploads/")
+
+
+# --- TLS ------------------------------------------------------------------------------------------------
+
+
+def test_server_serves_https_with_a_context(tls_files: TLSFiles) -> None:
+    with EmulatorServer(job_seconds=0.05, ssl_context=tls_files.server_context()) as emu:
+        assert emu.base_url.startswith("https://127.0.0.1:")
+        answer = requests.post(
+            emu.url("/api/image-segmentation"),
+            json={"file_url": emu.sample_url("shoe.jpg")},
+            headers={"Apikey": emu.api_key},
+            verify=tls_files.ca_cert,
+            timeout=10,
+        )
+        assert answer.json()["code"] == 200
+        # The job fetches its https sample URL through the private plain listener: it completes.
+        job_id = answer.json()["data"]["job_id"]
+        for _ in range(100):
+            status = requests.post(
+                emu.url("/api/task-status"),
+                json={"job_id": job_id},
+                headers={"Apikey": emu.api_key},
+                verify=tls_files.ca_cert,
+                timeout=10,
+            ).json()["data"]
+            if status["status"] != "CONVERTING":
+                break
+            time.sleep(0.02)
+        assert status["status"] == "COMPLETED"
+        assert status["res_url"].startswith(emu.base_url)
+        # Plain http on the TLS port gets no answer.
+        with pytest.raises(requests.ConnectionError):
+            requests.get(emu.base_url.replace("https://", "http://") + "/samples/", timeout=5)
+
+
+def test_server_refuses_clients_that_do_not_trust_its_ca(tls_files: TLSFiles) -> None:
+    with (
+        EmulatorServer(ssl_context=tls_files.server_context()) as emu,
+        pytest.raises(requests.exceptions.SSLError),
+    ):
+        requests.get(emu.url("/samples/"), timeout=5, verify=True)
+
+
+def test_without_a_context_the_server_stays_plain_http() -> None:
+    with EmulatorServer() as emu:
+        assert emu.base_url.startswith("http://127.0.0.1:")
+        assert requests.get(emu.url("/samples/"), timeout=5).status_code == 200

@@ -10,14 +10,7 @@ import pytest
 
 from airflow_provider_hitpaw.emulator.server import Emulator, EmulatorConfig
 from airflow_provider_hitpaw.emulator.state import EmulatorState
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import FakeClock
 
 
 @pytest.fixture

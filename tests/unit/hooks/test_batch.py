@@ -13,12 +13,9 @@ from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.exceptions import HitPawError, HitPawInsufficientCoinsError
 from airflow_provider_hitpaw.hooks._batch import call_many
 from airflow_provider_hitpaw.hooks._transport import Attempts, HitPawNotSentError, retry_sync
+from tests.unit.fakes import Interrupted
 
 POLICY = _api.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
-
-
-class Interrupted(BaseException):
-    """Stands in for AirflowTaskTimeout / AirflowTaskTerminated, raised in the caller's thread."""
 
 
 def test_every_answer_that_arrived_is_recorded_when_the_caller_is_interrupted() -> None:

@@ -1,3 +1,9 @@
+"""SegmentImageOperator (one image): it submits, then waits (deferred or in the worker), and a retry finds
+the job an earlier try paid for instead of paying again.
+
+The hook is a double (``fake_hook``); Airflow's side is a fake task context (``tests.unit.fakes``).
+"""
+
 from __future__ import annotations
 
 import time
@@ -19,7 +25,8 @@ from airflow_provider_hitpaw.exceptions import (
 )
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
-from tests.conftest import SECRET_KEY, FakeStateStore, task_context
+from tests.conftest import SECRET_KEY
+from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
 
 URL = "https://images.example.test/shoe-042.jpg"
 JOB = "job-1"
@@ -312,10 +319,6 @@ def test_emit_asset_declares_the_output_folder_on_this_airflow() -> None:
 
 # --- a deferral that Airflow ends itself ----------------------------------------------------------------
 
-#: What the scheduler resumes a task with when its deferral timed out: "Trigger timeout" on Airflow 3
-#: (TaskDeferralTimeout), "Trigger/execution timeout" on Airflow 2 (TaskDeferralError).
-TIMED_OUT = {"error": "Trigger timeout"}
-
 
 class TestDeferralEndedByAirflow:
     def test_names_the_paid_job_and_the_likely_cause(self) -> None:
@@ -339,34 +342,6 @@ class TestDeferralEndedByAirflow:
             "execute_complete", {"event": event, "submission": SUBMISSION}, task_context()
         )
         assert result["job_id"] == JOB
-
-    def test_the_sensor_times_out_saying_what_to_check(self) -> None:
-        from airflow.providers.common.compat.sdk import AirflowSensorTimeout
-
-        from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
-
-        sensor = SegmentationSensor(task_id="w", job_id=JOB)
-        with pytest.raises(AirflowSensorTimeout, match="airflow triggerer"):
-            sensor.resume_execution("__fail__", TIMED_OUT, task_context())
-
-    def test_a_batch_without_a_store_fails_for_good(self) -> None:
-        from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
-
-        context = task_context()
-        context["ti"].xcom_push(
-            key="hitpaw_batch_submission", value={"jobs": ["j-1", "j-2"], "inputs": [], "rejected": {}}
-        )
-        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
-        with pytest.raises(AirflowFailException, match="2 HitPaw jobs") as raised:
-            batch.resume_execution("__fail__", TIMED_OUT, context)
-        assert "would pay for every image again" in str(raised.value)
-
-    def test_a_batch_with_a_store_fails_normally_so_a_retry_waits_for_its_jobs(self) -> None:
-        from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
-
-        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
-        with pytest.raises(HitPawTimeoutError, match="a retry waits for the same jobs"):
-            batch.resume_execution("__fail__", TIMED_OUT, task_context(store=FakeStateStore()))
 
 
 @pytest.mark.parametrize(("hold", "expected"), [(None, 10.0), (4, 4.0), (0, None)])

@@ -17,7 +17,8 @@ from airflow_provider_hitpaw._api import TaskStatus
 from airflow_provider_hitpaw.exceptions import HitPawAuthenticationError, HitPawServerError
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
-from tests.conftest import SECRET_KEY, FakeStateStore, task_context
+from tests.conftest import SECRET_KEY
+from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
 
 JOB = "job-1"
 CONVERTING = TaskStatus(job_id=JOB, status="CONVERTING", original_url="http://h/a.jpg")
@@ -245,3 +246,13 @@ def test_no_secret_in_results_logs_or_errors(
 def test_a_timeout_beyond_what_hitpaw_keeps_is_refused_when_the_dag_is_parsed(timeout: float) -> None:
     with pytest.raises(ValueError, match="timeout"):
         SegmentationSensor(task_id="w", job_id=JOB, timeout=timeout)
+
+
+# --- a deferral that Airflow ends itself ----------------------------------------------------------------
+
+
+class TestDeferralEndedByAirflow:
+    def test_the_sensor_times_out_saying_what_to_check(self) -> None:
+        sensor = SegmentationSensor(task_id="w", job_id=JOB)
+        with pytest.raises(AirflowSensorTimeout, match="airflow triggerer"):
+            sensor.resume_execution("__fail__", TIMED_OUT, task_context())

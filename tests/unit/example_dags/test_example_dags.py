@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "airflow_provider_hitpaw" / "example_dags"
+EXAMPLES = Path(__file__).resolve().parents[3] / "airflow_provider_hitpaw" / "example_dags"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,9 @@
-"""Airflow itself finds the provider: ``airflow providers list`` and the connection form, on this version."""
+"""Airflow itself finds the provider: ``airflow providers list`` and the connection form, on this version.
+
+``get_provider_info`` is the ``apache_airflow_provider`` entry point Airflow registers the provider by; the
+hooks' own connection-type attributes and form (what Airflow 2.11 reads instead) are checked here too, beside
+the provider info they must agree with.
+"""
 
 from __future__ import annotations
 

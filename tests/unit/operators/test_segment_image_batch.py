@@ -1,0 +1,37 @@
+"""SegmentImageBatchOperator (thousands of images in one task): what it says when Airflow ends its
+deferral, with and without a task state store to find its jobs again.
+
+The rest of it (submitting, waiting, keeping results) is tested against the emulator, in
+``tests/integration/test_batch.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_hitpaw.exceptions import HitPawTimeoutError
+from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
+
+URL = "https://images.example.test/shoe-042.jpg"
+
+
+# --- a deferral that Airflow ends itself ----------------------------------------------------------------
+
+
+class TestDeferralEndedByAirflow:
+    def test_a_batch_without_a_store_fails_for_good(self) -> None:
+        context = task_context()
+        context["ti"].xcom_push(
+            key="hitpaw_batch_submission", value={"jobs": ["j-1", "j-2"], "inputs": [], "rejected": {}}
+        )
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
+        with pytest.raises(AirflowFailException, match="2 HitPaw jobs") as raised:
+            batch.resume_execution("__fail__", TIMED_OUT, context)
+        assert "would pay for every image again" in str(raised.value)
+
+    def test_a_batch_with_a_store_fails_normally_so_a_retry_waits_for_its_jobs(self) -> None:
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
+        with pytest.raises(HitPawTimeoutError, match="a retry waits for the same jobs"):
+            batch.resume_execution("__fail__", TIMED_OUT, task_context(store=FakeStateStore()))
