@@ -84,14 +84,14 @@ redis:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server >/dev/null; }
 
 integration: venv chromium
-	$(VENV)/bin/python -m pytest -q tests/integration --ignore=tests/integration/production
+	$(VENV)/bin/python -m pytest -q --durations=12 tests/integration --ignore=tests/integration/production
 
 # Real components on the oldest 3.x line too: 3.0's triggerer is where the 3.x triggerer's history starts.
 components-oldest: $(call venv_of,3.0.6)/.installed
 	$(call venv_of,3.0.6)/bin/python -m pytest -q -p no:cacheprovider tests/integration/test_airflow_components.py
 
 production: venv redis
-	$(VENV)/bin/python -m pytest -q tests/integration/production
+	$(VENV)/bin/python -m pytest -q --durations=5 tests/integration/production
 
 # What a user gets from the wheel alone, outside this repository: the demo command and the DAG test helper.
 WHEEL_VENV := .venv-wheel

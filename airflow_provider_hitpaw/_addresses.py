@@ -82,6 +82,18 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def _as_resolvers_read(host: str) -> str:
+    """A host name as URL parsers map it before resolving it (IDNA's UTS 46 mapping): full-width digits,
+    ideographic full stops and invisible characters become what they stand for, so that 127.0.0.1 spelt
+    with full-width digits, or followed by an ideographic full stop, is judged as 127.0.0.1."""
+    import idna  # requests' own dependency
+
+    try:
+        return str(idna.uts46_remap(host, std3_rules=False, transitional=False))
+    except (idna.IDNAError, ValueError):
+        return unicodedata.normalize("NFKC", host)
+
+
 _NUMBER_LABEL: Final = re.compile(r"0x[0-9a-f]*|[0-9]+")
 
 
@@ -169,8 +181,7 @@ def internal_host_reason(host: str) -> str | None:
     """
     if not isinstance(host, str):
         return "it has no host name"
-    # As a fetcher reads it: full-width digits and dots (IDNA maps them) are the ASCII ones.
-    name = unicodedata.normalize("NFKC", host).strip().rstrip(".").lower()
+    name = _as_resolvers_read(host).strip().rstrip(".").lower()
     if not name:
         return "it has no host name"
     if is_ip_literal(name):

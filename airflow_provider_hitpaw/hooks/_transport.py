@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -95,10 +96,24 @@ def scrub_bytes(body: bytes, secret: str) -> bytes:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return body.replace(secret.encode(), b"***")  # not JSON: an error page, quoted at most
-    # Written anew from what was parsed, never passed on as sent: the raw text may hold the key where the
-    # parsed document does not (a field given twice keeps only its last value, escapes spell it otherwise).
-    return json.dumps(_scrub_document(document, secret)).encode()
+        # Not JSON: an error page or a cut-short answer, quoted at most. Its JSON escapes are read first
+        # (a cut-short JSON body still spells the key ``\u0073ecret``).
+        text = _JSON_ESCAPE.sub(_unescaped, body.decode("utf-8", errors="replace"))
+        return text.replace(secret, "***").encode()
+    try:
+        # Written anew from what was parsed, never passed on as sent: the raw text may hold the key where
+        # the parsed document does not (a field given twice keeps its last value, escapes spell it otherwise).
+        return json.dumps(_scrub_document(document, secret)).encode()
+    except RecursionError:
+        # Nested too deep to walk: still HitPaw's JSON (a paid job's answer must stay readable).
+        return body.replace(secret.encode(), b"***")
+
+
+_JSON_ESCAPE: Final = re.compile(r"\\u([0-9a-fA-F]{4})|\\(/)")
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    return chr(int(match.group(1), 16)) if match.group(1) else "/"
 
 
 def _scrub_document(value: Any, secret: str) -> Any:
@@ -451,6 +466,12 @@ def _exchange_seconds(attempts: Attempts, connect_timeout: float, read_timeout: 
     return left if left is not None else connect_timeout + read_timeout
 
 
+def _api_exchange_seconds(attempts: Attempts, connect_timeout: float, read_timeout: float) -> float:
+    """How long one API exchange may take: its own time-outs added up, and never past the deadline. An
+    answer is a few hundred bytes: one dripped for longer would otherwise hold a trigger's whole wait."""
+    return min(_exchange_seconds(attempts, connect_timeout, read_timeout), connect_timeout + read_timeout)
+
+
 def post_json_sync(
     session: requests.Session,
     url: str,
@@ -464,7 +485,7 @@ def post_json_sync(
 ) -> Answer:
     """One POST of ``body`` as JSON; the answer read whole, up to :data:`MAX_ANSWER_BYTES`, by the
     attempt's deadline (or within its own time-outs, added up)."""
-    with _exchange(_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
+    with _exchange(_api_exchange_seconds(attempts, connect_timeout, read_timeout)) as exchange:
         try:
             response = send_sync(
                 session,
@@ -930,7 +951,7 @@ async def post_json_async(
     try:
         # A whole exchange, not just each read, ends in time: a server that drips a byte at a time never
         # trips a read time-out.
-        async with asyncio.timeout(_exchange_seconds(attempts, connect_timeout, read_timeout)):
+        async with asyncio.timeout(_api_exchange_seconds(attempts, connect_timeout, read_timeout)):
             async with client.post(
                 url,
                 json=body,

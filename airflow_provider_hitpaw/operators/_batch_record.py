@@ -13,7 +13,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_hitpaw import _state_store
+from airflow_provider_hitpaw import _api, _state_store
 from airflow_provider_hitpaw._state_store import first_try_of_clearing
 
 if TYPE_CHECKING:
@@ -69,11 +69,24 @@ class BatchRecord:
     def cost(self, index: int) -> int | None:
         return self._costs[index]
 
-    def spent(self) -> int:
-        """The coins this clearing of the task has paid so far, as HitPaw stated them: every recorded job,
-        also those a later try replaced (an unknown cost counts 0)."""
+    def highest_cost(self) -> int | None:
+        """The highest price HitPaw named for a recorded job; None when it named none."""
+        return max(
+            (
+                cost
+                for job_id, cost in zip(self._ids, self._costs, strict=True)
+                if job_id and cost is not None
+            ),
+            default=None,
+        )
+
+    def spent(self, unknown_cost: int) -> int:
+        """The coins this clearing of the task has paid so far: every recorded job, also those a later try
+        replaced, as HitPaw stated them; a job whose cost HitPaw did not state counts ``unknown_cost``."""
         return self._replaced_coins + sum(
-            cost for job_id, cost in zip(self._ids, self._costs, strict=True) if job_id and cost
+            unknown_cost if cost is None else cost
+            for job_id, cost in zip(self._ids, self._costs, strict=True)
+            if job_id
         )
 
     def counted(self, index: int) -> bool:
@@ -88,7 +101,8 @@ class BatchRecord:
     def set(self, index: int, job_id: str, coins: int | None) -> None:
         self.submitted_any = True
         if self._ids[index] and self._ids[index] != job_id:
-            self._replaced_coins += self._costs[index] or 0
+            replaced = self._costs[index]
+            self._replaced_coins += replaced if replaced is not None else _api.COINS_PER_JOB
         self._ids[index], self._costs[index], self._counted[index] = job_id, coins, False
         self._dirty.add(index // _CHUNK)
         if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:

@@ -476,7 +476,10 @@ class SegmentImageBatchOperator(BaseOperator):
         if self.max_coins is not None:
             # What the earlier tries of this clearing spent counts against the same budget: the jobs
             # reused now, and those paid for that ended in ERROR or were forgotten by HitPaw.
-            budget = CoinBudget(self.max_coins, spent=record.spent())
+            # A job whose cost HitPaw did not state counts at the highest price it named (or documents).
+            price = record.highest_cost()
+            unknown = price if price is not None else _api.COINS_PER_JOB
+            budget = CoinBudget(self.max_coins, spent=record.spent(unknown), price=price)
             affordable = budget.affordable()
             for index in missing[affordable:]:  # not even uploaded: the budget cannot cover them
                 jobs[index] = _error_dict(budget.refusal())

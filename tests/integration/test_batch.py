@@ -333,6 +333,25 @@ def test_what_earlier_tries_paid_for_failed_jobs_counts_against_the_budget(hitpa
     assert coins_before - hitpaw_emulator.state()["coins"] == 40
 
 
+@pytest.mark.parametrize("stated", ["null", '"20"'], ids=["cost-missing", "cost-as-text"])
+def test_jobs_whose_cost_was_not_stated_count_against_the_budget_on_a_retry(
+    hitpaw_emulator: Any, stated: str
+) -> None:
+    """A recorded job without a usable cost once counted 0 coins on the retry: it paid for two more."""
+    hitpaw_emulator.set_faults([f"odd_coins:value={stated}"])
+    broken = [f"{hitpaw_emulator.sample_url('broken.jpg')}?n={i}" for i in range(2)]
+    coins_before = hitpaw_emulator.state()["coins"]
+    store = FakeStateStore()
+    for try_number in (1, 2):
+        operator = SegmentImageBatchOperator(
+            task_id="b", file_urls=broken, max_coins=40, poll_interval=1, min_deferred_seconds=0
+        )
+        with pytest.raises(AirflowException):
+            run_deferred(operator, task_context(store=store, try_number=try_number, max_tries=2))
+    assert coins_before - hitpaw_emulator.state()["coins"] == 40
+    assert len(hitpaw_emulator.state()["jobs"]) == 2
+
+
 def test_a_retry_does_not_count_the_kept_inputs_as_reused_again(
     hitpaw_emulator: Any, tmp_path: Any, mocker: Any
 ) -> None:

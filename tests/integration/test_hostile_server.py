@@ -131,6 +131,28 @@ def test_an_async_call_without_a_timeout_still_ends_against_a_trickling_server(h
         asyncio.run(bounded())
 
 
+def test_a_poll_with_a_long_timeout_still_ends_within_its_own_time_outs(hitpaw_emulator: Any) -> None:
+    """A trigger's poll may take the wait's time left; a dripped answer once held it all that time, so a
+    job that completed meanwhile was never heard of before the task's deadline."""
+    job_id = submitted_job(hitpaw_emulator)
+    hitpaw_emulator.set_faults([f"drip:delay_s=0.5,paths={STATUS}"])
+
+    async def poll() -> None:
+        hook = HitPawAsyncHook(
+            connect_timeout=1, read_timeout=1, retry_policy=_api.RetryPolicy(max_attempts=1)
+        )
+        try:
+            await hook.get_task_status(job_id, timeout=600)
+        finally:
+            await hook.close()
+
+    async def bounded() -> None:
+        await asyncio.wait_for(poll(), 20)  # the guard of this test, far beyond the hook's own end
+
+    with pytest.raises(HitPawConnectionError):
+        asyncio.run(bounded())
+
+
 @pytest.mark.parametrize("fault", ["slow:delay_s=60", "drip:delay_s=1"])
 def test_the_single_trigger_fires_its_timeout_by_the_deadline(hitpaw_emulator: Any, fault: str) -> None:
     job_id = submitted_job(hitpaw_emulator)

@@ -144,6 +144,11 @@ def test_a_dot_in_the_path_is_no_reason_to_refuse(url: str) -> None:
         pytest.param("http://0.0/a.jpg", "0.0.0.0, a reserved", id="unspecified-short"),
         pytest.param("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/a.jpg", "loopback", id="full-width"),
         pytest.param("http://1.2.3.999/a.jpg", "no IPv4 address", id="number-not-address"),
+        # What IDNA's mapping makes of them before a resolver sees them (NFKC alone leaves them).
+        pytest.param("http://127.0.0.1\u3002/a.jpg", "loopback", id="ideographic-full-stop"),
+        pytest.param("http://127.0.0\uff611/a.jpg", "loopback", id="halfwidth-full-stop"),
+        pytest.param("http://127.0.0.1\u200b/a.jpg", "loopback", id="zero-width-space"),
+        pytest.param("http://169.254.169.254\u3002/latest", "link-local", id="metadata-ideographic"),
     ],
 )
 def test_an_image_hitpaw_could_not_reach_is_refused_before_paying(url: str, reason: str) -> None:

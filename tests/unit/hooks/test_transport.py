@@ -132,3 +132,24 @@ def test_the_warning_of_a_retried_attempt_shows_no_secret(caplog: pytest.LogCapt
     attempts.begin()
     attempts.failed(HitPawServerError("gateway said SECRETKEY-0123456789", http_status=502))
     assert "SECRETKEY" not in caplog.text
+
+
+def test_an_escaped_key_in_an_answer_that_is_not_json_is_scrubbed_too() -> None:
+    """A gateway's cut-short JSON echo spells the key with JSON escapes; only the plain key was taken out."""
+    escaped = "".join(f"\\u{ord(ch):04x}" for ch in KEY[:3]) + KEY[3:].replace("/", "\\/")
+    body = ('{"headers": {"Apikey": "' + escaped + '"}, "cut').encode()
+    cleaned = scrub_bytes(body, KEY)
+    assert KEY not in cleaned.decode()
+    assert "***" in cleaned.decode()
+
+
+def test_an_answer_nested_too_deep_to_walk_stays_readable_json() -> None:
+    """A paid job's answer nested ~950 levels deep raised RecursionError out of the scrub: the job went
+    unrecorded and a retry paid again."""
+    deep = "[" * 950 + '"' + KEY + '"' + "]" * 950
+    body = (
+        '{"code": 200, "message": "OK", "data": {"job_id": "job-1", "consume_coins": 20, "x": ' + deep + "}}"
+    ).encode()
+    cleaned = scrub_bytes(body, KEY)
+    assert KEY.encode() not in cleaned
+    assert json.loads(cleaned)["data"]["job_id"] == "job-1"
