@@ -12,7 +12,7 @@ NEWEST := 3.3.2
 PINS_3.3.2 :=
 PINS_3.2.2 := "fastapi<0.137" "svcs<26"
 PINS_3.1.8 :=
-PINS_3.0.6 := "fastapi<0.117" "universal-pathlib<0.3"
+PINS_3.0.6 := "fastapi<0.117" "universal-pathlib<0.3" "pyjwt<2.11"
 PINS_2.11.2 :=
 # The production shape's parts, beside the newest line, as Airflow's own extras bring them: the Celery
 # executor, PostgreSQL's drivers (sync and async), StatsD.
