@@ -317,28 +317,18 @@ def test_the_budget_prices_submissions_at_what_hitpaw_answers(hitpaw_emulator: A
     assert sum(r["consume_coins"] or 0 for r in results) == 90
 
 
-def test_what_earlier_tries_paid_for_failed_jobs_counts_against_the_budget(hitpaw_emulator: Any) -> None:
-    """Two images whose jobs end in ERROR, a budget of 40 coins: the first try spends the 40; its retry
-    once submitted both again (80 coins in all), counting only the jobs it reused."""
-    broken = [f"{hitpaw_emulator.sample_url('broken.jpg')}?n={i}" for i in range(2)]
-    coins_before = hitpaw_emulator.state()["coins"]
-    store = FakeStateStore()
-    for try_number in (1, 2):
-        operator = SegmentImageBatchOperator(
-            task_id="b", file_urls=broken, max_coins=40, poll_interval=1, min_deferred_seconds=0
-        )
-        with pytest.raises(AirflowException):
-            run_deferred(operator, task_context(store=store, try_number=try_number, max_tries=2))
-    assert len(hitpaw_emulator.state()["jobs"]) == 2
-    assert coins_before - hitpaw_emulator.state()["coins"] == 40
-
-
-@pytest.mark.parametrize("stated", ["null", '"20"'], ids=["cost-missing", "cost-as-text"])
-def test_jobs_whose_cost_was_not_stated_count_against_the_budget_on_a_retry(
-    hitpaw_emulator: Any, stated: str
+@pytest.mark.parametrize(
+    "faults",
+    [[], ["odd_coins:value=null"], ['odd_coins:value="20"']],
+    ids=["cost-stated", "cost-missing", "cost-as-text"],
+)
+def test_what_earlier_tries_paid_counts_against_the_budget_of_a_retry(
+    hitpaw_emulator: Any, faults: list[str]
 ) -> None:
-    """A recorded job without a usable cost once counted 0 coins on the retry: it paid for two more."""
-    hitpaw_emulator.set_faults([f"odd_coins:value={stated}"])
+    """Two images whose jobs end in ERROR, a budget of 40 coins: the first try spends the 40. Its retry
+    once submitted both again (80 coins in all): it counted only the jobs it reused, and a job whose cost
+    HitPaw did not state as a number counted 0."""
+    hitpaw_emulator.set_faults(faults)
     broken = [f"{hitpaw_emulator.sample_url('broken.jpg')}?n={i}" for i in range(2)]
     coins_before = hitpaw_emulator.state()["coins"]
     store = FakeStateStore()
@@ -348,8 +338,8 @@ def test_jobs_whose_cost_was_not_stated_count_against_the_budget_on_a_retry(
         )
         with pytest.raises(AirflowException):
             run_deferred(operator, task_context(store=store, try_number=try_number, max_tries=2))
-    assert coins_before - hitpaw_emulator.state()["coins"] == 40
     assert len(hitpaw_emulator.state()["jobs"]) == 2
+    assert coins_before - hitpaw_emulator.state()["coins"] == 40
 
 
 def test_a_retry_does_not_count_the_kept_inputs_as_reused_again(
