@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,8 @@ class Shape:
     #: Each CPU figure beside the scheduler's and the triggerers', by its table key.
     extra_cpu: dict[str, Callable[[], float]] = field(default_factory=dict)
     slots: str = ""
+    #: DAGs whose run had a task that did not succeed: the components' logs are then kept.
+    failed_runs: list[str] = field(default_factory=list)
 
     def cpu(self) -> dict[str, float]:
         figures = {
@@ -147,9 +150,10 @@ def measure(shape: Shape, dag_id: str, urls: list[str]) -> dict[str, Any]:
     wall = time.monotonic() - started
     cpu_after = shape.cpu()
     tasks = cluster.task_states(dag_id, run_id)
-    not_ok = sorted({(task, state) for task, _, state in tasks if state not in ("success", "skipped")})
+    not_ok = Counter((task, state) for task, _, state in tasks if state not in ("success", "skipped"))
     if not_ok:
-        print(f"{dag_id}: tasks not successful: {not_ok}", file=sys.stderr)
+        print(f"{dag_id}: tasks not successful: {dict(not_ok)}", file=sys.stderr)
+        shape.failed_runs.append(dag_id)
     return {
         "state": state,
         "wall_s": wall,
@@ -174,8 +178,16 @@ def sqlite_shape(
     emulator: EmulatorServer, home: Path, dag_files: list[Path], extra: dict[str, str], slots: int
 ) -> Iterator[Shape]:
     """The components on SQLite with the LocalExecutor, as the integration tests run them."""
+    failed: list[str] = []
     with (
-        running_cluster(emulator, home, dag_files, extra_env=extra) as cluster,
+        running_cluster(
+            emulator,
+            home,
+            dag_files,
+            extra_env=extra,
+            keep_logs_as="batch-vs-mapping-sqlite",
+            keep_logs_if=lambda: bool(failed),
+        ) as cluster,
         metadata_engine(f"sqlite:///{home / 'airflow.db'}") as metadata,
     ):
 
@@ -185,7 +197,12 @@ def sqlite_shape(
             return tree_cpu_seconds(set[int]().union(*(cluster.component_processes_of(pid) for pid in roots)))
 
         yield Shape(
-            "sqlite", cluster, metadata, {"worker_cpu_s": workers}, f"{slots} LocalExecutor worker slots"
+            "sqlite",
+            cluster,
+            metadata,
+            {"worker_cpu_s": workers},
+            f"{slots} LocalExecutor worker slots",
+            failed,
         )
 
 
@@ -201,6 +218,7 @@ def production_shape(
     from tests.integration.production.shape import components, postgres, redis, shape_env
 
     workers = [component for component in components() if component.name == "celery worker"]
+    failed: list[str] = []
     with (
         postgres() as database,
         redis() as broker,
@@ -216,6 +234,8 @@ def production_shape(
             },
             extra_components=components(),
             supervised=frozenset({"api-server", "scheduler", "dag-processor"}),
+            keep_logs_as="batch-vs-mapping-production",
+            keep_logs_if=lambda: bool(failed),
         ) as cluster,
         metadata_engine(database.url) as metadata,
     ):
@@ -238,6 +258,7 @@ def production_shape(
                 "redis_cpu_s": lambda: tree_cpu_seconds(process_tree(broker.process.pid)),
             },
             f"{len(workers)} Celery workers x 2 slots",
+            failed,
         )
 
 
