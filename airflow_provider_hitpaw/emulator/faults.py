@@ -1,43 +1,22 @@
-"""Fault injection for the HitPaw emulator.
+"""Fault injection for the HitPaw emulator: rules that make it answer as a failing or a hostile server.
 
-The provider has to survive everything a remote HTTP API can do to it: 5xx pages, rate limiting,
-dropped connections, slow answers, bodies that are not JSON, a ``code`` that says "error" under an HTTP
-200, and so on; and, since whatever answers at the base URL is untrusted, a *hostile* server: redirects
-to internal addresses, endless or huge bodies, gzip bombs, answers dripped a byte at a time, files that
-are not what they say, and implausible values in a success answer. Each of these is a *rule* here; the
-server asks :class:`FaultInjector` for every request whether a rule fires, and if one does, the rule's
-answer replaces the request entirely (nothing is validated, no job is created, no coin is spent), except
-for the kinds in :data:`ALTERING_KINDS` (the request is carried out and its answer altered) and rules
-with ``after_commit`` set.
+The server asks :class:`FaultInjector` about every request. Rules are tried in order and the first that
+fires answers instead of the server (nothing is validated, no job created, no coin spent), except the
+kinds in :data:`ALTERING_KINDS` and rules with ``after_commit``, which carry the request out first.
+
+Kinds (each described in :data:`FAULT_KINDS` and by ``hitpaw-emulator --help``):
+
+* a failing server: ``500``, ``503_html``, ``429``, ``drop``, ``slow``, ``non_json``, ``truncated_json``,
+  ``code_under_200``, ``unknown_status``, ``missing_fields``;
+* a hostile one: ``redirect``, ``endless``, ``huge_json``, ``gzip_bomb``, ``drip``, ``png_then_html``;
+* a submission created and charged, answered oddly: ``odd_coins``, ``bad_job_id``, ``same_job_id``.
 
 A rule is ``{kind, first_n | share, paths, delay_s, retry_after, after_commit, location, size_bytes,
-value}``:
-
-* ``first_n=N``: the first N requests the rule matches get the fault, then the rule is spent.
-* ``share=P`` (0..1): each matching request gets the fault with probability P, drawn from a
-  ``random.Random`` seeded with a known seed, so a run is reproducible.
-* neither: every matching request gets the fault.
-* ``paths``: exact request paths the rule applies to (a trailing ``*`` matches a prefix, e.g.
-  ``/results/*``); by default every ``/api/*`` path (``/results/*`` for ``png_then_html``). The kinds
-  that alter a submission answer only ever apply to ``/api/image-segmentation``, ``unknown_status`` only
-  to ``/api/task-status``.
-* ``delay_s``: seconds, for ``slow`` and ``drip``; ``retry_after``: seconds, for ``429``.
-* ``location``: the ``Location`` of a ``redirect``.
-* ``size_bytes``: how many bytes ``endless`` and ``huge_json`` send (default 300 MiB), what a
-  ``gzip_bomb`` decompresses to (default 1 GiB), how many bytes ``drip`` drips (default: all);
-  never more than 4 GiB, so every stream ends.
-* ``value``: the JSON value ``odd_coins`` puts in ``consume_coins`` and ``bad_job_id`` in ``job_id``;
-  the string ``"__missing__"`` removes the field instead.
-
-Rules are tried in order and the first one that fires wins; a rule only "sees" (and, for ``first_n``,
-only counts) the requests that no earlier rule took.
-
-The textual form used by ``hitpaw-emulator --fault`` is ``KIND[:key=value,key=value,...]``, for example
-``500:first_n=3``, ``429:share=0.2,retry_after=1`` or
-``slow:first_n=2,delay_s=5,paths=/api/task-status``. Several paths are separated by ``|``
-(``paths=/api/task-status|/api/image-segmentation``). ``after_commit`` takes ``true``/``false``.
-``value`` is written as JSON: ``odd_coins:value="20"`` (a string), ``odd_coins:value=-5``,
-``bad_job_id:value="a\\nb\\u001b[31m"``; a value in double quotes may contain commas.
+value}`` (:func:`fault_help` explains each key). ``first_n`` faults the first N matching requests,
+``share`` each with a probability drawn from a seeded ``random.Random`` (a run is reproducible), neither
+every one; a rule only sees, and counts, the requests no earlier rule took. The text form of ``--fault`` is
+``KIND[:key=value,...]``, e.g. ``slow:first_n=2,delay_s=5,paths=/api/task-status``: several paths are
+joined by ``|``, ``value`` is JSON (in double quotes it may contain commas).
 """
 
 from __future__ import annotations

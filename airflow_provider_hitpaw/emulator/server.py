@@ -2,6 +2,8 @@
 
 ``from airflow_provider_hitpaw.emulator.server import Emulator, EmulatorServer, EmulatorConfig, ...`` keeps
 working: each name is defined in the module of its concern (see the package docstring) and re-exported here.
+The paths and error codes among them are the emulator's own copies, deliberately not imported from the
+provider's ``_api.py``, so that they check it independently.
 """
 
 from __future__ import annotations

@@ -59,45 +59,33 @@ def allows_internal_hosts(hook: HitPawHook) -> bool:
 
 
 class SegmentImageOperator(BaseOperator):
-    """Submit one image to HitPaw's segmentation and, by default, wait for the cut-out.
+    """Submit one image to HitPaw's segmentation and, by default, wait for the cut-out (README: "One task
+    per image", "Keep the results, take inputs from any storage").
 
     Returns (XCom) ``job_id``, ``consume_coins`` (None when HitPaw did not say) and ``file_url``; when it
     waited, also ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
-    ``res_path`` and ``mask_path``, the copies that outlive HitPaw's 8 days; and ``reused``.
-
-    With ``output_path`` and ``overwrite="skip"`` an input whose results an earlier run kept there (a
-    record beside them says so: the same URL, or a source with the same content) is not submitted at
-    all: the result carries the kept paths, the job that made them, ``consume_coins: 0`` and
-    ``reused: True``. A changed image behind an unchanged URL is not noticed; ``overwrite="overwrite"``
-    segments it again.
-
-    The input, the connection and the output storage are checked before anything is sent: what HitPaw
-    could not take fails the task at once, without retries and without spending coins. A job that ends in
-    ``ERROR`` fails the task normally, so its retries submit the image again. On Airflow 3.3 the submitted
-    job is kept in the task state store, so a retry after a crash or a time-out waits for that job instead
-    of paying for a new one.
+    ``res_path``, ``mask_path`` and ``reused``. What HitPaw could not take fails the task before a coin is
+    spent, without retries; on Airflow 3.3 a retry waits for the job an earlier try submitted instead of
+    paying again.
 
     :param file_url: public http(s) URL of the image (templated).
-    :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (an
-        ``ObjectStoragePath``, an absolute local path, ``s3://...``; templated), uploaded through
-        HitPaw's pre-signed upload.
+    :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (templated),
+        uploaded through HitPaw's pre-signed upload.
     :param source_conn_id: the connection of ``source_path``'s storage, when it needs one.
-    :param output_path: where to keep the cut-out and the mask (an ``ObjectStoragePath`` or a URI such as
-        ``file:///data/out/`` or ``s3://bucket/cutouts/``; templated). Names are the input's stem and a
-        hash of the whole input (``main-<hash>.png``, ``main-<hash>_mask.png``): unique and stable.
+    :param output_path: where to keep the cut-out and the mask beyond HitPaw's 8 days (an
+        ``ObjectStoragePath`` or a URI; templated).
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
-    :param overwrite: when the results exist already: ``overwrite``, ``skip`` or ``fail``.
-    :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2) this task updates
-        (needs a fixed, untemplated path).
+    :param overwrite: when the results exist already: ``overwrite``, ``fail`` or ``skip`` (an input kept
+        there is not submitted: ``consume_coins: 0``; a changed image behind the same URL is not noticed).
+    :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2); needs a fixed path.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param wait_for_completion: wait for the job to end (True) or return right after submitting.
     :param deferrable: wait in the triggerer (True) or poll in this worker (False).
     :param poll_interval: seconds between two status polls (at least 1).
-    :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
-        Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
-        0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
-    :param timeout: seconds to wait for the job, from the start of this try (at most 8 days, as long as
-        HitPaw keeps a job). A job can stay ``CONVERTING`` for more than 15 minutes under load.
+    :param min_deferred_seconds: stay deferred at least this long, against an Airflow 3 race that fails a
+        try resumed within seconds; 0 turns the hold off; None: ``[hitpaw] min_deferred_seconds`` (10 s).
+    :param timeout: seconds to wait, from the start of this try (at most 8 days); a job can stay
+        ``CONVERTING`` for more than 15 minutes under load.
     """
 
     template_fields: Sequence[str] = ("file_url", "source_path", "output_path")

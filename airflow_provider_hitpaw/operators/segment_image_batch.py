@@ -130,46 +130,37 @@ class _Inputs:
 
 
 class SegmentImageBatchOperator(BaseOperator):
-    """Segment many images in one task: submit them all, wait for them in one trigger, return all results.
+    """Segment many images in one task: submit them with bounded concurrency, wait in one trigger, return
+    one result per input, in input order (README: "Thousands of images in one task").
 
-    Dynamic task mapping gives one task instance and one trigger per image: fine for twenty, heavy for
-    thousands. This operator submits with bounded concurrency (a 429 pauses the whole batch; nothing is
-    dropped), defers once to
-    :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationBatchTrigger`, and returns (XCom) one
-    result per input, in input order: ``{"file_url", "job_id", "status", "consume_coins", "res_url",
-    "mask_url", "error"}`` (with ``source_path``, ``res_path`` and ``mask_path`` where they apply).
-    ``status`` is HitPaw's (``COMPLETED``, ``ERROR``, ``CONVERTING`` at the deadline) or
-    ``NOT_SUBMITTED``; ``error`` is None or ``{"type", "code", "message"}``.
-
-    An input listed twice (or, for ``source_paths``, two files with the same content) is submitted once.
-    With ``output_path`` and ``overwrite="skip"``, inputs whose results an earlier run kept there are not
-    submitted at all: their results carry the kept paths, ``consume_coins: 0`` and ``reused: True``
-    (fresh ones ``reused: False``). Submitted jobs are recorded as they are created (see
-    :mod:`~airflow_provider_hitpaw.operators._batch_record`), so that a retry waits for the jobs of the
-    earlier try instead of paying again; where Airflow keeps no such record across tries, a batch that
-    may have paid is not retried automatically.
+    Each result is ``{"file_url", "job_id", "status", "consume_coins", "res_url", "mask_url", "error"}``
+    (plus ``source_path``, ``res_path``, ``mask_path`` and ``reused`` where they apply): ``status`` is
+    HitPaw's (``CONVERTING`` if the deadline came first) or ``NOT_SUBMITTED``; ``error`` is None or
+    ``{"type", "code", "message"}``. An input given twice, or two sources with the same content, is one
+    job. On Airflow 3.3 a retry waits for the jobs of the earlier try instead of paying again; on earlier
+    lines a batch that may have paid is not retried automatically.
 
     :param file_urls: the images (templated), each checked like ``SegmentImageOperator``'s ``file_url``.
     :param source_paths: instead: images in any storage (templated), uploaded through HitPaw's pre-signed
-        upload (20 a presign call).
+        upload.
     :param source_conn_id: the connection of the sources' storage, when it needs one.
     :param output_path: where to keep every cut-out and mask, as ``SegmentImageOperator`` does.
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
-    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when results exist already.
+    :param overwrite: when results exist already: ``overwrite``, ``fail`` or ``skip`` (inputs an earlier
+        run kept there are not submitted: ``consume_coins: 0``, ``reused: True``).
+    :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
     :param poll_interval: seconds between two polls of the same job (at least 1).
-    :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
-        Airflow 3 an event within seconds of the deferral can fail the resumed try (an Airflow race);
-        0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
+    :param min_deferred_seconds: stay deferred at least this long, against an Airflow 3 race that fails a
+        try resumed within seconds; 0 turns the hold off; None: ``[hitpaw] min_deferred_seconds`` (10 s).
     :param timeout: seconds to wait for the whole batch, from the start of this try (at most 8 days).
-    :param fail_on_error: fail the task, once every image has ended, when any failed; with False the
-        task succeeds and downstream tasks judge the per-image results.
-    :param max_failed: between the two: how many images may fail (a count, or a fraction of the inputs
-        such as ``0.02``) before the task fails; inputs refused before submitting count too.
-    :param max_coins: the most this batch may spend: it submits while the coins spent and the price of
-        the submissions in flight stay within it (priced at HitPaw's documented 20 coins until its first
-        answer names the price); the images it leaves out end ``NOT_SUBMITTED`` with a
-        ``HitPawBudgetError``, and ``fail_on_error``/``max_failed`` judge them as other failures.
+    :param fail_on_error: fail the task, once every image has ended, when any failed; False leaves the
+        per-image results to downstream tasks.
+    :param max_failed: with ``fail_on_error``: how many images may fail (a count, or a fraction such as
+        ``0.02``) before the task fails; inputs refused before submitting count too.
+    :param max_coins: the coins the batch may spend, submissions in flight counted at their price (a
+        lost answer sent again may cost one image more); the images left out end ``NOT_SUBMITTED``
+        with ``HitPawBudgetError`` and are judged as other failures.
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
