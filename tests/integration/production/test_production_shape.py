@@ -23,6 +23,7 @@ pytest.importorskip("airflow.providers.celery")
 psycopg2 = pytest.importorskip("psycopg2")
 
 from airflow_provider_hitpaw.emulator.runner import EmulatorServer  # noqa: E402
+from airflow_provider_hitpaw.operators._batch_record import BatchRecord  # noqa: E402
 from tests.integration.production.shape import PG_BIN, Postgres, production_cluster  # noqa: E402
 
 if PG_BIN is None:
@@ -195,8 +196,11 @@ def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(
     urls = [f"{emulator.sample_url('shoe.jpg')}?batch={i}" for i in range(40)]
     cluster.wait_for_dag("hitpaw_production_batch")
     run_id = cluster.trigger("hitpaw_production_batch", {"urls": urls})
+    # Past the first flush of the batch's record (every 2 s), so that the retry has a record to reuse.
     wait_until(
-        "the batch to have submitted a dozen images", lambda: len(emulator.state()["jobs"]) >= 12, timeout=180
+        "the batch to have submitted two dozen images",
+        lambda: len(emulator.state()["jobs"]) >= 24,
+        timeout=180,
     )
     [ti] = task_instances(cluster, "hitpaw_production_batch", run_id)
     worker = str(ti["hostname"])
@@ -211,11 +215,23 @@ def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(
     [ti] = task_instances(cluster, "hitpaw_production_batch", run_id)
     assert ti["try_number"] == 2, ti
     assert ti["hostname"] != worker, "the retry ran on the dead worker?"
-    paid = len(emulator.state()["jobs"])
-    submitted_urls = [job["file_url"] for job in emulator.state()["jobs"]]
+    jobs = sorted(emulator.state()["jobs"], key=lambda job: job["submitted_at"])
+    submitted_urls = [job["file_url"] for job in jobs]
     paid_twice = len(submitted_urls) - len(set(submitted_urls))
-    print(f"\nkilled at {killed_at_jobs} jobs; {paid} jobs for {len(urls)} images ({paid_twice} paid twice)")
+    # The record is flushed every FLUSH_SECONDS: what the first try submitted in its last such interval
+    # before it died (by HitPaw's clock), and the 2 answers still on their way, may be paid for again.
+    first_try = jobs[:1]
+    for job in jobs[1:]:  # the retry starts once the worker is found dead, seconds after the last of these
+        if job["submitted_at"] - first_try[-1]["submitted_at"] > 5:
+            break
+        first_try.append(job)
+    last = first_try[-1]["submitted_at"]
+    unrecorded = sum(1 for job in first_try if job["submitted_at"] >= last - BatchRecord.FLUSH_SECONDS - 0.5)
+    print(
+        f"\nkilled at {killed_at_jobs} jobs; {len(jobs)} jobs for {len(urls)} images ({paid_twice} paid "
+        f"twice; {unrecorded} submitted in the last flush interval)"
+    )
     assert set(submitted_urls) == set(urls)
-    # At most the submissions whose answers were still on their way when the worker died (2 in flight)
-    # and the records of the last flush interval can be paid twice: the rest the retry reused.
-    assert paid_twice <= 4, f"{paid_twice} images paid twice"
+    # The rest the retry found in the record and reused.
+    assert paid_twice <= unrecorded, f"{paid_twice} images paid twice, {unrecorded} unrecorded at most"
+    assert paid_twice < killed_at_jobs, "the retry reused nothing of the record"
