@@ -184,8 +184,7 @@ class FakeStateStore:
         return self.values.get(key, default)
 
     def set(self, key: str, value: Any, **kwargs: Any) -> None:
-        json.dumps(value)  # the real store keeps JSON only
-        self.values[key] = value
+        self.values[key] = as_the_database_returns_it(value)  # the real store keeps JSON only
 
 
 class FakeTaskInstance:
@@ -201,7 +200,7 @@ class FakeTaskInstance:
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = json.loads(json.dumps(value))
+        self.xcom[key] = as_the_database_returns_it(value)
 
     def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **kwargs: Any) -> Any:
         return self.xcom.get(key)
@@ -347,7 +346,24 @@ def run_deferred(operator: Any, context: dict[str, Any]) -> Any:
         return dict(events[0].payload)
 
     event = asyncio.run(one_event())
-    return operator.execute_complete(context, event, **(deferred.value.kwargs or {}))
+    kwargs = as_the_database_returns_it(deferred.value.kwargs or {})
+    return operator.execute_complete(context, as_the_database_returns_it(event), **kwargs)
+
+
+def as_the_database_returns_it(value: Any) -> Any:
+    """What Airflow's metadata database gives back of a value it stored as JSON: on PostgreSQL (JSONB)
+    and MySQL an object's keys come back reordered, shorter keys first and then bytewise."""
+    import json
+
+    def reorder(item: Any) -> Any:
+        if isinstance(item, dict):
+            keys = sorted(item, key=lambda key: (len(key.encode()), key.encode()))
+            return {key: reorder(item[key]) for key in keys}
+        if isinstance(item, list):
+            return [reorder(element) for element in item]
+        return item
+
+    return reorder(json.loads(json.dumps(value)))
 
 
 class RecordingTaskInstance:
@@ -363,8 +379,7 @@ class RecordingTaskInstance:
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)
-        self.xcom[key] = value
+        self.xcom[key] = as_the_database_returns_it(value)
 
 
 @pytest.fixture

@@ -73,8 +73,15 @@ class _Inputs:
 
     @property
     def identities(self) -> list[str]:
-        """The identities of the accepted inputs, each once, in order of first appearance."""
-        return list(dict.fromkeys(self.identity_of.values()))
+        """The identities of the accepted inputs, each once, in order of first appearance.
+
+        The order comes from the ``given`` list, never from a mapping's keys: the metadata database may
+        return a carried mapping with its keys reordered (PostgreSQL's JSONB sorts them), and the batch's
+        jobs are aligned with this order.
+        """
+        return list(
+            dict.fromkeys(self.identity_of[item] for item in self.given if item in self.identity_of)
+        )
 
     def key_of(self, identity: str) -> str:
         fingerprint = self.fingerprints.get(identity)

@@ -44,6 +44,10 @@ def test_results_in_input_order_one_job_per_unique_url(hitpaw_emulator: Any) -> 
     assert results[5]["job_id"] == results[0]["job_id"]
     jobs = hitpaw_emulator.state()["jobs"]
     assert len(jobs) == 24
+    # Each result is the job HitPaw made from that image, also after the carried kwargs came back from
+    # the database with their keys reordered (run_deferred does what PostgreSQL's JSONB does).
+    made_from = {job["job_id"]: job["file_url"] for job in jobs}
+    assert [made_from[r["job_id"]] for r in results] == inputs
     assert sorted(job["file_url"] for job in jobs) == sorted(set(inputs))
 
 
