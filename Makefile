@@ -104,14 +104,14 @@ wheel-check: uv
 	work=$$(mktemp -d) && cp tests/wheel/test_from_the_wheel.py "$$work"/ && cd "$$work" && \
 		$(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 test_from_the_wheel.py
 
-# Two cores: the lines go two at a time; the suites that start real Airflow components go one after
-# another (each holds a scheduler, a triggerer and workers).
+# Two cores: the lines go two at a time, and the wheel check (last in the list) takes the core the last
+# line leaves free; the suites that start real Airflow components go one after another (each holds a
+# scheduler, a triggerer and workers).
 test: lint typecheck
-	$(MAKE) --no-print-directory -j2 --output-sync=target lines
+	$(MAKE) --no-print-directory -j2 --output-sync=target lines wheel-check
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory components-oldest
 	$(MAKE) --no-print-directory production
-	$(MAKE) --no-print-directory wheel-check
 
 demo: venv
 	$(VENV)/bin/python scripts/demo.py

@@ -329,6 +329,10 @@ class Emulator:
         """Make a job end in ERROR (when its time is up), whatever its image."""
         return self.state.fail_job(job_id)
 
+    def finish_job(self, job_id: str) -> bool:
+        """End a job's timer now (it completes once its processing is done)."""
+        return self.state.finish_job(job_id)
+
     async def reset(self) -> None:
         """Back to start-up values: jobs, coins, keys, faults, counters, uploads; listening again."""
         await self._cancel_tasks()

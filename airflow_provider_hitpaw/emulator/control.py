@@ -1,8 +1,8 @@
 """The control endpoint, ``/_emulator/*``: what tests and scripts use to steer the emulator over HTTP.
 
 ``GET /_emulator/state``, ``GET|POST|DELETE /_emulator/faults``, ``POST /_emulator/keys``,
-``/_emulator/config``, ``/_emulator/down``, ``/_emulator/reset``, ``/_emulator/jobs/{job_id}/expire`` and
-``/_emulator/jobs/{job_id}/fail``. Errors are ``{"error": message}``.
+``/_emulator/config``, ``/_emulator/down``, ``/_emulator/reset``, and ``/_emulator/jobs/{job_id}/`` followed
+by ``expire``, ``fail`` or ``finish``. Errors are ``{"error": message}``.
 
 It can change coins, keys and faults and it shows every job, so it only answers a local program that
 knows this run's token. :class:`ControlGuard` refuses, before any handler runs and so changing nothing:
@@ -121,6 +121,7 @@ class ControlEndpoint:
         router.add_post("/_emulator/reset", self.reset)
         router.add_post("/_emulator/jobs/{job_id}/expire", self.expire)
         router.add_post("/_emulator/jobs/{job_id}/fail", self.fail)
+        router.add_post("/_emulator/jobs/{job_id}/finish", self.finish)
 
     async def state(self, request: web.Request) -> web.Response:
         """Everything a test may assert on (the same JSON as ``EmulatorServer.state()``)."""
@@ -195,5 +196,11 @@ class ControlEndpoint:
     async def fail(self, request: web.Request) -> web.Response:
         """Make one job end in ERROR."""
         if not self._emulator.fail_job(request.match_info["job_id"]):
+            return control_error("no such job", status=404)
+        return web.json_response({"ok": True})
+
+    async def finish(self, request: web.Request) -> web.Response:
+        """End one job's timer now."""
+        if not self._emulator.finish_job(request.match_info["job_id"]):
             return control_error("no such job", status=404)
         return web.json_response({"ok": True})

@@ -131,6 +131,10 @@ class HitPawEmulatorHandle:
         """Make a job end in ERROR."""
         return self.server.fail_job(job_id)
 
+    def finish_job(self, job_id: str) -> bool:
+        """End a job's timer now."""
+        return self.server.finish_job(job_id)
+
 
 @pytest.fixture(scope="session")
 def hitpaw_emulator_server(pytestconfig: pytest.Config) -> Iterator[EmulatorServer]:

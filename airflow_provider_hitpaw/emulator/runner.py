@@ -235,3 +235,7 @@ class EmulatorServer:
     def fail_job(self, job_id: str) -> bool:
         """Make a job end in ERROR; False if there was no such job."""
         return self._call_sync(lambda e: e.fail_job(job_id))
+
+    def finish_job(self, job_id: str) -> bool:
+        """End a job's timer now (it completes once processed); False if there was no such job."""
+        return self._call_sync(lambda e: e.finish_job(job_id))

@@ -31,6 +31,7 @@ if PG_BIN is None:
 
 DAG_FILE = Path(__file__).parents[1] / "dags" / "hitpaw_production.py"
 SUBMIT_ROUTE = "/api/image-segmentation"
+STATUS_ROUTE = "/api/task-status"
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +167,8 @@ def test_a_database_restart_loses_no_deferred_wait(
     shape: tuple[Any, Postgres], emulator: EmulatorServer
 ) -> None:
     cluster, database = shape
-    # Long enough that no job ends before the last of the 50 sensors (4 at a time) has deferred.
-    emulator.configure(job_seconds=200)
+    # The jobs are held open until the database has been restarted and the waits poll again; then they end.
+    emulator.configure(job_seconds=3600)
     jobs = submit_jobs(emulator, 50)
     cluster.wait_for_dag("hitpaw_production_sensors")
     run_id = cluster.trigger("hitpaw_production_sensors", {"job_ids": jobs})
@@ -179,12 +180,22 @@ def test_a_database_restart_loses_no_deferred_wait(
 
     wait_until("the 50 sensors to defer", lambda: deferred() == 50, timeout=240)
     database.restart()
+    polls_at_restart = status_polls(emulator)
+    wait_until(
+        "the waits to poll again", lambda: status_polls(emulator) >= polls_at_restart + 100, timeout=120
+    )
+    for job_id in jobs:
+        assert emulator.finish_job(job_id)
     assert finish(cluster, "hitpaw_production_sensors", run_id, timeout=400) == "success"
     waits = [
         ti for ti in task_instances(cluster, "hitpaw_production_sensors", run_id) if ti["task_id"] == "wait"
     ]
     assert len(waits) == 50
     assert {ti["state"] for ti in waits} == {"success"}
+
+
+def status_polls(emulator: EmulatorServer) -> int:
+    return int(emulator.state()["requests"].get(STATUS_ROUTE, 0))
 
 
 def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(

@@ -50,6 +50,23 @@ def test_expire_one_job_through_the_control_endpoint(hitpaw_emulator: HitPawEmul
     assert status(hitpaw_emulator, keep)["job_id"] == keep
 
 
+def test_finish_one_job_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+    hitpaw_emulator.configure(job_seconds=3600)
+    held = submit(hitpaw_emulator, hitpaw_emulator.sample_url("shoe.jpg"))
+    ended = submit(hitpaw_emulator, hitpaw_emulator.sample_url("mug.jpg"))
+    assert control(hitpaw_emulator, "POST", f"/_emulator/jobs/{ended}/finish").status_code == 200
+    assert control(hitpaw_emulator, "POST", "/_emulator/jobs/nope/finish").status_code == 404
+    assert wait_done(hitpaw_emulator, ended)["status"] == "COMPLETED"
+    assert status(hitpaw_emulator, held)["status"] == "CONVERTING"
+    # Through the handle too; a job already over keeps the time it ended.
+    finished_at = hitpaw_emulator.state()["jobs"][1]["finished_at"]
+    assert hitpaw_emulator.finish_job(ended)
+    assert hitpaw_emulator.state()["jobs"][1]["finished_at"] == finished_at
+    assert hitpaw_emulator.finish_job(held)
+    assert wait_done(hitpaw_emulator, held)["status"] == "COMPLETED"
+    assert not hitpaw_emulator.finish_job("nope")
+
+
 def test_faults_through_the_control_endpoint(hitpaw_emulator: HitPawEmulatorHandle) -> None:
     ctl = "/_emulator/faults"
     response = control(hitpaw_emulator, "POST", ctl, json=[{"kind": "500", "first_n": 1}, "429:share=0.5"])
@@ -104,6 +121,7 @@ def _attacks(job_id: str) -> list[tuple[str, str, Any]]:
         ("POST", "/_emulator/reset", None),
         ("POST", f"/_emulator/jobs/{job_id}/expire", None),
         ("POST", f"/_emulator/jobs/{job_id}/fail", None),
+        ("POST", f"/_emulator/jobs/{job_id}/finish", None),
         ("GET", "/_emulator/no-such-thing", None),
     ]
 
