@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow_provider_hitpaw.exceptions import HitPawError
 from airflow_provider_hitpaw.hooks import _transport
@@ -67,6 +67,10 @@ class SharedRateLimitGate:
             self._strikes = 0
 
 
+#: How often, at least, ``call_many`` lets its caller make what it recorded durable.
+CHECKPOINT_SECONDS: Final = 0.5
+
+
 def call_many(
     items: Sequence[Item],
     call: Callable[[Item, SharedRateLimitGate, threading.Event], T],
@@ -77,6 +81,7 @@ def call_many(
     stop_on: Callable[[T | HitPawError], bool] | None = None,
     stop: threading.Event | None = None,
     budget: CoinBudget | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> list[T | HitPawError]:
     """``call`` for every item, ``max_in_flight`` at a time; one result (a value, or its error) per item.
 
@@ -89,7 +94,11 @@ def call_many(
     rest); the items not sent then end as :class:`~._transport.HitPawNotSentError`. ``stop`` is the same
     switch for the caller to throw from elsewhere (Airflow 3 asks a task to stop through ``on_kill``).
     With a ``budget``, each call first waits for the budget to cover it; an item it never will cover ends
-    as its :class:`~airflow_provider_hitpaw.exceptions.HitPawBudgetError`, unsent.
+    as its :class:`~airflow_provider_hitpaw.exceptions.HitPawBudgetError`, unsent. ``checkpoint`` (the
+    caller making what ``on_result`` recorded durable) is called in the caller's thread at least every
+    :data:`CHECKPOINT_SECONDS`, also while no answer arrives (others may be stalled by a long back-off),
+    and on an interruption as soon as the answers already in are reported, before the ones under way are
+    waited for: Airflow kills a task a few seconds after asking it to stop.
     """
     results: list[T | HitPawError | None] = [None] * len(items)
     reported: set[int] = set()
@@ -122,23 +131,35 @@ def call_many(
         if on_result is not None:
             on_result(index, result)
 
+    def report_every_answer_in(futures: dict[Future[T | HitPawError], int]) -> None:
+        for future, index in futures.items():
+            try:
+                report(index, future)
+            except Exception:  # a failing recorder must not hide the other records, nor the interruption
+                log.exception("Recording the result of item %d failed", index)
+
     pool = ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="hitpaw")
     futures: dict[Future[T | HitPawError], int] = {}
     try:
         futures = {pool.submit(one, item): index for index, item in enumerate(items)}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            timeout = CHECKPOINT_SECONDS if checkpoint is not None else None
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 report(futures[future], future)
+            if checkpoint is not None:
+                checkpoint()
     except BaseException:
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future, index in futures.items():
+        report_every_answer_in(futures)
+        if checkpoint is not None:
             try:
-                report(index, future)
-            except Exception:  # a failing recorder must not hide the other records, nor the interruption
-                log.exception("Recording the result of item %d failed", index)
+                checkpoint()
+            except Exception:
+                log.exception("Recording the answers in before the interruption failed")
+        pool.shutdown(wait=True, cancel_futures=True)
+        report_every_answer_in(futures)
         raise
     pool.shutdown(wait=True)
     return results  # type: ignore[return-value]

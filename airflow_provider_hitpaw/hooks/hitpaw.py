@@ -324,6 +324,7 @@ class HitPawHook(_HitPawHookBase):
         stop_on: Callable[[SegmentationJob | HitPawError], bool] | None = None,
         stop: threading.Event | None = None,
         budget: CoinBudget | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> list[SegmentationJob | HitPawError]:
         """Submit many images, ``max_in_flight`` at a time; one result (a job, or its error) per URL.
 
@@ -335,6 +336,8 @@ class HitPawHook(_HitPawHookBase):
         the first result it accepts, and setting ``stop`` does so from another thread: nothing more is
         sent, and the answers under way still arrive. A ``budget`` admits a submission only while the coins
         spent and in flight stay within it; the images it cannot cover end as ``HitPawBudgetError``.
+        ``checkpoint`` is called in the caller's thread at least every half second, and at once on an
+        interruption, for the caller to make durable what it recorded.
         """
         _ = self.session  # opened once, here, not raced for by the threads
 
@@ -358,6 +361,7 @@ class HitPawHook(_HitPawHookBase):
             stop_on=stop_on,
             stop=stop,
             budget=budget,
+            checkpoint=checkpoint,
         )
 
     def get_task_statuses(

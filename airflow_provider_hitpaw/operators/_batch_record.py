@@ -3,15 +3,21 @@
 Each job id (and what HitPaw said it cost) is recorded as its submission is answered, aligned with the
 batch's unique inputs and stored in chunks (one value stays well under Airflow's 64 KB advice); a digest
 of the inputs guards against reading the record of a different input list. Writes are batched: at most
-one every :attr:`BatchRecord.FLUSH_SECONDS` while submitting, and one at the end on every path, so a crash
-loses at most those last seconds of records.
+one every :attr:`BatchRecord.FLUSH_SECONDS` while submitting (also while no answer arrives: the submitting
+loop calls :meth:`BatchRecord.flush_if_due` on a timer), at once when the task is being stopped, and one at
+the end on every path, so a crash loses at most those last seconds of records.
+
+A store that fails to write (Airflow's API server refusing, say) does not stop a batch that has paid: the
+jobs go on being waited for, and the record counts as not durable from then on, so that a failure after
+paying is final, as on an Airflow without a store, instead of a retry that would pay again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from airflow_provider_hitpaw import _api, _state_store
 from airflow_provider_hitpaw._state_store import first_try_of_clearing
@@ -22,6 +28,15 @@ if TYPE_CHECKING:
 _CHUNK: Final = 500
 _KEY: Final = "hitpaw_batch"
 
+log = logging.getLogger(__name__)
+
+
+class _Warns(Protocol):
+    """The part of a logger the record uses (the task's own logger, a stdlib or a structlog one)."""
+
+    def warning(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+
+
 __all__ = ["BatchRecord", "first_try_of_clearing"]
 
 
@@ -30,8 +45,11 @@ class BatchRecord:
 
     FLUSH_SECONDS = 2.0
 
-    def __init__(self, context: Context, unique: list[str]) -> None:
+    def __init__(self, context: Context, unique: list[str], logger: _Warns | None = None) -> None:
         self._context = context
+        self._log: _Warns = logger or log
+        #: Whether a write to the store failed: what it holds may then lack paid jobs.
+        self._store_failed = False
         self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
         self._ids: list[str | None] = [None] * len(unique)
         self._costs: list[int | None] = [None] * len(unique)
@@ -46,7 +64,11 @@ class BatchRecord:
     @property
     def durable(self) -> bool:
         """Whether a later try of this task will find what is recorded here."""
-        return _state_store.can_remember(self._context)
+        return not self._store_failed and _state_store.can_remember(self._context)
+
+    def mark_incomplete(self) -> None:
+        """What an earlier part of this try paid for may be missing from the store (a write failed)."""
+        self._store_failed = True
 
     def job_ids(self) -> list[str | None]:
         """The job of each unique input that an earlier try recorded (None where it recorded none)."""
@@ -105,7 +127,11 @@ class BatchRecord:
             self._replaced_coins += replaced if replaced is not None else _api.COINS_PER_JOB
         self._ids[index], self._costs[index], self._counted[index] = job_id, coins, False
         self._dirty.add(index // _CHUNK)
-        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Write what changed once :attr:`FLUSH_SECONDS` have passed since the last write."""
+        if self._dirty and time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
             self.flush()
 
     def _entry_of(self, index: int) -> list[Any] | None:
@@ -115,17 +141,27 @@ class BatchRecord:
         return [job_id, self._costs[index], 1] if self._counted[index] else [job_id, self._costs[index]]
 
     def flush(self) -> None:
-        if not self._dirty:
+        if not self._dirty or self._store_failed:
             return
         chunks = (len(self._ids) + _CHUNK - 1) // _CHUNK
-        for chunk in sorted(self._dirty):
-            span = range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, len(self._ids)))
-            values = [self._entry_of(i) for i in span]
-            if not _state_store.remember(self._context, f"{_KEY}_{chunk}", values):
-                self._dirty.clear()
-                return  # no store on this Airflow
-        head = {"digest": self._digest, "chunks": chunks, "replaced_coins": self._replaced_coins}
-        _state_store.remember(self._context, _KEY, head)
+        try:
+            for chunk in sorted(self._dirty):
+                span = range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, len(self._ids)))
+                values = [self._entry_of(i) for i in span]
+                if not _state_store.remember(self._context, f"{_KEY}_{chunk}", values):
+                    self._dirty.clear()
+                    return  # no store on this Airflow
+            head = {"digest": self._digest, "chunks": chunks, "replaced_coins": self._replaced_coins}
+            _state_store.remember(self._context, _KEY, head)
+        except Exception as err:  # the store is Airflow's: its failure must not cost the jobs paid for
+            self._store_failed = True
+            self._log.warning(
+                "Airflow's task state store could not record this batch's jobs (%s: %s): the batch goes "
+                "on, but should it fail now, it fails without a retry (a retry could not find every job "
+                "paid for, and would pay again)",
+                type(err).__name__,
+                _api.server_text(str(err)),
+            )
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

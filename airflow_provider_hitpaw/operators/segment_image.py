@@ -276,13 +276,22 @@ class SegmentImageOperator(BaseOperator):
         if self.source_path is not None:
             submission["source_path"] = str(self.source_path)
             submission["source_fingerprint"] = fingerprint
-        _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
         self.log.info(
             "Submitted %s to HitPaw as job %r (%s)",
             self._shown_input(),  # the source as the user named it, not the upload's storage key
             job.job_id,
             coins_text(job.consume_coins),
         )
+        try:
+            _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
+        except Exception as err:  # the store is Airflow's: its failure must not cost the job paid for
+            self.log.warning(
+                "Airflow's task state store could not record job %r (%s: %s): this try goes on waiting for "
+                "it, but a retry would not find it and would pay for the image again",
+                job.job_id,
+                type(err).__name__,
+                _api.server_text(str(err)),
+            )
         return submission, None
 
     def _defer_until_done(self, submission: dict[str, Any], context: Context) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from airflow_provider_hitpaw import _api, _deferral, _metrics
+from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import BatchEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
@@ -79,9 +79,7 @@ class _Inputs:
         return a carried mapping with its keys reordered (PostgreSQL's JSONB sorts them), and the batch's
         jobs are aligned with this order.
         """
-        return list(
-            dict.fromkeys(self.identity_of[item] for item in self.given if item in self.identity_of)
-        )
+        return list(dict.fromkeys(self.identity_of[item] for item in self.given if item in self.identity_of))
 
     def key_of(self, identity: str) -> str:
         fingerprint = self.fingerprints.get(identity)
@@ -134,6 +132,19 @@ class _Inputs:
             fingerprints=dict(fingerprints) if isinstance(fingerprints, dict) else {},
             kept=dict(kept) if isinstance(kept, dict) else {},
         )
+
+
+#: Why a batch that paid nothing still fails for good where no record is kept across tries.
+_NOTHING_PAID_NO_RETRY: Final = (
+    "no coin was spent. Not retried automatically: on this Airflow a retry could not tell whether an "
+    "earlier try paid for images, so a batch does not retry. Clear the task to run it again"
+)
+
+
+def _record_is_durable(context: Context, carried: dict[str, Any]) -> bool:
+    """Whether a retry will find every job the batch paid for: Airflow keeps a store, and no write to it
+    failed while the batch submitted (``carried`` is what the submitting try passed on)."""
+    return BatchRecord(context, []).durable and not carried.get("record_incomplete")
 
 
 class SegmentImageBatchOperator(BaseOperator):
@@ -248,7 +259,7 @@ class SegmentImageBatchOperator(BaseOperator):
             if first_try_of_clearing(context, int(self.retries or 0)):
                 # A retry finds again what the first try found kept (or kept itself): counted once.
                 _metrics.count_reused(len(inputs.kept))
-            record = BatchRecord(context, inputs.unique)
+            record = BatchRecord(context, inputs.unique, self.log)
             self._refuse_a_blind_retry(context, record)
             self._costs, self._created, self._submitted_at = {}, [], {}
             self._stop = threading.Event()
@@ -275,6 +286,8 @@ class SegmentImageBatchOperator(BaseOperator):
         # What the resumed task needs travels in the try's own XCom, which every Airflow line keeps
         # across a deferral (``airflow dags test`` drops the kwargs given to defer()).
         carried = {**inputs.to_xcom(), "jobs": jobs, "costs": self._costs, "submitted_at": self._submitted_at}
+        if not record.durable and _state_store.can_remember(context):
+            carried["record_incomplete"] = True  # the store failed a write: the resumed task must know
         context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=carried)
         end_time = _deferral.try_started_at(context) + self.timeout
         self.defer(
@@ -402,8 +415,11 @@ class SegmentImageBatchOperator(BaseOperator):
     def _failure_after_paying(self, err: HitPawError, *, durable: bool, paid: bool) -> Exception:
         """Fail the task; without a durable record, never with a retry that would pay again."""
         failure = task_failure(err)
-        if durable or not paid or isinstance(failure, AirflowFailException):
+        if durable or isinstance(failure, AirflowFailException):
             return failure
+        if not paid:
+            # Its retry would refuse anyway: it could not tell this try paid for nothing.
+            return fail_without_retry(f"{err}; {_NOTHING_PAID_NO_RETRY}")
         return fail_without_retry(
             f"{err}; not retried automatically: this batch has paid for images, and on this Airflow a "
             "retry could not find their jobs"
@@ -520,6 +536,14 @@ class SegmentImageBatchOperator(BaseOperator):
                     record.flush()  # the task is being stopped: every paid job recorded at once
             progress.report(isinstance(result, HitPawError))
 
+        def checkpoint() -> None:
+            # Every paid job durable within FLUSH_SECONDS, whether answers come or not; at once when the
+            # task is being stopped (Airflow kills it seconds later).
+            if self._stop.is_set():
+                record.flush()
+            else:
+                record.flush_if_due()
+
         try:
             hook.submit_segmentations(
                 [url for _, url in to_submit],
@@ -528,6 +552,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 stop_on=lambda result: isinstance(result, BATCH_STOPPING_ERRORS),
                 stop=self._stop,
                 budget=budget,
+                checkpoint=checkpoint,
             )
         finally:
             record.flush()  # what was paid for stays findable, also when the task is stopped midway
@@ -622,7 +647,7 @@ class SegmentImageBatchOperator(BaseOperator):
     ) -> list[dict[str, Any]]:
         """Resume with what the submission found (``carried``: its inputs, jobs, costs), rather than
         reading every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
-        durable = BatchRecord(context, []).durable
+        durable = _record_is_durable(context, carried)
         try:
             outcome = BatchEvent.from_payload(event)
             outcome.raise_if_stopped()
@@ -637,6 +662,7 @@ class SegmentImageBatchOperator(BaseOperator):
                     "already submitted are then paid for again)"
                 )
             carried = pushed
+            durable = _record_is_durable(context, carried)
         self._costs = dict(carried.get("costs") or {})
         self._submitted_at = dict(carried.get("submitted_at") or {})
         judged = _Inputs.from_xcom(
@@ -646,7 +672,9 @@ class SegmentImageBatchOperator(BaseOperator):
             carried.get("fingerprints"),
             carried.get("kept"),
         )
-        record = BatchRecord(context, judged.unique)
+        record = BatchRecord(context, judged.unique, self.log)
+        if carried.get("record_incomplete"):
+            record.mark_incomplete()
         record.job_ids()
         with self._hook() as hook:
             try:
@@ -667,7 +695,7 @@ class SegmentImageBatchOperator(BaseOperator):
             jobs = pushed.get("jobs", []) if isinstance(pushed, dict) else []
             paid = sum(isinstance(job, str) for job in jobs)
             message = _deferral.deferral_failure(err, f"The batch's {paid} HitPaw jobs (already paid for)")
-            if BatchRecord(context, []).durable:
+            if _record_is_durable(context, pushed if isinstance(pushed, dict) else {}):
                 raise HitPawTimeoutError(f"{message}; a retry waits for the same jobs") from err
             raise fail_without_retry(
                 f"{message}; not retried automatically: on this Airflow a retry could not find the jobs "
@@ -725,7 +753,7 @@ class SegmentImageBatchOperator(BaseOperator):
             if self.source_paths is not None:
                 result["source_path"] = item
             results.append(result)
-        return self._report(context, results)
+        return self._report(context, results, durable=record.durable)
 
     def _count_ends(
         self, inputs: _Inputs, jobs: list[Any], by_input: dict[str, dict[str, Any]], record: BatchRecord
@@ -823,7 +851,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 "%d image(s) failed with %s, for instance %s: %s", len(members), kind, shown, reason
             )
 
-    def _report(self, context: Context, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _report(
+        self, context: Context, results: list[dict[str, Any]], *, durable: bool
+    ) -> list[dict[str, Any]]:
         bad = [r for r in results if r["status"] != "COMPLETED" or r["error"]]
         known = [r["consume_coins"] for r in results if isinstance(r.get("consume_coins"), int)]
         self.log.info(
@@ -842,10 +872,12 @@ class SegmentImageBatchOperator(BaseOperator):
             f"{len(bad)} of {len(results)} images were not segmented ({shown}); the per-image results are "
             f"in XCom under {RESULTS_XCOM_KEY!r}"
         )
-        if not BatchRecord(context, []).durable and any(r["job_id"] for r in results):
-            # Without a record across tries a retry could not tell paid jobs from missing ones.
-            raise AirflowFailException(f"{message} (no automatic retry: on this Airflow it would pay again)")
-        raise AirflowException(message)
+        if durable:
+            raise AirflowException(message)
+        # Without a record across tries a retry could not tell paid jobs from missing ones.
+        if any(r["job_id"] for r in results):
+            raise AirflowFailException(f"{message} (no automatic retry: it could not find every job paid)")
+        raise AirflowFailException(f"{message}; {_NOTHING_PAID_NO_RETRY}")
 
 
 def _kind(result: dict[str, Any]) -> str:

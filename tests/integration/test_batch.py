@@ -260,25 +260,61 @@ def test_messages_never_show_a_signed_query_or_credentials(hitpaw_emulator: Any,
         assert secret not in log_text()
 
 
-def test_without_a_store_a_batch_that_paid_for_nothing_fails_retryably_but_its_retry_refuses(
+def test_without_a_store_a_batch_that_paid_for_nothing_fails_for_good_and_says_so(
     hitpaw_emulator: Any,
 ) -> None:
-    """Every submission refused with HitPaw's own 500 code: nothing was charged, so the try fails as any
-    transient fault does (it once failed for good saying a retry 'would pay again'). Its retry, on a line
-    that keeps no record, cannot tell this try from one that crashed after paying: it refuses to submit,
-    and still pays nothing."""
+    """Every submission refused with HitPaw's own 500 code: nothing was charged. On a line that keeps no
+    record, a retry cannot tell this try from one that crashed after paying, and would refuse: the try
+    once failed retryably, and its retry's refusal ("may have paid") hid both the cause and that nothing
+    was spent. It now fails for good at once, saying so; its retry still refuses and pays nothing."""
     hitpaw_emulator.set_faults([f"500:paths={'/api/image-segmentation'}"])
     operator = SegmentImageBatchOperator(
         task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1, retries=1
     )
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException, match=r"no coin was spent.*Clear the task to run it again"):
         operator.execute(task_context(max_tries=1, try_number=1))
-    assert not isinstance(raised.value, AirflowFailException)
     assert hitpaw_emulator.state()["jobs"] == []
     hitpaw_emulator.set_faults([])
     with pytest.raises(AirflowFailException, match="Clear the task to run the batch again"):
         operator.execute(task_context(max_tries=1, try_number=2))
     assert hitpaw_emulator.state()["jobs"] == []
+
+
+def test_with_a_store_a_batch_that_paid_for_nothing_fails_retryably(hitpaw_emulator: Any) -> None:
+    hitpaw_emulator.set_faults([f"500:paths={'/api/image-segmentation'}"])
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1, retries=1
+    )
+    with pytest.raises(AirflowException) as raised:
+        operator.execute(task_context(store=FakeStateStore()))
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+class FailingStateStore(FakeStateStore):
+    """Airflow 3.3's store when its API server refuses writes (an outage, a bad retention setting)."""
+
+    def set(self, key: str, value: Any, **kwargs: Any) -> None:
+        raise RuntimeError("API server answered 503")
+
+
+def test_a_store_that_fails_to_write_costs_the_batch_nothing_it_paid_for(
+    hitpaw_emulator: Any, log_text: Any
+) -> None:
+    """A failing write once escaped the submission loop: the batch stopped with paid jobs unwaited for,
+    retryably, and its retry paid for them again."""
+    inputs = urls(hitpaw_emulator, 6)
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, retries=1)
+    results = run_deferred(operator, task_context(store=FailingStateStore()))
+    assert [r["status"] for r in results] == ["COMPLETED"] * 6
+    assert len(hitpaw_emulator.state()["jobs"]) == 6
+    assert "could not record this batch's jobs (RuntimeError: API server answered 503)" in log_text()
+
+
+def test_after_a_failed_store_write_a_failure_after_paying_is_final(hitpaw_emulator: Any) -> None:
+    inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, retries=1)
+    with pytest.raises(AirflowFailException, match="no automatic retry: it could not find every job paid"):
+        run_deferred(operator, task_context(store=FailingStateStore()))
 
 
 def test_a_budget_stops_the_batch_within_it_and_says_where(hitpaw_emulator: Any, log_text: Any) -> None:

@@ -47,6 +47,64 @@ def test_every_answer_that_arrived_is_recorded_when_the_caller_is_interrupted() 
     assert 3 <= len(sent) <= 4, f"sent after the interruption: {sent}"
 
 
+def test_what_was_recorded_is_made_durable_while_the_other_answers_stall() -> None:
+    """A record was written only when the next answer came: a long back-off on the others kept paid jobs
+    out of the task state store for as long as it lasted."""
+    stalled = threading.Event()
+    recorded: dict[int, float] = {}
+    durable_at_checkpoints: list[list[int]] = []
+
+    def call(item: int, gate: Any, stop: threading.Event) -> str:
+        if item == 1:
+            stalled.wait(5)  # a 429 back-off, a slow answer
+        return f"job-{item}"
+
+    def checkpoint() -> None:
+        durable_at_checkpoints.append(sorted(recorded))
+        if list(recorded) == [0] and time.monotonic() - recorded[0] >= 0.3:
+            stalled.set()  # a checkpoint came on its own, well after the first answer, the second stalled
+
+    call_many(
+        [0, 1],
+        call,
+        policy=POLICY,
+        max_in_flight=2,
+        on_result=lambda index, result: recorded.setdefault(index, time.monotonic()),
+        checkpoint=checkpoint,
+    )
+    assert stalled.is_set(), "no checkpoint while the second answer stalled"
+    assert durable_at_checkpoints[-1] == [0, 1]
+
+
+def test_an_interruption_makes_the_answers_in_durable_before_waiting_for_the_rest() -> None:
+    """Airflow kills a task seconds after asking it to stop: the answers already in cannot wait for those
+    still under way (which may take longer than that) to be recorded."""
+    finished: list[int] = []
+    slow_done = threading.Event()
+
+    def call(item: int, gate: Any, stop: threading.Event) -> str:
+        if item == 2:
+            slow_done.wait(1.0)  # under way when the interruption comes, and slow to answer
+            finished.append(item)
+        return f"job-{item}"
+
+    recorded: list[int] = []
+    seen_by_checkpoints: list[tuple[list[int], list[int]]] = []
+
+    def on_result(index: int, result: Any) -> None:
+        recorded.append(index)
+        if len(recorded) == 2:
+            raise Interrupted  # SIGTERM, with the third request in flight
+
+    def checkpoint() -> None:
+        seen_by_checkpoints.append((sorted(recorded), list(finished)))
+
+    with pytest.raises(Interrupted):
+        call_many([0, 1, 2], call, policy=POLICY, max_in_flight=3, on_result=on_result, checkpoint=checkpoint)
+    assert ([0, 1], []) in seen_by_checkpoints, f"recorded only after the slow one: {seen_by_checkpoints}"
+    assert sorted(recorded) == [0, 1, 2], "the answer that came after the interruption was dropped"
+
+
 def test_a_stop_result_ends_the_batch_and_the_rest_are_not_sent() -> None:
     sent: list[int] = []
     lock = threading.Lock()

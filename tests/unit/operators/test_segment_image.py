@@ -272,6 +272,22 @@ class TestRetryDoesNotPayTwice:
         assert hook.submit_segmentation.call_count == 2
         hook.get_task_status.assert_not_called()
 
+    def test_a_store_that_fails_to_write_does_not_lose_the_paid_job(self, hook: Any, log_text: Any) -> None:
+        """A failing write once escaped before the job was logged or deferred on: the paid job was known
+        nowhere, and the retry paid again."""
+
+        class FailingStore(FakeStateStore):
+            def set(self, key: str, value: Any, **kwargs: Any) -> None:
+                raise RuntimeError("API server answered 503")
+
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(task_context(store=FailingStore()))
+        assert deferred.value.trigger.job_id == SENT["job_id"]  # the try goes on waiting for it
+        logged = log_text()
+        assert f"as job {SENT['job_id']!r}" in logged
+        assert f"could not record job {SENT['job_id']!r} (RuntimeError: API server answered 503)" in logged
+        assert "would pay for the image again" in logged
+
     def test_without_a_store_every_try_submits(self, hook: Any) -> None:
         for _ in range(2):
             operator(wait_for_completion=False).execute(task_context())
