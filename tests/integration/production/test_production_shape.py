@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -204,7 +205,10 @@ def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(
     cluster, _ = shape
     # Slow submissions: the batch is still submitting when its worker dies.
     emulator.set_faults([f"slow:delay_s=0.3,paths={SUBMIT_ROUTE}"])
-    urls = [f"{emulator.sample_url('shoe.jpg')}?batch={i}" for i in range(40)]
+    # Names of different lengths: PostgreSQL's JSONB returns the deferral's carried mappings with their
+    # keys reordered (shortest first), which once paired images with other images' jobs.
+    samples = ["portrait.png", "shoe.jpg", "product.webp", "mug.jpg"]
+    urls = [f"{emulator.sample_url(samples[i % 4])}?batch={i}" for i in range(40)]
     cluster.wait_for_dag("hitpaw_production_batch")
     run_id = cluster.trigger("hitpaw_production_batch", {"urls": urls})
     # Past the first flush of the batch's record (every 2 s), so that the retry has a record to reuse.
@@ -243,6 +247,11 @@ def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(
         f"twice; {unrecorded} submitted in the last flush interval)"
     )
     assert set(submitted_urls) == set(urls)
+    ti_path = f"/dags/hitpaw_production_batch/dagRuns/{quote(run_id, safe='')}/taskInstances/batch"
+    results = cluster.request("GET", f"{ti_path}/xcomEntries/return_value")["value"]
+    made_from = {job["job_id"]: job["file_url"] for job in jobs}
+    assert [r["file_url"] for r in results] == urls
+    assert [made_from[r["job_id"]] for r in results] == urls, "an image was given another image's job"
     # The rest the retry found in the record and reused.
     assert paid_twice <= unrecorded, f"{paid_twice} images paid twice, {unrecorded} unrecorded at most"
     assert paid_twice < killed_at_jobs, "the retry reused nothing of the record"
