@@ -43,7 +43,8 @@ class SegmentationSensor(BaseSensorOperator):
     :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationTrigger` and frees the worker slot. The
     deadline is ``timeout`` counted from the sensor's first start: on Airflow 3.3 that start is kept in
     the task state store, so neither a retry nor a triggerer restart extends it; on older Airflow the
-    current try's start counts.
+    current try's start counts. Not deferrable, it is a classic sensor, timed by Airflow's own sensor
+    timeout, which starts again with each try.
 
     A job that ended in ``ERROR`` fails the sensor without retries: that job will never change.
 
