@@ -90,11 +90,17 @@ def count_end_once(context: Context, job_id: str, completed: bool, duration: flo
     """A single-job task's end of ``job_id``, unless a try before this one counted it (3.3 remembers)."""
     from airflow_provider_hitpaw import _state_store
 
-    if _state_store.recall(context, _COUNTED_END_KEY) == job_id:
-        return
+    try:
+        if _state_store.recall(context, _COUNTED_END_KEY) == job_id:
+            return
+    except Exception:  # the store is Airflow's: counting twice is better than failing a finished job
+        log.warning("Airflow's task state store could not be read; the job's end may be counted twice")
     count_ended(
         completed=int(completed),
         failed=int(not completed),
         durations=[duration] if duration is not None else None,
     )
-    _state_store.remember(context, _COUNTED_END_KEY, job_id)
+    try:
+        _state_store.remember(context, _COUNTED_END_KEY, job_id)
+    except Exception:
+        log.warning("Airflow's task state store could not record that the job's end was counted")

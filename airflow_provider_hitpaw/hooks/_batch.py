@@ -125,11 +125,13 @@ def call_many(
     def report(index: int, future: Future[T | HitPawError]) -> None:
         if index in reported or future.cancelled() or not future.done():
             return
-        reported.add(index)
         result = future.result()
         results[index] = result
         if on_result is not None:
             on_result(index, result)
+        # Only now: an interruption inside on_result leaves the answer to be reported again (recording
+        # one job twice is harmless; not recording a paid one is not).
+        reported.add(index)
 
     def report_every_answer_in(futures: dict[Future[T | HitPawError], int]) -> None:
         for future, index in futures.items():

@@ -8,8 +8,9 @@ loop calls :meth:`BatchRecord.flush_if_due` on a timer), at once when the task i
 the end on every path, so a crash loses at most those last seconds of records.
 
 A store that fails to write (Airflow's API server refusing, say) does not stop a batch that has paid: the
-jobs go on being waited for, and the record counts as not durable from then on, so that a failure after
-paying is final, as on an Airflow without a store, instead of a retry that would pay again.
+jobs go on being waited for, the writes are tried again at the next flush, and until one succeeds the
+record counts as not durable, so that a failure meanwhile is final, as on an Airflow without a store,
+instead of a retry that would pay again.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ class BatchRecord:
     def __init__(self, context: Context, unique: list[str], logger: _Warns | None = None) -> None:
         self._context = context
         self._log: _Warns = logger or log
-        #: Whether a write to the store failed: what it holds may then lack paid jobs.
+        #: Whether the last write to the store failed: what it holds may then lack paid jobs.
         self._store_failed = False
+        #: Whether the store is known to lack jobs this record cannot write again (see mark_incomplete).
+        self._incomplete = False
         self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
         self._ids: list[str | None] = [None] * len(unique)
         self._costs: list[int | None] = [None] * len(unique)
@@ -64,11 +67,11 @@ class BatchRecord:
     @property
     def durable(self) -> bool:
         """Whether a later try of this task will find what is recorded here."""
-        return not self._store_failed and _state_store.can_remember(self._context)
+        return not (self._store_failed or self._incomplete) and _state_store.can_remember(self._context)
 
     def mark_incomplete(self) -> None:
         """What an earlier part of this try paid for may be missing from the store (a write failed)."""
-        self._store_failed = True
+        self._incomplete = True
 
     def job_ids(self) -> list[str | None]:
         """The job of each unique input that an earlier try recorded (None where it recorded none)."""
@@ -141,7 +144,7 @@ class BatchRecord:
         return [job_id, self._costs[index], 1] if self._counted[index] else [job_id, self._costs[index]]
 
     def flush(self) -> None:
-        if not self._dirty or self._store_failed:
+        if not self._dirty:
             return
         chunks = (len(self._ids) + _CHUNK - 1) // _CHUNK
         try:
@@ -154,14 +157,20 @@ class BatchRecord:
             head = {"digest": self._digest, "chunks": chunks, "replaced_coins": self._replaced_coins}
             _state_store.remember(self._context, _KEY, head)
         except Exception as err:  # the store is Airflow's: its failure must not cost the jobs paid for
+            if not self._store_failed:
+                self._log.warning(
+                    "Airflow's task state store could not record this batch's jobs (%s: %s): the batch "
+                    "goes on and tries again; until a write succeeds, a failure of this try is final (a "
+                    "retry could not find every job paid for, and would pay again)",
+                    type(err).__name__,
+                    _api.server_text(str(err)),
+                )
             self._store_failed = True
-            self._log.warning(
-                "Airflow's task state store could not record this batch's jobs (%s: %s): the batch goes "
-                "on, but should it fail now, it fails without a retry (a retry could not find every job "
-                "paid for, and would pay again)",
-                type(err).__name__,
-                _api.server_text(str(err)),
-            )
+            self._last_flush = time.monotonic()  # the next try at the next due flush, not at once
+            return
+        if self._store_failed:
+            self._log.warning("Airflow's task state store records this batch's jobs again")
+        self._store_failed = False
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

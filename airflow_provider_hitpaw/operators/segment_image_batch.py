@@ -23,6 +23,8 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
+    HitPawResponseError,
+    HitPawSubmissionUnknownError,
     HitPawTimeoutError,
     HitPawUntrustedAnswerError,
 )
@@ -133,6 +135,12 @@ class _Inputs:
             kept=dict(kept) if isinstance(kept, dict) else {},
         )
 
+
+#: Submission errors after which HitPaw may have charged for the image (its answer was lost or unusable).
+MAY_HAVE_CHARGED: Final = (HitPawSubmissionUnknownError, HitPawResponseError)
+_MAY_HAVE_CHARGED_NAMES: Final = frozenset(
+    {"HitPawSubmissionUnknownError", "HitPawResponseError", "HitPawUntrustedAnswerError"}
+)
 
 #: Why a batch that paid nothing still fails for good where no record is kept across tries.
 _NOTHING_PAID_NO_RETRY: Final = (
@@ -262,14 +270,25 @@ class SegmentImageBatchOperator(BaseOperator):
             record = BatchRecord(context, inputs.unique, self.log)
             self._refuse_a_blind_retry(context, record)
             self._costs, self._created, self._submitted_at = {}, [], {}
+            self._maybe_charged = 0
             self._stop = threading.Event()
             try:
                 jobs = self._submit_all(hook, inputs, record)
             except BaseException as err:
                 self._push_partial(context, inputs, record)
+                paid = record.submitted_any or self._maybe_charged > 0
                 if isinstance(err, HitPawError):
-                    raise self._failure_after_paying(
-                        err, durable=record.durable, paid=record.submitted_any
+                    raise self._failure_after_paying(err, durable=record.durable, paid=paid) from err
+                if (
+                    paid
+                    and not record.durable
+                    and _state_store.can_remember(context)
+                    and not isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit)
+                ):
+                    # A time-out or a stop after a failed store write: a retry would pay again.
+                    raise fail_without_retry(
+                        f"{type(err).__name__}: {err}; not retried automatically: Airflow's task state "
+                        "store failed to record every job paid for, and a retry would pay for them again"
                     ) from err
                 raise
             submitted = [job for job in jobs if isinstance(job, str)]
@@ -523,6 +542,8 @@ class SegmentImageBatchOperator(BaseOperator):
                 )
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
+                if isinstance(result, MAY_HAVE_CHARGED):
+                    self._maybe_charged += 1
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
             else:
@@ -532,17 +553,25 @@ class SegmentImageBatchOperator(BaseOperator):
                 self._submitted_at[result.job_id] = round(time.time(), 1)
                 record.set(index, result.job_id, result.consume_coins)
                 _metrics.count_submitted(result.consume_coins)
-                if self._stop.is_set():
-                    record.flush()  # the task is being stopped: every paid job recorded at once
             progress.report(isinstance(result, HitPawError))
 
+        named: set[str] = set()
+
         def checkpoint() -> None:
-            # Every paid job durable within FLUSH_SECONDS, whether answers come or not; at once when the
-            # task is being stopped (Airflow kills it seconds later).
-            if self._stop.is_set():
-                record.flush()
-            else:
+            # Every paid job durable within FLUSH_SECONDS, whether answers come or not. When the task is
+            # being stopped (Airflow kills it seconds later), first named in the log, then recorded at once.
+            if not self._stop.is_set():
                 record.flush_if_due()
+                return
+            fresh = {
+                shown_as[unique[index]]: job
+                for index, job in enumerate(self._created)
+                if job and job not in named
+            }
+            if fresh:
+                self.log.warning("Stopping; paid for so far: %s", _shown_jobs(fresh, limit=len(fresh)))
+                named.update(fresh.values())
+            record.flush()
 
         try:
             hook.submit_segmentations(
@@ -647,12 +676,6 @@ class SegmentImageBatchOperator(BaseOperator):
     ) -> list[dict[str, Any]]:
         """Resume with what the submission found (``carried``: its inputs, jobs, costs), rather than
         reading every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
-        durable = _record_is_durable(context, carried)
-        try:
-            outcome = BatchEvent.from_payload(event)
-            outcome.raise_if_stopped()
-        except HitPawError as err:
-            raise self._failure_after_paying(err, durable=durable, paid=True) from err
         if not all(isinstance(carried.get(name), list) for name in ("jobs", "inputs")):
             ti = context["ti"]
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
@@ -662,7 +685,12 @@ class SegmentImageBatchOperator(BaseOperator):
                     "already submitted are then paid for again)"
                 )
             carried = pushed
-            durable = _record_is_durable(context, carried)
+        durable = _record_is_durable(context, carried)
+        try:
+            outcome = BatchEvent.from_payload(event)
+            outcome.raise_if_stopped()
+        except HitPawError as err:
+            raise self._failure_after_paying(err, durable=durable, paid=True) from err
         self._costs = dict(carried.get("costs") or {})
         self._submitted_at = dict(carried.get("submitted_at") or {})
         judged = _Inputs.from_xcom(
@@ -675,7 +703,13 @@ class SegmentImageBatchOperator(BaseOperator):
         record = BatchRecord(context, judged.unique, self.log)
         if carried.get("record_incomplete"):
             record.mark_incomplete()
-        record.job_ids()
+        try:
+            record.job_ids()  # which job ends an earlier try counted already
+        except Exception as err:  # the store is Airflow's: at worst an end is counted twice
+            self.log.warning(
+                "Airflow's task state store could not be read (%s); job ends may be counted twice",
+                type(err).__name__,
+            )
         with self._hook() as hook:
             try:
                 return self._finish(context, hook, judged, list(carried["jobs"]), outcome, record)
@@ -698,8 +732,8 @@ class SegmentImageBatchOperator(BaseOperator):
             if _record_is_durable(context, pushed if isinstance(pushed, dict) else {}):
                 raise HitPawTimeoutError(f"{message}; a retry waits for the same jobs") from err
             raise fail_without_retry(
-                f"{message}; not retried automatically: on this Airflow a retry could not find the jobs "
-                "and would pay for every image again"
+                f"{message}; not retried automatically: a retry could not find every job (this Airflow "
+                "keeps no task state store, or a write to it failed) and would pay for them again"
             ) from err
 
     # -- results ---------------------------------------------------------------------------------------
@@ -741,6 +775,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
             self._keep_results(hook, inputs, by_input)
+        # Whether a retry would find every job: decided before the counted marks are written, whose
+        # failed write loses no job.
+        durable = record.durable
         self._count_ends(inputs, jobs, by_input, record)
         results = []
         for item in inputs.given:
@@ -753,7 +790,7 @@ class SegmentImageBatchOperator(BaseOperator):
             if self.source_paths is not None:
                 result["source_path"] = item
             results.append(result)
-        return self._report(context, results, durable=record.durable)
+        return self._report(context, results, durable=durable)
 
     def _count_ends(
         self, inputs: _Inputs, jobs: list[Any], by_input: dict[str, dict[str, Any]], record: BatchRecord
@@ -875,7 +912,7 @@ class SegmentImageBatchOperator(BaseOperator):
         if durable:
             raise AirflowException(message)
         # Without a record across tries a retry could not tell paid jobs from missing ones.
-        if any(r["job_id"] for r in results):
+        if any(r["job_id"] or (r["error"] or {}).get("type") in _MAY_HAVE_CHARGED_NAMES for r in results):
             raise AirflowFailException(f"{message} (no automatic retry: it could not find every job paid)")
         raise AirflowFailException(f"{message}; {_NOTHING_PAID_NO_RETRY}")
 

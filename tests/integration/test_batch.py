@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -291,10 +293,22 @@ def test_with_a_store_a_batch_that_paid_for_nothing_fails_retryably(hitpaw_emula
 
 
 class FailingStateStore(FakeStateStore):
-    """Airflow 3.3's store when its API server refuses writes (an outage, a bad retention setting)."""
+    """Airflow 3.3's store when its API server fails: writes (and, once ``reads_fail``, reads) raise
+    until ``writes_fail`` is turned off."""
+
+    def __init__(self, *, reads_fail: bool = False) -> None:
+        super().__init__()
+        self.writes_fail, self.reads_fail = True, reads_fail
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.reads_fail:
+            raise RuntimeError("API server answered 503")
+        return super().get(key, default)
 
     def set(self, key: str, value: Any, **kwargs: Any) -> None:
-        raise RuntimeError("API server answered 503")
+        if self.writes_fail:
+            raise RuntimeError("API server answered 503")
+        super().set(key, value, **kwargs)
 
 
 def test_a_store_that_fails_to_write_costs_the_batch_nothing_it_paid_for(
@@ -308,6 +322,69 @@ def test_a_store_that_fails_to_write_costs_the_batch_nothing_it_paid_for(
     assert [r["status"] for r in results] == ["COMPLETED"] * 6
     assert len(hitpaw_emulator.state()["jobs"]) == 6
     assert "could not record this batch's jobs (RuntimeError: API server answered 503)" in log_text()
+
+
+def test_the_record_is_written_once_the_store_is_back(hitpaw_emulator: Any, log_text: Any) -> None:
+    """One failed write once stopped the recording for the rest of the try: a time-out after the store
+    came back still left the retry an empty record, and it paid for every image again."""
+    from airflow_provider_hitpaw.operators._batch_record import BatchRecord
+
+    hitpaw_emulator.set_faults(["slow:delay_s=0.3,paths=/api/image-segmentation"])
+    inputs = urls(hitpaw_emulator, 24)  # 3.6 s of submissions: the first write (at 2 s) fails
+    store = FailingStateStore()
+    threading.Timer(2.6, lambda: setattr(store, "writes_fail", False)).start()
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=inputs, poll_interval=1, retries=1, max_in_flight=2
+    )
+    with pytest.raises(TaskDeferred):
+        operator.execute(task_context(store=store))
+    recorded = BatchRecord(task_context(store=store), inputs).job_ids()
+    assert sorted(recorded) == sorted(job["job_id"] for job in hitpaw_emulator.state()["jobs"])
+    assert "records this batch's jobs again" in log_text()
+
+
+@pytest.mark.parametrize("store_works", [True, False], ids=["store-works", "store-fails"])
+def test_a_stop_after_a_failed_store_write_is_final(hitpaw_emulator: Any, store_works: bool) -> None:
+    """A time-out or a stop ended the try retryably although the store had failed to record jobs it paid
+    for: the retry paid for them again."""
+    hitpaw_emulator.set_faults(["slow:delay_s=0.2,paths=/api/image-segmentation"])
+    store = FailingStateStore()
+    store.writes_fail = not store_works
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 40), poll_interval=1, retries=1, max_in_flight=2
+    )
+    threading.Timer(2.5, operator.on_kill).start()  # what Airflow 3 calls on SIGTERM
+    with pytest.raises(AirflowException, match="asked to stop") as raised:
+        operator.execute(task_context(store=store))
+    assert hitpaw_emulator.state()["jobs"], "the scenario paid nothing: it proves nothing"
+    assert isinstance(raised.value, AirflowFailException) is not store_works
+
+
+def test_a_store_failing_reads_on_resuming_does_not_fail_a_finished_batch(hitpaw_emulator: Any) -> None:
+    store = FailingStateStore()
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(task_context(store=store))
+    store.reads_fail = True
+    trigger, kwargs = deferred.value.trigger, deferred.value.kwargs
+
+    async def one_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger yielded no event")
+
+    results = operator.execute_complete(task_context(store=store), asyncio.run(one_event()), **kwargs)
+    assert [r["status"] for r in results] == ["COMPLETED"] * 3
+
+
+def test_no_coin_spent_is_said_only_when_true(hitpaw_emulator: Any) -> None:
+    """Answers lost after HitPaw charged leave no job id: the batch once said 'no coin was spent'."""
+    hitpaw_emulator.set_faults(["drop:after_commit=true,paths=/api/image-segmentation"])
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 2), poll_interval=1)
+    with pytest.raises(AirflowFailException) as raised:
+        operator.execute(task_context())
+    assert hitpaw_emulator.state()["jobs"], "the scenario charged nothing: it proves nothing"
+    assert "no coin was spent" not in str(raised.value)
 
 
 def test_after_a_failed_store_write_a_failure_after_paying_is_final(hitpaw_emulator: Any) -> None:

@@ -424,7 +424,7 @@ def test_without_a_store_a_clearing_starts_over(hitpaw_emulator: Any) -> None:
     assert results[0]["status"] == "COMPLETED"
 
 
-def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any) -> None:
+def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any, log_text: Any) -> None:
     """Airflow 3 only calls on_kill on SIGTERM, and kills the task seconds later: the batch must stop
     submitting at once and record every job that was answered (it once went on, and lost 180)."""
     import threading
@@ -456,3 +456,7 @@ def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any
 
     recorded = {job for job in BatchRecord(task_context(store=store), urls).job_ids() if job}
     assert recorded == created, "a paid job went unrecorded"
+    # Named in the log too, before the store is written to (a slow store can outlast Airflow's kill).
+    logged = log_text()
+    assert "Stopping; paid for so far" in logged
+    assert all(repr(job) in logged for job in created), "a paid job was not named in the log"

@@ -35,9 +35,12 @@ def test_every_answer_that_arrived_is_recorded_when_the_caller_is_interrupted() 
 
     def on_result(index: int, result: Any) -> None:
         recorded[index] = result
-        if index == 0:
+        if index == 0 and not release.is_set() and not interrupted:
+            interrupted.append(index)
             threading.Timer(0.2, release.set).start()
-            raise Interrupted  # the task's time-out fires while the others are in flight
+            raise Interrupted  # the task's time-out fires (once) while the others are in flight
+
+    interrupted: list[int] = []
 
     with pytest.raises(Interrupted):
         call_many(list(range(10)), call, policy=POLICY, max_in_flight=3, on_result=on_result)
@@ -97,12 +100,14 @@ def test_an_interruption_makes_the_answers_in_durable_before_waiting_for_the_res
             raise Interrupted  # SIGTERM, with the third request in flight
 
     def checkpoint() -> None:
-        seen_by_checkpoints.append((sorted(recorded), list(finished)))
+        seen_by_checkpoints.append((sorted(set(recorded)), list(finished)))
 
     with pytest.raises(Interrupted):
         call_many([0, 1, 2], call, policy=POLICY, max_in_flight=3, on_result=on_result, checkpoint=checkpoint)
     assert ([0, 1], []) in seen_by_checkpoints, f"recorded only after the slow one: {seen_by_checkpoints}"
-    assert sorted(recorded) == [0, 1, 2], "the answer that came after the interruption was dropped"
+    assert sorted(set(recorded)) == [0, 1, 2], "the answer that came after the interruption was dropped"
+    # The answer whose recording was interrupted is recorded again: it may not have been.
+    assert recorded.count(recorded[1]) == 2
 
 
 def test_a_stop_result_ends_the_batch_and_the_rest_are_not_sent() -> None:
@@ -151,4 +156,5 @@ def test_a_failing_recorder_does_not_hide_the_other_records() -> None:
     with pytest.raises(RuntimeError):
         call_many(list(range(4)), call, policy=POLICY, max_in_flight=4, on_result=on_result)
     assert len(called) > 1
-    assert sorted(recorded) == sorted(called)  # whatever was sent is recorded, the failing one included
+    # Whatever was sent is recorded, the failing one included (once more: recording twice is harmless).
+    assert sorted(set(recorded)) == sorted(called)

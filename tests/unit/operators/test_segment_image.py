@@ -283,6 +283,10 @@ class TestRetryDoesNotPayTwice:
         with pytest.raises(TaskDeferred) as deferred:
             operator().execute(task_context(store=FailingStore()))
         assert deferred.value.trigger.job_id == SENT["job_id"]  # the try goes on waiting for it
+        # And finishes: counting the job's end in the metrics reads and writes the same store.
+        hook.wait_for_completion.return_value = COMPLETED
+        result = operator(deferrable=False).execute(task_context(store=FailingStore()))
+        assert result["status"] == "COMPLETED"
         logged = log_text()
         assert f"as job {SENT['job_id']!r}" in logged
         assert f"could not record job {SENT['job_id']!r} (RuntimeError: API server answered 503)" in logged
