@@ -51,6 +51,7 @@ class BatchRecord:
         self._log: _Warns = logger or log
         #: Whether the last write to the store failed: what it holds may then lack paid jobs.
         self._store_failed = False
+        self._failed_writes = 0
         #: Whether the store is known to lack jobs this record cannot write again (see mark_incomplete).
         self._incomplete = False
         self._digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
@@ -68,6 +69,11 @@ class BatchRecord:
     def durable(self) -> bool:
         """Whether a later try of this task will find what is recorded here."""
         return not (self._store_failed or self._incomplete) and _state_store.can_remember(self._context)
+
+    @property
+    def write_failed(self) -> bool:
+        """Whether the last write to the store failed (it is tried again, less and less often)."""
+        return self._store_failed
 
     def mark_incomplete(self) -> None:
         """What an earlier part of this try paid for may be missing from the store (a write failed)."""
@@ -89,6 +95,10 @@ class BatchRecord:
                 if index < len(self._ids) and job_id is not None:
                     self._ids[index], self._costs[index] = job_id, cost
                     self._counted[index] = counted
+        return list(self._ids)
+
+    def known_job_ids(self) -> list[str | None]:
+        """The jobs this record holds now (read before, or set by this try), without asking the store."""
         return list(self._ids)
 
     def cost(self, index: int) -> int | None:
@@ -133,8 +143,11 @@ class BatchRecord:
         self.flush_if_due()
 
     def flush_if_due(self) -> None:
-        """Write what changed once :attr:`FLUSH_SECONDS` have passed since the last write."""
-        if self._dirty and time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+        """Write what changed once :attr:`FLUSH_SECONDS` have passed since the last write; after failed
+        writes, once twice as long has passed as before (each failed write may have cost the store
+        client's own retries), up to a minute."""
+        wait = min(60.0, self.FLUSH_SECONDS * 2**self._failed_writes)
+        if self._dirty and time.monotonic() - self._last_flush >= wait:
             self.flush()
 
     def _entry_of(self, index: int) -> list[Any] | None:
@@ -166,11 +179,13 @@ class BatchRecord:
                     _api.server_text(str(err)),
                 )
             self._store_failed = True
+            self._failed_writes += 1
             self._last_flush = time.monotonic()  # the next try at the next due flush, not at once
             return
         if self._store_failed:
             self._log.warning("Airflow's task state store records this batch's jobs again")
         self._store_failed = False
+        self._failed_writes = 0
         self._dirty.clear()
         self._last_flush = time.monotonic()
 

@@ -149,6 +149,25 @@ _NOTHING_PAID_NO_RETRY: Final = (
 )
 
 
+def _final_if_unrecorded(
+    err: BaseException, context: Context, record: BatchRecord, *, paid: bool
+) -> BaseException:
+    """What a try that ends in ``err`` (a time-out, a stop, a bug) raises: ``err`` itself, unless it
+    paid for jobs that Airflow's task state store failed to record. Then a retry would pay for them
+    again, and the failure is made final."""
+    if (
+        paid
+        and not record.durable
+        and _state_store.can_remember(context)
+        and not isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit)
+    ):
+        return fail_without_retry(
+            f"{type(err).__name__}: {err}; not retried automatically: Airflow's task state store failed "
+            "to record every job paid for, and a retry would pay for them again"
+        )
+    return err
+
+
 def _record_is_durable(context: Context, carried: dict[str, Any]) -> bool:
     """Whether a retry will find every job the batch paid for: Airflow keeps a store, and no write to it
     failed while the batch submitted (``carried`` is what the submitting try passed on)."""
@@ -279,18 +298,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 paid = record.submitted_any or self._maybe_charged > 0
                 if isinstance(err, HitPawError):
                     raise self._failure_after_paying(err, durable=record.durable, paid=paid) from err
-                if (
-                    paid
-                    and not record.durable
-                    and _state_store.can_remember(context)
-                    and not isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit)
-                ):
-                    # A time-out or a stop after a failed store write: a retry would pay again.
-                    raise fail_without_retry(
-                        f"{type(err).__name__}: {err}; not retried automatically: Airflow's task state "
-                        "store failed to record every job paid for, and a retry would pay for them again"
-                    ) from err
-                raise
+                raise _final_if_unrecorded(err, context, record, paid=paid) from err
             submitted = [job for job in jobs if isinstance(job, str)]
             if not submitted or not self.deferrable:
                 try:
@@ -300,6 +308,8 @@ class SegmentImageBatchOperator(BaseOperator):
                     raise self._failure_after_paying(
                         err, durable=record.durable, paid=bool(submitted)
                     ) from err
+                except BaseException as err:
+                    raise _final_if_unrecorded(err, context, record, paid=bool(submitted)) from err
         from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
 
         # What the resumed task needs travels in the try's own XCom, which every Airflow line keeps
@@ -405,7 +415,7 @@ class SegmentImageBatchOperator(BaseOperator):
     def _push_partial(self, context: Context, inputs: _Inputs, record: BatchRecord) -> None:
         """On an interruption (time-out, SIGTERM) while submitting: the jobs paid for so far, in XCom and
         the log, so that what was paid for is never unknown."""
-        jobs = record.job_ids() if record.durable else None
+        jobs = record.known_job_ids()  # no store read: the store may be what failed
         shown_as = inputs.representative()
         paid = {shown_as[key]: job for key, job in zip(inputs.unique, jobs or [], strict=False) if job}
         paid.update(
@@ -529,6 +539,8 @@ class SegmentImageBatchOperator(BaseOperator):
         stopping: list[HitPawError] = []
         owner = {job: unique[index] for index, job in enumerate(jobs) if isinstance(job, str)}
 
+        handled: set[int] = set()
+
         def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
             index = to_submit[position][0]
             if (
@@ -540,20 +552,26 @@ class SegmentImageBatchOperator(BaseOperator):
                     f"after {_shown(shown_as[owner[result.job_id]])}: one job cannot be two images; this "
                     "image may have been charged and is not submitted again in this try"
                 )
+            # An answer whose recording was interrupted comes again (call_many): record it again, but
+            # count it once.
+            first_time = index not in handled
+            handled.add(index)
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
-                if isinstance(result, MAY_HAVE_CHARGED):
+                if isinstance(result, MAY_HAVE_CHARGED) and first_time:
                     self._maybe_charged += 1
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
             else:
                 jobs[index] = result.job_id
-                self._created[index] = result.job_id
                 self._costs[result.job_id] = result.consume_coins
-                self._submitted_at[result.job_id] = round(time.time(), 1)
+                self._submitted_at.setdefault(result.job_id, round(time.time(), 1))
                 record.set(index, result.job_id, result.consume_coins)
-                _metrics.count_submitted(result.consume_coins)
-            progress.report(isinstance(result, HitPawError))
+                self._created[index] = result.job_id
+                if first_time:
+                    _metrics.count_submitted(result.consume_coins)
+            if first_time:
+                progress.report(isinstance(result, HitPawError))
 
         named: set[str] = set()
 
@@ -571,7 +589,8 @@ class SegmentImageBatchOperator(BaseOperator):
             if fresh:
                 self.log.warning("Stopping; paid for so far: %s", _shown_jobs(fresh, limit=len(fresh)))
                 named.update(fresh.values())
-            record.flush()
+            if not record.write_failed:  # a store that is down would hold the stop past Airflow's kill
+                record.flush()
 
         try:
             hook.submit_segmentations(
@@ -584,7 +603,8 @@ class SegmentImageBatchOperator(BaseOperator):
                 checkpoint=checkpoint,
             )
         finally:
-            record.flush()  # what was paid for stays findable, also when the task is stopped midway
+            if not (self._stop.is_set() and record.write_failed):
+                record.flush()  # what was paid for stays findable, also when the task is stopped midway
             self._log_costs(len(to_submit))
         if budget is not None and budget.refused:
             self.log.warning(

@@ -360,6 +360,88 @@ def test_a_stop_after_a_failed_store_write_is_final(hitpaw_emulator: Any, store_
     assert isinstance(raised.value, AirflowFailException) is not store_works
 
 
+@pytest.mark.parametrize("store_works", [True, False], ids=["store-works", "store-fails"])
+def test_a_time_out_of_an_in_process_wait_after_a_failed_store_write_is_final(
+    hitpaw_emulator: Any, monkeypatch: pytest.MonkeyPatch, store_works: bool
+) -> None:
+    from tests.unit.fakes import Interrupted
+
+    store = FailingStateStore()
+    store.writes_fail = not store_works
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1, retries=1, deferrable=False
+    )
+
+    def time_out(*args: Any, **kwargs: Any) -> Any:
+        raise Interrupted  # Airflow's execution_timeout, while the batch waits in the worker
+
+    monkeypatch.setattr(operator, "_wait_in_process", time_out)
+    with pytest.raises((AirflowFailException, Interrupted)) as raised:
+        operator.execute(task_context(store=store))
+    assert len(hitpaw_emulator.state()["jobs"]) == 3
+    assert isinstance(raised.value, AirflowFailException if not store_works else Interrupted)
+
+
+def test_a_stop_does_not_wait_on_a_store_that_is_down(hitpaw_emulator: Any) -> None:
+    """Each write to a store that is down costs its client's retries: a stop that tried again and again
+    went on past the kill Airflow sends 5 s after asking a task to stop."""
+    import time
+
+    hitpaw_emulator.set_faults(["slow:delay_s=0.2,paths=/api/image-segmentation"])
+    writes: list[float] = []
+
+    class DownStore(FailingStateStore):
+        def set(self, key: str, value: Any, **kwargs: Any) -> None:
+            writes.append(time.monotonic())
+            time.sleep(0.5)
+            raise RuntimeError("API server answered 503")
+
+    operator = SegmentImageBatchOperator(
+        task_id="b", file_urls=urls(hitpaw_emulator, 40), poll_interval=1, retries=1, max_in_flight=2
+    )
+    stopped: list[float] = []
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        operator.on_kill()
+
+    threading.Timer(2.5, stop).start()
+    with pytest.raises(AirflowFailException, match="asked to stop"):
+        operator.execute(task_context(store=DownStore()))
+    assert writes, "the scenario wrote nothing: it proves nothing"
+    assert sum(1 for at in writes if at > stopped[0]) <= 1, f"writes after the stop: {writes}, {stopped}"
+
+
+def test_an_answer_recorded_twice_is_counted_once(
+    hitpaw_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interruption while an answer is recorded makes it recorded again: it was counted twice in the
+    metrics (coins spent)."""
+    from airflow_provider_hitpaw import _metrics
+    from airflow_provider_hitpaw.operators import segment_image_batch
+    from tests.unit.fakes import Interrupted
+
+    counted: list[Any] = []
+    monkeypatch.setattr(_metrics, "count_submitted", lambda coins: counted.append(coins))
+    real_report = segment_image_batch._SubmitProgress.report
+    interrupted: list[bool] = []
+
+    def report(self: Any, failed: bool) -> None:
+        if not interrupted:
+            interrupted.append(True)
+            raise Interrupted  # a time-out, landing after the answer was counted
+        real_report(self, failed)
+
+    monkeypatch.setattr(segment_image_batch._SubmitProgress, "report", report)
+    store = FakeStateStore()
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 4), max_in_flight=2)
+    with pytest.raises(Interrupted):
+        operator.execute(task_context(store=store))
+    created = hitpaw_emulator.state()["jobs"]
+    assert created
+    assert len(counted) == len(created)
+
+
 def test_a_store_failing_reads_on_resuming_does_not_fail_a_finished_batch(hitpaw_emulator: Any) -> None:
     store = FailingStateStore()
     operator = SegmentImageBatchOperator(task_id="b", file_urls=urls(hitpaw_emulator, 3), poll_interval=1)
