@@ -27,7 +27,9 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawRateLimitError,
     HitPawResponseError,
     HitPawServerError,
+    HitPawSubmissionUnknownError,
     HitPawUntrustedAnswerError,
+    error_family,
 )
 
 DEFAULT_BASE_URL: Final = "https://api-base.hitpaw.com"
@@ -448,6 +450,15 @@ def submission_may_have_landed(error: HitPawError) -> bool:
     if isinstance(error, HitPawServerError):
         return error.code is None or not _is_documented_code(error.code)
     return isinstance(error, HitPawResponseError)
+
+
+def submission_ended_maybe_charged(error_type: str | None) -> bool:
+    """Whether a submission that ended in the error named ``error_type`` may have been charged: the
+    verdict on an answer lost after the request left (:func:`submission_may_have_landed`, sent again at
+    most once), or an answer that could not be used. Named, so that it also judges an error carried
+    across a deferral as a dict."""
+    family = error_family(error_type)
+    return family is not None and issubclass(family, HitPawSubmissionUnknownError | HitPawResponseError)
 
 
 # --- Uploads: the OSS pre-signed PUT (hitpaw-api.md section 4) ------------------------------------------

@@ -23,8 +23,6 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
-    HitPawResponseError,
-    HitPawSubmissionUnknownError,
     HitPawTimeoutError,
     HitPawUntrustedAnswerError,
 )
@@ -136,12 +134,6 @@ class _Inputs:
         )
 
 
-#: Submission errors after which HitPaw may have charged for the image (its answer was lost or unusable).
-MAY_HAVE_CHARGED: Final = (HitPawSubmissionUnknownError, HitPawResponseError)
-_MAY_HAVE_CHARGED_NAMES: Final = frozenset(
-    {"HitPawSubmissionUnknownError", "HitPawResponseError", "HitPawUntrustedAnswerError"}
-)
-
 #: Why a batch that paid nothing still fails for good where no record is kept across tries.
 _NOTHING_PAID_NO_RETRY: Final = (
     "no coin was spent. Not retried automatically: on this Airflow a retry could not tell whether an "
@@ -171,7 +163,7 @@ def _final_if_unrecorded(
 def _record_is_durable(context: Context, carried: dict[str, Any]) -> bool:
     """Whether a retry will find every job the batch paid for: Airflow keeps a store, and no write to it
     failed while the batch submitted (``carried`` is what the submitting try passed on)."""
-    return BatchRecord(context, []).durable and not carried.get("record_incomplete")
+    return _state_store.can_remember(context) and not carried.get("record_incomplete")
 
 
 class SegmentImageBatchOperator(BaseOperator):
@@ -558,7 +550,7 @@ class SegmentImageBatchOperator(BaseOperator):
             handled.add(index)
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
-                if isinstance(result, MAY_HAVE_CHARGED) and first_time:
+                if first_time and _api.submission_ended_maybe_charged(type(result).__name__):
                     self._maybe_charged += 1
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
@@ -932,7 +924,10 @@ class SegmentImageBatchOperator(BaseOperator):
         if durable:
             raise AirflowException(message)
         # Without a record across tries a retry could not tell paid jobs from missing ones.
-        if any(r["job_id"] or (r["error"] or {}).get("type") in _MAY_HAVE_CHARGED_NAMES for r in results):
+        if any(
+            r["job_id"] or _api.submission_ended_maybe_charged((r["error"] or {}).get("type"))
+            for r in results
+        ):
             raise AirflowFailException(f"{message} (no automatic retry: it could not find every job paid)")
         raise AirflowFailException(f"{message}; {_NOTHING_PAID_NO_RETRY}")
 

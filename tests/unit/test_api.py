@@ -1262,3 +1262,23 @@ def test_url_without_query_and_quote_body() -> None:
         _api.url_without_query(UPLOAD_URL) == "https://bucket.oss.example.com/uploads/2026/03/25/a1b2c3d4.jpg"
     )
     assert _api.quote_body(b"x" * 500).endswith("...'")
+
+
+@pytest.mark.parametrize(
+    ("error_type", "maybe_charged"),
+    [
+        ("HitPawSubmissionUnknownError", True),  # the answer was lost after the request left
+        ("HitPawResponseError", True),  # an answer that could not be read
+        ("HitPawUntrustedAnswerError", True),  # an odd job id: the job may exist
+        ("HitPawServerError", False),  # HitPaw's own code: nothing done
+        ("HitPawRateLimitError", False),
+        ("HitPawInsufficientCoinsError", False),
+        ("HitPawBudgetError", False),  # never sent
+        ("ValueError", False),  # not one of ours
+        (None, False),
+    ],
+)
+def test_a_submission_ended_in_an_error_may_have_been_charged_only_after_a_lost_or_odd_answer(
+    error_type: str | None, maybe_charged: bool
+) -> None:
+    assert _api.submission_ended_maybe_charged(error_type) is maybe_charged
