@@ -7,19 +7,27 @@ PYTHON ?= python3.11
 # runs lint, types, the integration suite and the production shape.
 AIRFLOW_LINES := 3.3.2 3.2.2 3.1.8 3.0.6 2.11.2
 NEWEST := 3.3.2
-# What the test venvs pin where an unconstrained resolve breaks Airflow itself (measured 2026-11/12).
-# Users install Airflow with its constraint files, which pin these and more; they cannot be fetched here.
+# What an unconstrained resolve must be kept from where it breaks Airflow itself (measured 2026-11/12;
+# cryptography 51 breaks get_fernet on 2.11 to 3.1). Users install Airflow with its constraint files,
+# which pin these and more; they cannot be fetched here. The README lists the same pins.
 PINS_3.3.2 :=
 PINS_3.2.2 := "fastapi<0.137" "svcs<26"
-PINS_3.1.8 :=
-PINS_3.0.6 := "fastapi<0.117" "universal-pathlib<0.3" "pyjwt<2.11"
-PINS_2.11.2 :=
+PINS_3.1.8 := "cryptography<51"
+PINS_3.0.6 := "fastapi<0.117" "universal-pathlib<0.3" "pyjwt<2.11" "cryptography<51"
+PINS_2.11.2 := "cryptography<51"
 # The production shape's parts, beside the newest line, as Airflow's own extras bring them: the Celery
 # executor, PostgreSQL's drivers (sync and async), StatsD.
 PRODUCTION_EXTRAS := "apache-airflow[celery,postgres,statsd]==$(NEWEST)"
 
 venv_of = $(if $(filter $(NEWEST),$(1)),.venv,.venv-$(1))
 VENV := .venv
+# Every test venv installs from a lock (constraints/<line>.txt, committed): a release of someone else's
+# package cannot change what `make test` runs until `make lock` is run on purpose and its diff committed.
+lock_of = constraints/$(1).txt
+# The object-store suite's venv: the newest line with S3, GCS and Azure Blob and their loopback servers.
+STORES_VENV := .venv-stores
+STORES_EXTRAS := "apache-airflow-providers-amazon[s3fs]" "moto[server]" "apache-airflow-providers-google>=22" \
+	gcsfs gcp-storage-emulator "apache-airflow-providers-microsoft-azure" adlfs
 
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
@@ -28,30 +36,62 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # uv runs as a module of the interpreter that installed it: no PATH assumptions on a fresh machine. Run so,
 # it prefers that interpreter over VIRTUAL_ENV: every install names its target with --python.
 UV := $(PYTHON) -m uv
+UV_VERSION := 0.13.10
 
-.PHONY: help uv venv venvs chromium redis lint typecheck unit lines integration components-oldest \
-	production wheel-check test demo bench clean $(addprefix line-,$(AIRFLOW_LINES))
+.PHONY: lock help uv venv venvs chromium redis lint typecheck unit lines integration components-oldest \
+	production stores wheel-check test demo bench clean $(addprefix line-,$(AIRFLOW_LINES))
 
 help:
-	@echo "make demo   - segment sample images through the local emulator with a shipped example DAG"
-	@echo "make test   - lint, types, unit tests and example DAGs on Airflow $(AIRFLOW_LINES),"
-	@echo "              integration tests on real components (3.3 and 3.0), the production shape, the wheel"
+	@echo "make demo        - segment sample images through the local emulator with a shipped example DAG"
+	@echo "make test        - every check: lint, types, the lines, the wheel, integration, stores, production"
+	@echo "make unit        - the fast inner loop: unit tests and example DAGs on the newest line ($(NEWEST))"
+	@echo "make lint        - ruff check and ruff format --check"
+	@echo "make typecheck   - mypy --strict on the package"
+	@echo "make lines       - the unit tests and example DAGs on every line: $(AIRFLOW_LINES)"
+	@echo "make line-X      - the same on one line, e.g. make line-2.11.2"
+	@echo "make wheel-check - what a user gets from the wheel alone, outside this repository"
+	@echo "make integration - real servers and Airflow components on the newest line (not the stores)"
+	@echo "make stores      - S3, GCS and Azure Blob on their loopback emulators (moto, gcp-storage-emulator, Azurite)"
+	@echo "make components-oldest - real Airflow components on 3.0.6"
+	@echo "make production  - PostgreSQL, Celery on Redis, two workers and two triggerers"
+	@echo "make bench       - the per-poll cost benchmark (benchmarks/ has the others)"
+	@echo "make venv / venvs - the newest line's venv / every line's venv, installed from constraints/"
+	@echo "make lock        - resolve constraints/*.txt anew from today's releases (on purpose; commit the diff)"
+	@echo "make uv / chromium / redis - the tools the targets above install for themselves"
+	@echo "make clean       - remove venvs, builds and outputs"
 
 uv:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
+	@$(UV) --version 2>/dev/null | grep -qx "uv $(UV_VERSION)[^0-9]*.*" || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
 
 # One venv per line. The stamp depends on pyproject.toml so that a changed dependency reinstalls.
-.venv/.installed: pyproject.toml Makefile | uv
-	test -x .venv/bin/python || $(UV) venv -q -p $(PYTHON) .venv
-	$(UV) pip install --python .venv/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
-		"apache-airflow==$(NEWEST)" $(PINS_$(NEWEST)) $(PRODUCTION_EXTRAS)
-	touch $@
+# What each venv asks for beyond the project's own dependencies, its emulator extra and its test group.
+REQUIRES_$(NEWEST) = "apache-airflow==$(NEWEST)" $(PINS_$(NEWEST)) $(PRODUCTION_EXTRAS)
+$(foreach line,$(filter-out $(NEWEST),$(AIRFLOW_LINES)),$(eval REQUIRES_$(line) = "apache-airflow==$(line)" $$(PINS_$(line))))
+REQUIRES_stores = "apache-airflow==$(NEWEST)" $(PINS_$(NEWEST)) $(STORES_EXTRAS)
+LOCKS := $(AIRFLOW_LINES) stores
 
-.venv-%/.installed: pyproject.toml Makefile | uv
-	test -x .venv-$*/bin/python || $(UV) venv -q -p $(PYTHON) .venv-$*
-	$(UV) pip install --python .venv-$*/bin/python -q --compile-bytecode -e ".[emulator]" --group test \
-		"apache-airflow==$*" $(PINS_$*)
-	touch $@
+# One venv per line, installed from its lock. The stamp depends on the lock and pyproject.toml.
+define venv_rule
+$(1)/.installed: pyproject.toml $(call lock_of,$(2)) | uv
+	test -x $(1)/bin/python || $(UV) venv -q -p $(PYTHON) $(1)
+	$(UV) pip install --python $(1)/bin/python -q --compile-bytecode -c $(call lock_of,$(2)) \
+		-e ".[emulator]" --group test $(REQUIRES_$(2))
+	touch $$@
+endef
+$(foreach line,$(AIRFLOW_LINES),$(eval $(call venv_rule,$(call venv_of,$(line)),$(line))))
+$(eval $(call venv_rule,$(STORES_VENV),stores))
+
+# Resolve every lock anew from today's releases: run on purpose, check `make test`, commit the diff.
+define lock_one
+	printf '%s\n' $(REQUIRES_$(1)) > constraints/.$(1).in
+	$(UV) pip compile -q --python-version 3.11 --no-header pyproject.toml constraints/.$(1).in \
+		--extra emulator --group test -o $(call lock_of,$(1))
+	rm constraints/.$(1).in
+
+endef
+lock: | uv
+	mkdir -p constraints
+	$(foreach name,$(LOCKS),$(call lock_one,$(name)))
 
 venv: .venv/.installed
 venvs: $(foreach line,$(AIRFLOW_LINES),$(call venv_of,$(line))/.installed)
@@ -90,6 +130,18 @@ integration: venv chromium
 components-oldest: $(call venv_of,3.0.6)/.installed
 	$(call venv_of,3.0.6)/bin/python -m pytest -q -p no:cacheprovider tests/integration/test_airflow_components.py
 
+# Microsoft's Azurite, from its committed npm lock, for the Azure Blob suite.
+AZURITE := tools/azurite/node_modules/.bin/azurite-blob
+$(AZURITE): tools/azurite/package-lock.json
+	npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The object stores: S3 (moto's server), Google Cloud Storage (gcp-storage-emulator) and Azure Blob
+# (Azurite), each started by the tests on 127.0.0.1 and stopped by process group.
+stores: $(STORES_VENV)/.installed $(AZURITE)
+	HITPAW_AZURITE=$(CURDIR)/$(AZURITE) $(STORES_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		--durations=8 tests/stores
+
 production: venv redis
 	$(VENV)/bin/python -m pytest -q --durations=5 tests/integration/production
 
@@ -99,7 +151,7 @@ wheel-check: uv
 	rm -rf dist $(WHEEL_VENV)
 	$(UV) build -q --wheel --out-dir dist .
 	$(UV) venv -q -p $(PYTHON) $(WHEEL_VENV)
-	$(UV) pip install --python $(WHEEL_VENV)/bin/python -q --compile-bytecode \
+	$(UV) pip install --python $(WHEEL_VENV)/bin/python -q --compile-bytecode -c $(call lock_of,$(NEWEST)) \
 		"$$(ls dist/*.whl)[emulator]" "apache-airflow==$(NEWEST)" pytest pytest-timeout
 	work=$$(mktemp -d) && cp tests/wheel/test_from_the_wheel.py "$$work"/ && cd "$$work" && \
 		$(CURDIR)/$(WHEEL_VENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 900 test_from_the_wheel.py

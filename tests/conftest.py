@@ -8,7 +8,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 
@@ -16,6 +17,20 @@ import pytest
 SECRET_KEY = "hp-SECRET-7f3a9c2e-do-not-log"
 BASE_URL = "http://127.0.0.1:8090"
 CONN_ID = "hitpaw_default"
+
+#: A test's time limit by the folder it is in (pyproject.toml's 60 s for the rest): a hung unit test fails
+#: within a minute; a suite that runs `airflow dags test` or starts servers may legitimately take minutes.
+_TIME_LIMITS: Final = {"lines": 300, "stores": 600, "integration": 900}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.get_closest_marker("timeout"):
+            continue
+        parts = Path(str(item.fspath)).relative_to(tests).parts
+        if parts and parts[0] in _TIME_LIMITS:
+            item.add_marker(pytest.mark.timeout(_TIME_LIMITS[parts[0]]))
 
 
 @pytest.fixture(autouse=True)
