@@ -1,7 +1,9 @@
 """Results kept from earlier runs, and when an input may reuse them instead of paying again.
 
-Beside every kept pair lies a small record (``<stem>-<hash>.hitpaw.json``): which input made it, what that
-input was (its :func:`source_fingerprint`), the job, and the size of both files. A later run with
+Beside every kept pair lies a small record (``<stem>-<hash>.hitpaw.json``): which input made it (a digest
+of its full text, and a form fit to show, without user name, password or query: the folder may be
+published, and a signed URL's query is its credential), what that input was (its
+:func:`source_fingerprint`), the job, and the size of both files. A later run with
 ``overwrite="skip"`` reuses the pair only when the record says it was made from this very input and both
 files are still the ones it describes; a missing, unreadable, foreign or stale record means "segment
 again", never a wrong reuse. The record lives in the output storage itself, so any worker on any Airflow
@@ -20,12 +22,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_hitpaw._api import url_without_query
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
-RECORD_VERSION: Final = 1
+#: 2 keeps a digest of the input instead of its text; a record of version 1 (the input verbatim) is still
+#: read, and rewritten as version 2 once it has matched.
+RECORD_VERSION: Final = 2
+_VERBATIM_INPUT_VERSION: Final = 1
 #: A record is a few hundred bytes; anything much larger was not written by us.
 MAX_RECORD_BYTES: Final = 64 * 1024
 #: Fields an object store reports that change whenever the object's bytes do.
@@ -83,19 +90,62 @@ def source_fingerprint(path: ObjectStoragePath) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def list_folder(directory: ObjectStoragePath, wanted: set[str]) -> dict[str, int] | None:
+    """The sizes of the ``wanted`` names that are files in ``directory``, from one listing of it.
+
+    On an object store one listing (a request per thousand objects) replaces several requests per input;
+    None where a listing is no cheaper (a local disk) or is refused: then each input is looked up alone.
+    """
+    from airflow_provider_hitpaw import storage
+
+    if (directory.protocol or "") in storage._LOCAL_PROTOCOLS:
+        return None
+    fs, path = directory.fs, directory.path.rstrip("/")
+    try:
+        entries = fs.ls(path, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    except Exception as err:  # a role that may read objects but not list them, a store that cannot list
+        log.info("Listing %s failed (%s); looking up each input alone", storage.storage_uri(directory), err)
+        return None
+    finally:
+        # s3fs and its kind would otherwise answer later existence checks from this snapshot.
+        invalidate = getattr(fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate(path)
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        name = str(entry.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
+        if name in wanted and entry.get("type", "file") == "file" and entry.get("size") is not None:
+            sizes[name] = int(entry["size"])
+    return sizes
+
+
 def find_kept(
-    directory: ObjectStoragePath, identity: str, fingerprint: str | None, names: tuple[str, str]
+    directory: ObjectStoragePath,
+    identity: str,
+    fingerprint: str | None,
+    names: tuple[str, str],
+    listing: dict[str, int] | None = None,
 ) -> KeptResult | None:
     """The pair kept for ``identity`` in ``directory`` when its record proves it was made from this input
-    (the same ``fingerprint``) and both files are the ones recorded; None otherwise (then: segment)."""
+    (the same ``fingerprint``) and both files are the ones recorded; None otherwise (then: segment).
+
+    ``listing`` (from :func:`list_folder`) answers which files exist and their sizes without a request.
+    """
     from airflow_provider_hitpaw import storage
 
     record_path = directory / record_name(names[0])
+    if listing is not None and record_path.name not in listing:
+        return None
     try:
-        if not record_path.exists():
+        if listing is not None:
+            raw = directory.fs.cat_file(record_path.path, start=0, end=MAX_RECORD_BYTES + 1)
+        elif not record_path.exists():
             return None
-        with record_path.open("rb") as stream:
-            raw = stream.read(MAX_RECORD_BYTES + 1)
+        else:
+            with record_path.open("rb") as stream:
+                raw = stream.read(MAX_RECORD_BYTES + 1)
         record = json.loads(raw) if len(raw) <= MAX_RECORD_BYTES else None
     except (OSError, ValueError) as err:
         shown = storage.storage_uri(record_path)
@@ -104,12 +154,17 @@ def find_kept(
     if not isinstance(record, dict) or not _describes(record, identity, fingerprint, names):
         return None
     targets = [directory / name for name in names]
-    try:
-        sizes = [int(target.stat().st_size) if target.exists() else -1 for target in targets]
-    except OSError:
-        return None
+    if listing is not None:
+        sizes = [listing.get(name, -1) for name in names]
+    else:
+        try:
+            sizes = [int(target.stat().st_size) if target.exists() else -1 for target in targets]
+        except OSError:
+            return None
     if sizes != [record["cutout_bytes"], record["mask_bytes"]]:
         return None  # a file went or was replaced since: the record no longer describes it
+    if record["version"] == _VERBATIM_INPUT_VERSION:
+        _rewrite_without_verbatim_input(directory, record, identity)
     return KeptResult(
         job_id=record["job_id"],
         res_path=storage.storage_uri(targets[0]),
@@ -121,11 +176,16 @@ def find_kept(
 def _describes(
     record: dict[str, Any], identity: str, fingerprint: str | None, names: tuple[str, str]
 ) -> bool:
-    if record.get("version") != RECORD_VERSION:
+    version = record.get("version")
+    if version == RECORD_VERSION:
+        same_input = record.get("input_sha256") == input_digest(identity)
+    elif version == _VERBATIM_INPUT_VERSION:
+        same_input = record.get("input") == _normal(identity)  # written before version 2: reused alike
+    else:
         return False
     sizes = [record.get("cutout_bytes"), record.get("mask_bytes")]
     return (
-        record.get("input") == _normal(identity)
+        same_input
         and record.get("fingerprint") == fingerprint
         and [record.get("cutout"), record.get("mask")] == list(names)
         and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes)
@@ -142,11 +202,8 @@ def write_record(
     targets: list[ObjectStoragePath],
 ) -> None:
     """Describe a freshly kept pair, from a hidden sibling moved into place (never half a record)."""
-    from airflow_provider_hitpaw import storage
-
     record = {
-        "version": RECORD_VERSION,
-        "input": _normal(identity),
+        **_input_fields(identity),
         "fingerprint": fingerprint,
         "job_id": job_id,
         "cutout": str(targets[0].name),
@@ -155,7 +212,45 @@ def write_record(
         "mask_bytes": int(targets[1].stat().st_size),
         "kept_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    target = directory / record_name(str(targets[0].name))
+    _write(directory, record)
+
+
+def input_digest(identity: str) -> str:
+    """What a record keeps to recognise its input: the SHA-256 of its full text (credentials and query
+    included, so a URL signed anew is another input, as before), never the text itself."""
+    return hashlib.sha256(_normal(identity).encode("utf-8")).hexdigest()
+
+
+def _input_fields(identity: str) -> dict[str, Any]:
+    """The record's fields about its input: the digest compared, and a form without credentials to show
+    (the one the logs show, :func:`~airflow_provider_hitpaw._api.url_without_query`)."""
+    return {
+        "version": RECORD_VERSION,
+        "input": url_without_query(_normal(identity)),
+        "input_sha256": input_digest(identity),
+    }
+
+
+def _rewrite_without_verbatim_input(
+    directory: ObjectStoragePath, record: dict[str, Any], identity: str
+) -> None:
+    """A version 1 record that matched keeps its reuse, but not the credentials its input may carry: it
+    is rewritten as version 2. Best effort: a storage that refuses the write still reuses the pair."""
+    try:
+        _write(directory, {**record, **_input_fields(identity)})
+    except Exception as err:  # the pair is reused either way; only the old record stays
+        log.warning(
+            "Could not rewrite the record of %s without its input's text (%s)",
+            record_name(str(record.get("cutout"))),
+            type(err).__name__,
+        )
+
+
+def _write(directory: ObjectStoragePath, record: dict[str, Any]) -> None:
+    """Write ``record`` beside its pair, from a hidden sibling moved into place (never half a record)."""
+    from airflow_provider_hitpaw import storage
+
+    target = directory / record_name(str(record["cutout"]))
     partial = directory / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
     try:
         with partial.open("wb") as out:

@@ -9,6 +9,39 @@ This module imports nothing from Airflow, so the protocol module and the tests c
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
+#: The prefix ``str()`` of any error here starts with: ``HitPaw: `` or ``HitPaw (code 1, HTTP 400): ``. It
+#: is found again where a message quotes another error, at the start or after a space or bracket.
+_PREFIX: Final = re.compile(r"(?:^|(?<=[\s(\[]))HitPaw(?: \(((?:code -?\d+|HTTP \d+)(?:, HTTP \d+)?)\))?: ")
+
+
+def _details(code: int | None, http_status: int | None) -> str:
+    """HitPaw's code and the HTTP status as the prefix shows them (``code 1, HTTP 400``), or ""."""
+    parts = []
+    if code is not None:
+        parts.append(f"code {code}")
+    if http_status is not None:
+        parts.append(f"HTTP {http_status}")
+    return ", ".join(parts)
+
+
+def _one_prefix(message: str, own_details: str) -> str:
+    """``message`` without the prefixes of the errors it quotes: the outer error adds the one prefix.
+
+    A quoted error's code and status stay, as ``(code 1, HTTP 400) its message``; a leading prefix equal to
+    the error's own (an error rebuilt from its own text across a deferral) goes entirely.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        details = match.group(1)
+        if details is None or (match.start() == 0 and details == own_details):
+            return ""
+        return f"({details}) "
+
+    return _PREFIX.sub(replace, message)
+
 
 class HitPawError(Exception):
     """Anything that went wrong talking to HitPaw.
@@ -22,19 +55,24 @@ class HitPawError(Exception):
     retryable: bool = False
 
     def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None) -> None:
+        # A message quoting another error (``f"...: {err}"``) would show "HitPaw:" twice; kept once here,
+        # where every message is composed, rather than at each place that quotes one.
+        message = _one_prefix(message, _details(code, http_status)) if isinstance(message, str) else message
         super().__init__(message)
         self.message = message
         self.code = code
         self.http_status = http_status
 
     def __str__(self) -> str:
-        parts = []
-        if self.code is not None:
-            parts.append(f"code {self.code}")
-        if self.http_status is not None:
-            parts.append(f"HTTP {self.http_status}")
-        where = f" ({', '.join(parts)})" if parts else ""
+        details = _details(self.code, self.http_status)
+        where = f" ({details})" if details else ""
         return f"HitPaw{where}: {self.message}"
+
+    @property
+    def detail(self) -> str:
+        """The error as another message quotes it: without the ``HitPaw`` prefix, its code kept."""
+        details = _details(self.code, self.http_status)
+        return f"({details}) {self.message}" if details else self.message
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling, which Airflow uses for some
@@ -46,8 +84,69 @@ def _rebuild(cls: type[HitPawError], message: str, code: int | None, http_status
     return cls(message, code=code, http_status=http_status)
 
 
+#: What each of HitPaw's key codes means for the user (hitpaw-api.md, section 3).
+_KEY_PROBLEMS: Final[dict[int | None, str]] = {
+    110400000: "the key is not valid: put the right one in the connection's password",
+    100401000: "the key has expired: renew it, then update the connection's password",
+    100400000: "the key may not use this API: check the account's API access",
+}
+
+
 class HitPawAuthenticationError(HitPawError):
-    """The key is wrong, expired, or may not use this API (100400000, 100401000, 110400000)."""
+    """The key is wrong, expired, or may not use this API (100400000, 100401000, 110400000).
+
+    HitPaw's own words ("Unauthorized") name neither the key nor where it came from: once a hook has said
+    which connection's key was refused (:meth:`refused_key_of`), the error says so, and what to do.
+
+    :param conn_id: the Airflow connection whose API key HitPaw refused; None before a hook said.
+    :param nothing_spent: True when no job had been created in this try before the refusal.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        conn_id: str | None = None,
+        nothing_spent: bool = False,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status)
+        self.conn_id = conn_id
+        self.nothing_spent = nothing_spent
+
+    def refused_key_of(self, conn_id: str, *, nothing_spent: bool) -> HitPawAuthenticationError:
+        """Say which connection's key was refused, and whether no coin was spent; returns this error."""
+        self.conn_id = conn_id
+        self.nothing_spent = nothing_spent
+        return self
+
+    def __str__(self) -> str:
+        if self.conn_id is None:
+            return super().__str__()
+        problem = _KEY_PROBLEMS.get(self.code, "check the key in the connection's password")
+        text = (
+            f"HitPaw refused the API key of the Airflow connection {self.conn_id!r} ({self.message}); "
+            f"{problem}"
+        )
+        if self.nothing_spent:
+            text += ". No job had been created in this try: no coin was spent"
+        details = _details(self.code, self.http_status)
+        return f"HitPaw ({details}): {text}" if details else f"HitPaw: {text}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_authentication,
+            (self.message, self.code, self.http_status, self.conn_id, self.nothing_spent),
+        )
+
+
+def _rebuild_authentication(
+    message: str, code: int | None, http_status: int | None, conn_id: str | None, nothing_spent: bool
+) -> HitPawAuthenticationError:
+    return HitPawAuthenticationError(
+        message, code=code, http_status=http_status, conn_id=conn_id, nothing_spent=nothing_spent
+    )
 
 
 class HitPawInsufficientCoinsError(HitPawError):

@@ -202,13 +202,16 @@ def validate_failure_threshold(value: Any, field: str = "max_failed") -> int | f
 
 
 def validate_timeout(value: Any, field: str = "timeout") -> float:
-    """A timeout may be 0 (check once, do not wait) but never negative."""
+    """A wait of more than 0 seconds: with 0 (or less) the operators would pay for a job they can never
+    wait for, and the sensor would give up after one look; refused when the DAG is parsed."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HitPawConfigurationError(field, f"must be a number of seconds, got {type(value).__name__}")
-    if not 0 <= value < math.inf:  # also refuses NaN: a deadline that would never pass
-        raise HitPawConfigurationError(field, f"must not be negative, got {value}")
+    if not 0 < value < math.inf:  # also refuses NaN: a deadline that would never pass
+        raise HitPawConfigurationError(
+            field, f"must be more than 0 seconds (HitPaw takes seconds to minutes per image), got {value}"
+        )
     if value > MAX_TIMEOUT_SECONDS:
         raise HitPawConfigurationError(
             field,

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import importlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -40,8 +41,6 @@ from airflow_provider_hitpaw.hooks._transport import (
 from airflow_provider_hitpaw.validation import validate_job_id
 
 if TYPE_CHECKING:
-    import threading
-
     import aiohttp
     import requests
 
@@ -83,6 +82,27 @@ class _HitPawHookBase(BaseHook):
         self.retry_policy = retry_policy or _api.RetryPolicy()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        #: Submissions this hook sent that created, or may yet create, a job (one that HitPaw refused
+        #: does not count): while there are none, a refused key has cost nothing.
+        self._open_submissions = 0
+        self._submissions_lock = threading.Lock()
+
+    def _sending(self, request: _api.ApiRequest) -> None:
+        """Count a submission before it leaves: one in flight in another thread may yet be charged."""
+        if request.path == _api.SUBMIT_PATH:
+            with self._submissions_lock:
+                self._open_submissions += 1
+
+    def _key_refused(
+        self, err: HitPawAuthenticationError, request: _api.ApiRequest
+    ) -> HitPawAuthenticationError:
+        """The one place a refused key is explained: which connection it came from, and whether no coin
+        was spent (only when this hook had no job created and the call was not about an existing job)."""
+        with self._submissions_lock:
+            if request.path == _api.SUBMIT_PATH:
+                self._open_submissions -= 1  # refused: this one created nothing
+            nothing_spent = self._open_submissions == 0 and "job_id" not in request.body
+        return err.refused_key_of(self.hitpaw_conn_id, nothing_spent=nothing_spent)
 
     @staticmethod
     def _settings_from(conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
@@ -253,7 +273,11 @@ class HitPawHook(_HitPawHookBase):
             )
             return parse(answer.status, answer.body, answer.retry_after)
 
-        return _transport.retry_sync(attempt, attempts)
+        self._sending(request)
+        try:
+            return _transport.retry_sync(attempt, attempts)
+        except HitPawAuthenticationError as err:
+            raise self._key_refused(err, request) from None
 
     def wait_for_completion(
         self, job_id: str, poll_interval: float = 3.0, timeout: float = 3600.0
@@ -298,13 +322,13 @@ class HitPawHook(_HitPawHookBase):
             parse = functools.partial(_api.parse_task_status, job_id=_PROBE_JOB_ID)
             self._call(_api.task_status_request(_PROBE_JOB_ID), parse, attempts)
         except HitPawAuthenticationError as err:
-            return False, f"HitPaw refused the API key: {err}"
+            return False, str(err)  # names the connection and HitPaw's code (see _key_refused)
         except (HitPawInvalidRequestError, HitPawInsufficientCoinsError):
             # Both are answers HitPaw gives only after it accepted the key.
             return True, "HitPaw accepted the API key."
         except HitPawError as err:
             if err.retryable:
-                return False, f"HitPaw could not be reached: {err}"
+                return False, f"HitPaw could not be reached: {err.detail}"
             return False, str(err)
         except Exception as err:
             return False, _transport.scrub(f"{type(err).__name__}: {err}", self._api_key_or_empty())
@@ -601,7 +625,11 @@ class HitPawAsyncHook(_HitPawHookBase):
             )
             return parse(answer.status, answer.body, answer.retry_after)
 
-        return await _transport.retry_async(attempt, attempts)
+        self._sending(request)
+        try:
+            return await _transport.retry_async(attempt, attempts)
+        except HitPawAuthenticationError as err:
+            raise self._key_refused(err, request) from None
 
 
 def _without_form_prefix(extra: dict[str, Any]) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class SegmentImageOperator(BaseOperator):
     :param poll_interval: seconds between two status polls (at least 1).
     :param min_deferred_seconds: stay deferred at least this long, against an Airflow 3 race that fails a
         try resumed within seconds; 0 turns the hold off; None: ``[hitpaw] min_deferred_seconds`` (10 s).
-    :param timeout: seconds to wait, from the start of this try (at most 8 days); a job can stay
+    :param timeout: seconds to wait, from the start of this try (more than 0, at most 8 days); a job can stay
         ``CONVERTING`` for more than 15 minutes under load.
     """
 
@@ -154,6 +154,9 @@ class SegmentImageOperator(BaseOperator):
         return storage.input_identity(self.source_path, self.source_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # The links are resolved whenever the try ends (a refusal, a submit-only task, a deferral too):
+        # they find a value from the start instead of logging a missing XCom.
+        push_links(context, {"cutout": "", "mask": ""})
         with self._hook() as hook:
             try:
                 file_url, source = self._checked_input(hook)
@@ -219,9 +222,11 @@ class SegmentImageOperator(BaseOperator):
         result: dict[str, Any] = {"file_url": self.file_url, **kept.as_result()}
         if self.source_path is not None:
             result["source_path"] = str(self.source_path)
+        from airflow_provider_hitpaw import storage
         from airflow_provider_hitpaw.links import links_value
 
-        push_links(context, links_value(result, result))
+        folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
+        push_links(context, links_value(result, result, folder))
         self._lineage = {"input": self._input_key(), "outputs": [kept.res_path, kept.mask_path]}
         return result
 

@@ -58,6 +58,30 @@ def test_str_of_configuration_error_names_the_field() -> None:
     assert (err.code, err.http_status) == (None, None)
 
 
+def test_a_message_quoting_another_error_says_hitpaw_once() -> None:
+    """It once said "HitPaw: source_paths: ... HitPaw: source_path: ...": the prefix is the outer one's."""
+    inner = HitPawConfigurationError("source_path", "'/data/a.jpg' cannot be read")
+    other = HitPawInvalidRequestError("Invalid URL", code=100400001, http_status=400)
+    outer = HitPawConfigurationError("source_paths", f"2 input(s) HitPaw cannot take: {inner}; {other}")
+    assert str(outer) == (
+        "HitPaw: source_paths: 2 input(s) HitPaw cannot take: source_path: '/data/a.jpg' cannot be read; "
+        "(code 100400001, HTTP 400) Invalid URL"
+    )
+
+
+def test_an_error_rebuilt_from_its_own_text_says_hitpaw_once() -> None:
+    """A trigger's event carries ``str(err)``, and the task rebuilds the error from it."""
+    original = HitPawAuthenticationError("api_key is not valid", code=110400000, http_status=400)
+    rebuilt = HitPawAuthenticationError(str(original), code=110400000, http_status=400)
+    assert str(rebuilt) == str(original) == "HitPaw (code 110400000, HTTP 400): api_key is not valid"
+    assert str(HitPawError(str(HitPawConfigurationError("timeout", "bad")))) == "HitPaw: timeout: bad"
+
+
+def test_detail_is_the_error_without_its_prefix() -> None:
+    assert HitPawServerError("down", http_status=503).detail == "(HTTP 503) down"
+    assert HitPawConfigurationError("timeout", "bad").detail == "timeout: bad"
+
+
 def test_configuration_error_is_a_value_error() -> None:
     # Callers (and Airflow's argument checks) may catch ValueError for bad input.
     with pytest.raises(ValueError, match="timeout: must not be negative"):

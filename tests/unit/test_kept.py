@@ -147,3 +147,137 @@ def test_an_object_store_without_a_version_is_hashed(memory_root: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\xff\xd8 bytes")
     assert _kept.source_fingerprint(path).startswith("sha256:")
+
+
+# --- what a record says of its input: never its credentials -------------------------------------------
+
+SIGNED = "https://shop:s3cr3t-pw@img.example.com/raw/shoe.jpg?X-Amz-Signature=f00dfeedcafe&Expires=99"
+
+
+def test_the_record_keeps_no_credential_of_its_input(folder: Any, tmp_path: Path) -> None:
+    """The folder is published: a record once held the URL verbatim, password and signature included."""
+    names = kept_pair(folder, identity=SIGNED)
+    text = (tmp_path / _kept.record_name(names[0])).read_text()
+    for secret in ("s3cr3t-pw", "shop:", "f00dfeedcafe", "X-Amz-Signature", "Expires"):
+        assert secret not in text
+    record = json.loads(text)
+    assert record["version"] == 2
+    assert record["input"] == "https://img.example.com/raw/shoe.jpg"
+    assert record["input_sha256"] == _kept.input_digest(SIGNED)
+
+
+def test_an_input_is_recognised_by_the_digest_of_its_full_text(folder: Any) -> None:
+    names = kept_pair(folder, identity=SIGNED)
+    assert _kept.find_kept(folder, SIGNED, "sha256:aa", names) is not None
+    # Signed anew, or under another password: another input, as when the record held the text.
+    for other in (SIGNED.replace("f00dfeedcafe", "0ther5ig"), SIGNED.replace("s3cr3t-pw", "other")):
+        assert _kept.find_kept(folder, other, "sha256:aa", names) is None
+
+
+def _version_1_record(folder: Any, tmp_path: Path, identity: str) -> tuple[tuple[str, str], Path]:
+    """A pair and its record as versions before 2 wrote them: the input verbatim."""
+    names = kept_pair(folder, identity=identity)
+    path = tmp_path / _kept.record_name(names[0])
+    record = json.loads(path.read_text())
+    del record["input_sha256"]
+    path.write_text(json.dumps({**record, "version": 1, "input": identity}))
+    return names, path
+
+
+def test_a_version_1_record_still_matches_its_input_and_is_rewritten_without_it(
+    folder: Any, tmp_path: Path
+) -> None:
+    """Reuse across the upgrade: an old record still saves the coin, and loses the credentials it held."""
+    names, path = _version_1_record(folder, tmp_path, SIGNED)
+    kept = _kept.find_kept(folder, SIGNED, "sha256:aa", names)
+    assert kept is not None
+    assert kept.job_id == "job-1"
+    assert "s3cr3t-pw" not in path.read_text()
+    assert "f00dfeedcafe" not in path.read_text()
+    assert json.loads(path.read_text())["version"] == 2
+    assert _kept.find_kept(folder, SIGNED, "sha256:aa", names) is not None  # and matches as version 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, path.name])
+
+
+def test_a_version_1_record_of_another_input_is_no_record(folder: Any, tmp_path: Path) -> None:
+    names, path = _version_1_record(folder, tmp_path, SIGNED)
+    other = SIGNED.replace("f00dfeedcafe", "0ther5ig")
+    assert _kept.find_kept(folder, other, "sha256:aa", names) is None
+    assert json.loads(path.read_text())["version"] == 1  # not rewritten: it is not this input's
+
+
+def test_a_version_1_record_that_cannot_be_rewritten_is_still_reused(
+    folder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    names, _ = _version_1_record(folder, tmp_path, SIGNED)
+
+    def refuse(*args: Any) -> None:
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(_kept, "_write", refuse)
+    assert _kept.find_kept(folder, SIGNED, "sha256:aa", names) is not None
+    assert "s3cr3t-pw" not in caplog.text
+    assert "f00dfeedcafe" not in caplog.text
+
+
+# --- one listing of the folder instead of lookups per input ---------------------------------------------
+
+
+@pytest.fixture
+def store_folder(memory_root: str) -> Any:
+    """A folder on an object-store-like file system (fsspec's memory store), where listing pays."""
+    return storage.as_storage_path(f"{memory_root}/kept")
+
+
+def test_a_listing_holds_only_the_wanted_files_with_their_sizes(store_folder: Any) -> None:
+    names = kept_pair(store_folder)
+    (store_folder / "unrelated.png").write_bytes(b"x" * 9)
+    wanted = {*names, _kept.record_name(names[0]), "missing.png"}
+    listing = _kept.list_folder(store_folder, wanted)
+    assert listing is not None
+    assert set(listing) == {*names, _kept.record_name(names[0])}
+    assert (listing[names[0]], listing[names[1]]) == (7, 4)
+
+
+def test_a_listed_folder_answers_as_the_lookups_do_without_asking_per_file(
+    store_folder: Any, mocker: Any
+) -> None:
+    names = kept_pair(store_folder)
+    other = storage.result_names("file:///data/catalogue/other/main.jpg")
+    listing = _kept.list_folder(store_folder, {*names, *other, _kept.record_name(names[0])})
+    exists = mocker.spy(type(store_folder), "exists")
+    stat = mocker.spy(type(store_folder), "stat")
+    kept = _kept.find_kept(store_folder, IDENTITY, "sha256:aa", names, listing)
+    assert kept == _kept.find_kept(store_folder, IDENTITY, "sha256:aa", names)
+    assert kept is not None
+    exists.reset_mock()
+    stat.reset_mock()
+    assert _kept.find_kept(store_folder, IDENTITY, "sha256:aa", names, listing) is not None
+    assert (
+        _kept.find_kept(store_folder, "file:///data/catalogue/other/main.jpg", "sha256:aa", other, listing)
+        is None
+    )
+    assert exists.call_count == stat.call_count == 0
+
+
+def test_a_file_replaced_since_the_listing_is_judged_by_the_listed_size(store_folder: Any) -> None:
+    names = kept_pair(store_folder)
+    listing = _kept.list_folder(store_folder, {*names, _kept.record_name(names[0])})
+    assert listing is not None
+    listing[names[1]] = 5  # the mask the listing saw is not the one recorded
+    assert _kept.find_kept(store_folder, IDENTITY, "sha256:aa", names, listing) is None
+    del listing[names[1]]  # gone
+    assert _kept.find_kept(store_folder, IDENTITY, "sha256:aa", names, listing) is None
+
+
+def test_a_missing_folder_lists_as_empty_and_a_refused_listing_as_unknown(
+    store_folder: Any, mocker: Any
+) -> None:
+    assert _kept.list_folder(store_folder / "nothing-here", {"a.png"}) == {}
+    mocker.patch.object(type(store_folder.fs), "ls", side_effect=PermissionError("AccessDenied: ListBucket"))
+    assert _kept.list_folder(store_folder, {"a.png"}) is None
+
+
+def test_a_local_folder_is_not_listed(folder: Any) -> None:
+    kept_pair(folder)
+    assert _kept.list_folder(folder, {"a.png"}) is None

@@ -250,12 +250,25 @@ def test_timeout_rejected_naming_the_field(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(0.0, id="zero-float"),
+        pytest.param(-0.0, id="negative-zero"),
+        pytest.param(timedelta(0), id="zero-timedelta"),
+    ],
+)
+def test_a_zero_timeout_is_refused(value: Any) -> None:
+    """A wait of 0 s was accepted: the operator then paid for a job it could never wait for."""
+    err = _rejected(validate_timeout, value, "timeout")
+    assert "more than 0 seconds" in str(err)
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
-        pytest.param(0, 0.0, id="zero"),
-        pytest.param(0.0, 0.0, id="zero-float"),
+        pytest.param(0.5, 0.5, id="half-a-second"),
         pytest.param(90, 90.0, id="int"),
-        pytest.param(timedelta(0), 0.0, id="zero-timedelta"),
         pytest.param(timedelta(minutes=5), 300.0, id="timedelta"),
     ],
 )

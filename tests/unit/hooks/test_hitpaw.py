@@ -353,6 +353,59 @@ def test_permanent_error_raised_after_one_call(
     assert no_sleep == []
 
 
+@pytest.mark.parametrize(
+    ("code", "problem"),
+    [
+        pytest.param(110400000, "is not valid", id="110400000-bad-key"),
+        pytest.param(100401000, "has expired", id="100401000-expired"),
+        pytest.param(100400000, "may not use this API", id="100400000-no-access"),
+    ],
+)
+def test_a_refused_key_names_the_connection_and_that_no_coin_was_spent(
+    hook_under_test: HookUnderTest, code: int, problem: str
+) -> None:
+    """HitPaw's "Unauthorized" named neither the connection nor the key: the task's failure must."""
+    hook_under_test.script(default=hitpaw_error(code, 400, "api_key is not valid"))
+    with pytest.raises(HitPawAuthenticationError) as raised:
+        hook_under_test.call("submit_segmentation", IMAGE_URL)
+    text = str(raised.value)
+    assert text.startswith(f"HitPaw (code {code}, HTTP 400): HitPaw refused the API key of the Airflow ")
+    assert f"connection {CONN_ID!r}" in text
+    assert problem in text
+    assert "no coin was spent" in text
+    assert SECRET_KEY not in text
+    assert text.count("HitPaw (") == 1
+
+
+def test_a_key_refused_on_a_poll_does_not_say_no_coin_was_spent(hook_under_test: HookUnderTest) -> None:
+    """A poll asks about a job someone paid for: the refusal names the connection, and claims nothing."""
+    hook_under_test.script(default=hitpaw_error(100401000, 401, "Token is expired"))
+    with pytest.raises(HitPawAuthenticationError) as raised:
+        hook_under_test.call("get_task_status", "job-1")
+    assert f"connection {CONN_ID!r}" in str(raised.value)
+    assert "coin" not in str(raised.value)
+
+
+def test_a_key_refused_after_a_job_was_created_does_not_say_no_coin_was_spent(
+    hook_under_test: HookUnderTest,
+) -> None:
+    hook_under_test.script(ok_submission("job-1"), default=hitpaw_error(100401000, 401, "Token is expired"))
+    hook_under_test.call("submit_segmentation", IMAGE_URL)
+    with pytest.raises(HitPawAuthenticationError) as raised:
+        hook_under_test.call("submit_segmentation", "https://example.com/boot.jpg")
+    assert f"connection {CONN_ID!r}" in str(raised.value)
+    assert "coin" not in str(raised.value)
+
+
+def test_a_refused_key_survives_pickling_with_its_explanation(hook_under_test: HookUnderTest) -> None:
+    import pickle
+
+    hook_under_test.script(default=hitpaw_error(110400000, 400, "api_key is not valid"))
+    with pytest.raises(HitPawAuthenticationError) as raised:
+        hook_under_test.call("submit_segmentation", IMAGE_URL)
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)
+
+
 @pytest.mark.parametrize(("code", "http_status", "family"), PERMANENT_ERRORS)
 def test_error_code_under_http_200_is_raised(
     hook_under_test: HookUnderTest, code: int, http_status: int, family: type[HitPawError]
@@ -794,6 +847,17 @@ def test_test_connection_names_the_refusal(hook: HitPawHook, script: Script) -> 
     assert "api_key is not valid" in hook.test_connection()[1]
 
 
+def test_test_connection_says_hitpaw_once(hook: HitPawHook, script: Script) -> None:
+    """It once said "HitPaw could not be reached: HitPaw: ConnectionError: ..." and "HitPaw refused the API
+    key: HitPaw (code ...": one HitPaw is enough, and a refusal names the connection."""
+    post = script(default=Answer(raises=requests.ConnectionError("refused")))
+    assert hook.test_connection()[1].startswith("HitPaw could not be reached: ConnectionError: ")
+    post.default = hitpaw_error(110400000, 400, "api_key is not valid")
+    message = hook.test_connection()[1]
+    assert message.count("HitPaw (") == 1
+    assert f"connection {CONN_ID!r}" in message
+
+
 def test_test_connection_without_key_fails(monkeypatch: pytest.MonkeyPatch, script: Script) -> None:
     post = script()
     conn_id = set_connection(monkeypatch, "hitpaw_nokey", host=BASE_URL)
@@ -902,6 +966,19 @@ class TestUploads:
             hook.presign_upload("a.jpg", "image/jpeg")
         assert len(transport.sent) == 1
         assert no_sleep == []
+
+    def test_a_refused_upload_key_names_the_connection_and_that_no_coin_was_spent(
+        self, hook: HitPawHook, script: UploadScript
+    ) -> None:
+        """What once failed tasks as a bare "HitPaw (HTTP 401): Unauthorized"."""
+        script(oss_error(401, "Unauthorized"))
+        with pytest.raises(HitPawAuthenticationError) as raised:
+            hook.presign_upload("a.jpg", "image/jpeg")
+        assert str(raised.value) == (
+            "HitPaw (HTTP 401): HitPaw refused the API key of the Airflow connection 'hitpaw_default' "
+            "(Unauthorized); check the key in the connection's password. No job had been created in this "
+            "try: no coin was spent"
+        )
 
     def test_presign_upload_refuses_bad_input_before_sending(
         self, hook: HitPawHook, script: UploadScript

@@ -242,6 +242,12 @@ def test_no_secret_in_results_logs_or_errors(
     assert SECRET_KEY not in log_text()
 
 
+@pytest.mark.parametrize("timeout", [0, -1, timedelta(0)])
+def test_a_timeout_that_leaves_no_wait_is_refused_when_the_dag_is_parsed(timeout: float | timedelta) -> None:
+    with pytest.raises(ValueError, match="timeout: must be more than 0 seconds"):
+        SegmentationSensor(task_id="w", job_id=JOB, timeout=timeout)
+
+
 @pytest.mark.parametrize("timeout", [1e15, float("inf"), 9 * 24 * 3600])
 def test_a_timeout_beyond_what_hitpaw_keeps_is_refused_when_the_dag_is_parsed(timeout: float) -> None:
     with pytest.raises(ValueError, match="timeout"):
