@@ -25,6 +25,21 @@ if TYPE_CHECKING:
     from airflow_provider_hitpaw._api import TaskStatus
 
 
+def _now() -> float:
+    """The Unix time, in which deadlines are given: the triggers read it here and nowhere else.
+
+    Every wait of theirs goes through the event loop (``asyncio.sleep``, ``asyncio.wait``), so a test that
+    runs them on a loop whose clock it drives, and points this (and :func:`_monotonic`) at that clock,
+    controls all the time they see.
+    """
+    return time.time()
+
+
+def _monotonic() -> float:
+    """The clock of the progress lines' cadence (see :func:`_now`)."""
+    return time.monotonic()
+
+
 class _HitPawTrigger(BaseTrigger):
     """What both triggers share: one hook on the process's shared client, closed on every path (also on
     cancellation, when the triggerer stops or the task is cleared), and exactly one event."""
@@ -42,7 +57,7 @@ class _HitPawTrigger(BaseTrigger):
             payload = await self._wait(hook)
         # Held, if asked, so that the task resumes only once Airflow has settled the try that deferred:
         # an event that comes within seconds of the deferral can fail the resumed try (see _deferral).
-        hold = (self.not_before or 0.0) - time.time()
+        hold = (self.not_before or 0.0) - _now()
         if hold > 0:
             await asyncio.sleep(hold)
         # Yielded after the client is let go: the triggerer may take its time to close this generator.
@@ -105,13 +120,13 @@ class SegmentationTrigger(_HitPawTrigger):
             try:
                 # The poll, retries included, ends by the deadline: Airflow's backstop would otherwise
                 # fire instead of this trigger's timeout event.
-                status = await hook.get_task_status(self.job_id, timeout=watch.poll_budget(time.time()))
+                status = await hook.get_task_status(self.job_id, timeout=watch.poll_budget(_now()))
             except HitPawError as err:
                 event = watch.fault(err)
             else:
                 event = watch.observe(status)
             if event is None:
-                pause = watch.pause(time.time())
+                pause = watch.pause(_now())
                 if pause is not None:
                     await asyncio.sleep(pause)
                     continue
@@ -166,12 +181,12 @@ class SegmentationBatchTrigger(_HitPawTrigger):
             await hook.prepare()
         except HitPawError as err:
             return BatchEvent(Outcome.ERROR, str(err), error=ErrorInfo.of(err)).to_payload()
-        watch = BatchWatch(self.job_ids, self.poll_interval, self.end_time, start=time.time())
+        watch = BatchWatch(self.job_ids, self.poll_interval, self.end_time, start=_now())
         progress = _Progress(self.log, watch.total)
         polls: dict[asyncio.Task[TaskStatus | HitPawError], tuple[str, float]] = {}
         try:
-            while (event := watch.event(time.time())) is None:
-                now = time.time()
+            while (event := watch.event(_now())) is None:
+                now = _now()
                 for job_id in watch.take(now, self.max_in_flight - len(polls)):
                     task = asyncio.ensure_future(self._poll(hook, job_id, self.end_time - now))
                     polls[task] = (job_id, now)
@@ -181,7 +196,7 @@ class SegmentationBatchTrigger(_HitPawTrigger):
                     if next_due is None or len(polls) >= self.max_in_flight
                     else min(next_due, self.end_time)
                 )
-                timeout = max(0.0, wake - time.time())
+                timeout = max(0.0, wake - _now())
                 if polls:
                     done, _ = await asyncio.wait(polls, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -212,12 +227,12 @@ class _Progress:
         self._total = total
         self._every = every_seconds
         self._step = max(1, total // 10)
-        self._last_time = time.monotonic()
+        self._last_time = _monotonic()
         self._last_done = -1
 
     def report(self, completed: int, failed: int, *, final: bool = False) -> None:
         done = completed + failed
-        now = time.monotonic()
+        now = _monotonic()
         if done == self._last_done:
             return  # nothing new: the last line still holds (also at the end)
         if final or done - max(0, self._last_done) >= self._step or now - self._last_time >= self._every:

@@ -53,22 +53,37 @@ def images(emulator: Any, names: list[str]) -> list[str]:
 
 
 def run_and_watch(
-    cluster: AirflowCluster, emulator: Any, dag_id: str, conf: dict[str, Any], timeout: float
+    cluster: AirflowCluster,
+    emulator: Any,
+    dag_id: str,
+    conf: dict[str, Any],
+    timeout: float,
+    finish_once_deferred: int | None = None,
 ) -> dict[str, Any]:
-    """Trigger a run and follow it to its end; return what was seen on the way."""
+    """Trigger a run and follow it to its end; return what was seen on the way.
+
+    With ``finish_once_deferred``, the jobs end (the test ends them) once that many tasks were seen
+    deferred at once, not when a timer runs out: how fast the components are changes nothing seen.
+    """
     cluster.wait_for_dag(dag_id)
     run_id = cluster.trigger(dag_id, conf)
     most_deferred_while_converting = 0
     ever_deferred = False
+    finished = False
     deadline = time.monotonic() + timeout
     state = "queued"
     while time.monotonic() < deadline:
         states = cluster.task_states(dag_id, run_id)
         deferred = sum(1 for _, _, s in states if s == "deferred")
         ever_deferred = ever_deferred or deferred > 0
-        converting = sum(1 for job in emulator.state()["jobs"] if job["status"] == "CONVERTING")
+        jobs = emulator.state()["jobs"]
+        converting = sum(1 for job in jobs if job["status"] == "CONVERTING")
         if converting:
             most_deferred_while_converting = max(most_deferred_while_converting, min(deferred, converting))
+        if finish_once_deferred is not None and not finished and deferred >= finish_once_deferred:
+            for job in jobs:
+                emulator.finish_job(job["job_id"])
+            finished = True
         state = cluster.run_state(dag_id, run_id)
         if state in ("success", "failed"):
             break
@@ -83,12 +98,13 @@ def run_and_watch(
 
 
 def test_deferrable_waits_hold_no_worker_slot(cluster: AirflowCluster, emulator: Any) -> None:
-    emulator.configure(job_seconds=12)
+    # HitPaw works until all six waits are seen deferred (a timer of seconds raced the components).
+    emulator.configure(job_seconds=3600)
     conf = {
         "operator_urls": images(emulator, ["shoe.jpg", "portrait.png", "product.webp"]),
         "sensor_urls": images(emulator, ["mug.jpg", "shoe.jpg", "portrait.png"]),
     }
-    seen = run_and_watch(cluster, emulator, "hitpaw_it_deferrable", conf, timeout=240)
+    seen = run_and_watch(cluster, emulator, "hitpaw_it_deferrable", conf, timeout=240, finish_once_deferred=6)
     assert seen["state"] == "success", seen
     waits = [t for t in seen["tasks"] if t[0] in ("segment", "wait")]
     assert len(waits) == 6

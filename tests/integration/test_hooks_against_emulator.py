@@ -63,11 +63,13 @@ class TestFullJob:
     async def test_async_hook_and_trigger_see_the_job_complete(self, hitpaw_emulator: Any) -> None:
         import time
 
+        hitpaw_emulator.configure(job_seconds=3600)  # the job ends when the test says, not by a race
         async with async_hook() as hook:
             job = await hook.submit_segmentation(hitpaw_emulator.sample_url("portrait.png"))
             first = await hook.get_task_status(job.job_id)
         assert first.status == "CONVERTING"
-        trigger = SegmentationTrigger(job.job_id, "hitpaw_default", 0.05, time.time() + 30)
+        assert hitpaw_emulator.finish_job(job.job_id)
+        trigger = SegmentationTrigger(job.job_id, "hitpaw_default", 0.05, time.time() + 120)
         events = [event async for event in trigger.run()]
         assert len(events) == 1
         assert events[0].payload["status"] == "success"
@@ -181,14 +183,16 @@ class TestFaultsSurvived:
 
     @pytest.mark.parametrize("side", ["sync", "async"])
     async def test_read_timeout_is_retried(self, hitpaw_emulator: Any, side: str) -> None:
-        hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=2,paths=/api/task-status"])
+        # The first answer comes long after the read time-out, however fast the machine; the second at
+        # once, far within it however busy the machine (a time-out of tenths of a second was not).
+        hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=6,paths=/api/task-status"])
         with sync_hook() as hook:
             job = hook.submit_segmentation(hitpaw_emulator.sample_url())
         if side == "sync":
-            with sync_hook(read_timeout=0.3) as hook:
+            with sync_hook(read_timeout=2) as hook:
                 status = hook.get_task_status(job.job_id)
         else:
-            async with async_hook(read_timeout=0.3) as ahook:
+            async with async_hook(read_timeout=2) as ahook:
                 status = await ahook.get_task_status(job.job_id)
         assert status.job_id == job.job_id
         assert requests_to(hitpaw_emulator, _api.TASK_STATUS_PATH) == 2
@@ -232,20 +236,29 @@ async def test_many_triggers_share_one_connection_pool(hitpaw_emulator: Any) -> 
     import time
 
     from airflow_provider_hitpaw.hooks._transport import CLIENT_CONNECTION_LIMIT
+    from tests.unit.fakes import wait_until
 
-    hitpaw_emulator.configure(job_seconds=1.0)
+    hitpaw_emulator.configure(job_seconds=3600)  # the jobs end when the test says, once polled repeatedly
     with sync_hook() as hook:
         jobs = [hook.submit_segmentation(hitpaw_emulator.sample_url("mug.jpg")).job_id for _ in range(60)]
     before = hitpaw_emulator.state()["connections"]
     accepted_before = before["accepted"]
 
     async def wait(job_id: str) -> str:
-        trigger = SegmentationTrigger(job_id, "hitpaw_default", 0.2, time.time() + 30)
+        trigger = SegmentationTrigger(job_id, "hitpaw_default", 0.2, time.time() + 300)
         events = [event async for event in trigger.run()]
         assert len(events) == 1
         return str(events[0].payload["status"])
 
-    outcomes = await asyncio.gather(*(wait(job) for job in jobs))
+    waits = asyncio.ensure_future(asyncio.gather(*(wait(job) for job in jobs)))
+
+    def polled_twice() -> bool:
+        return requests_to(hitpaw_emulator, _api.TASK_STATUS_PATH) >= 2 * len(jobs)
+
+    await wait_until(polled_twice, waits, "two rounds of polls", within=120)
+    for job in jobs:
+        assert hitpaw_emulator.finish_job(job)
+    outcomes = await waits
     assert outcomes == ["success"] * len(jobs)
     state = hitpaw_emulator.state()
     opened = state["connections"]["accepted"] - accepted_before
@@ -253,7 +266,7 @@ async def test_many_triggers_share_one_connection_pool(hitpaw_emulator: Any) -> 
     assert state["requests"][_api.TASK_STATUS_PATH] > len(jobs)
     # The server notices closed connections a moment after the client closed them.
     # (Connections other tests left open do not count.)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound only a leaking client reaches
     while hitpaw_emulator.state()["connections"]["open"] > before["open"] + 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     left_open = hitpaw_emulator.state()["connections"]["open"] - before["open"]

@@ -87,25 +87,26 @@ def test_an_oversized_api_answer_is_cut_at_a_mebibyte(hitpaw_emulator: Any, kind
 
 
 # --- answers that trickle or hang ---------------------------------------------------------------------
+#
+# The job is done by the time the server would answer (a dripped answer takes minutes, a hanging one a
+# minute): a wait that let the poll run on would end in success, not in its timeout. When exactly the
+# timeout comes is checked where the test drives the clock (tests/unit/triggers, tests/unit/hooks), not
+# by timing these.
 
 
 def test_a_blocking_wait_ends_by_its_timeout_against_a_trickling_server(hitpaw_emulator: Any) -> None:
     """wait_for_completion(timeout=2) once returned after 44 s; a poll of a trickling answer never did."""
     job_id = submitted_job(hitpaw_emulator)
     hitpaw_emulator.set_faults([f"drip:delay_s=1,paths={STATUS}"])
-    started = time.monotonic()
     with HitPawHook() as hook, pytest.raises(HitPawTimeoutError):
         hook.wait_for_completion(job_id, poll_interval=1, timeout=2)
-    assert time.monotonic() - started < 5
 
 
 def test_a_blocking_wait_ends_by_its_timeout_against_a_hanging_server(hitpaw_emulator: Any) -> None:
     job_id = submitted_job(hitpaw_emulator)
     hitpaw_emulator.set_faults([f"slow:delay_s=60,paths={STATUS}"])
-    started = time.monotonic()
     with HitPawHook() as hook, pytest.raises(HitPawTimeoutError):
         hook.wait_for_completion(job_id, poll_interval=1, timeout=2)
-    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("timeout", [None, 600], ids=["no-timeout", "the-waits-time-left"])
@@ -139,27 +140,23 @@ def test_an_async_poll_ends_within_its_own_time_outs_against_a_trickling_server(
 def test_the_single_trigger_fires_its_timeout_by_the_deadline(hitpaw_emulator: Any, fault: str) -> None:
     job_id = submitted_job(hitpaw_emulator)
     hitpaw_emulator.set_faults([f"{fault},paths={STATUS}"])
-    started = time.time()
-    event = one_event(SegmentationTrigger(job_id, "hitpaw_default", 1, end_time=started + 2))
+    event = one_event(SegmentationTrigger(job_id, "hitpaw_default", 1, end_time=time.time() + 2))
     assert event["status"] == "timeout"
-    assert time.time() - started < 5
 
 
 @pytest.mark.parametrize("fault", ["slow:delay_s=60", "drip:delay_s=1"])
 def test_the_batch_trigger_fires_its_timeout_by_the_deadline(hitpaw_emulator: Any, fault: str) -> None:
     """A hanging API or a long Retry-After once ran a round of polls minutes past end_time."""
-    hitpaw_emulator.configure(job_seconds=30)
+    hitpaw_emulator.configure(job_seconds=30)  # done by the time a hanging answer would come (60 s)
     with HitPawHook() as hook:
         job_ids = [
             hook.submit_segmentation(hitpaw_emulator.sample_url("shoe.jpg") + f"?n={i}").job_id
             for i in range(5)
         ]
     hitpaw_emulator.set_faults([f"{fault},paths={STATUS}"])
-    started = time.time()
-    event = one_event(SegmentationBatchTrigger(job_ids, "hitpaw_default", 1, end_time=started + 3))
+    event = one_event(SegmentationBatchTrigger(job_ids, "hitpaw_default", 1, end_time=time.time() + 3))
     assert event["status"] == "timeout"
     assert sorted(event["pending"]) == sorted(job_ids)
-    assert time.time() - started < 6
 
 
 def test_one_hanging_job_does_not_hold_up_the_others(hitpaw_emulator: Any) -> None:
@@ -170,10 +167,15 @@ def test_one_hanging_job_does_not_hold_up_the_others(hitpaw_emulator: Any) -> No
             hook.submit_segmentation(hitpaw_emulator.sample_url("shoe.jpg") + f"?n={i}").job_id
             for i in range(4)
         ]
+    # Every job is done before the trigger starts: however busy the machine, the first poll of each of the
+    # others finds it COMPLETED, while the one whose poll hangs stays open.
+    deadline = time.monotonic() + 60  # a bound only a broken emulator reaches
+    while {job["status"] for job in jobs(hitpaw_emulator)} != {"COMPLETED"}:
+        assert time.monotonic() < deadline, jobs(hitpaw_emulator)
+        time.sleep(0.05)
     # Only the first poll hangs (the first request the rule sees): it is one job's, the rest go on.
     hitpaw_emulator.set_faults([f"slow:delay_s=30,first_n=1,paths={STATUS}"])
-    started = time.time()
-    event = one_event(SegmentationBatchTrigger(job_ids, "hitpaw_default", 1, end_time=started + 6))
+    event = one_event(SegmentationBatchTrigger(job_ids, "hitpaw_default", 1, end_time=time.time() + 6))
     assert event["status"] == "timeout"
     assert event["completed"] == 3
     assert len(event["pending"]) == 1
@@ -444,14 +446,17 @@ def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any
     worker = threading.Thread(target=run)
     worker.start()
     while len(jobs(hitpaw_emulator)) < 20:
+        assert worker.is_alive(), f"the batch ended before 20 submissions: {outcome}"
         time.sleep(0.05)
     operator.on_kill()
+    at_kill = len(jobs(hitpaw_emulator))
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert outcome
     assert "asked to stop" in str(outcome[0])
     created = {job["job_id"] for job in jobs(hitpaw_emulator)}
-    assert len(created) < 60, f"{len(created)} submissions: the batch went on after on_kill"
+    # Nothing starts after on_kill; only what was in flight (max_in_flight) may still land.
+    assert len(created) <= at_kill + 4, f"{len(created)} submissions: the batch went on after on_kill"
     from airflow_provider_hitpaw.operators._batch_record import BatchRecord
 
     recorded = {job for job in BatchRecord(task_context(store=store), urls).job_ids() if job}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,10 @@ DAG_FILE = Path(__file__).parent / "dags" / "hitpaw_incremental.py"
 PREFIX = "airflow.hitpaw."
 
 
+#: How long :meth:`StatsdListener.take` waits, at most, for its marker (a bound a working run never nears).
+PATIENCE = 60.0
+
+
 class StatsdListener:
     """A StatsD server in miniature: a UDP socket on 127.0.0.1 that keeps every ``name:value|type`` line."""
 
@@ -30,6 +34,7 @@ class StatsdListener:
         self.socket.settimeout(0.2)
         self.port = self.socket.getsockname()[1]
         self.lines: list[str] = []
+        self._received = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._thread.start()
@@ -40,12 +45,24 @@ class StatsdListener:
                 packet = self.socket.recv(65535)
             except TimeoutError:
                 continue
-            self.lines.extend(packet.decode("utf-8", "replace").splitlines())
+            with self._received:
+                self.lines.extend(packet.decode("utf-8", "replace").splitlines())
+                self._received.notify_all()
 
     def take(self) -> tuple[Counter[str], Counter[str]]:
-        """The HitPaw counters (summed) and timers (how many) received since the last take."""
-        time.sleep(0.5)  # what was sent is on loopback already; let the thread read it
-        lines, self.lines = self.lines, []
+        """The HitPaw counters (summed) and timers (how many) received since the last take.
+
+        What the finished DAG run sent is on loopback already, ahead of a marker sent now to the same
+        socket: everything up to the marker is read, however long the listening thread takes to get there.
+        """
+        marker = f"hitpaw_test_marker_{uuid.uuid4().hex}:1|c"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(marker.encode(), ("127.0.0.1", self.port))
+        with self._received:
+            arrived = self._received.wait_for(lambda: marker in self.lines, timeout=PATIENCE)
+            assert arrived, f"the StatsD listener did not get its marker within {PATIENCE:g} s"
+            end = self.lines.index(marker)
+            lines, self.lines = self.lines[:end], self.lines[end + 1 :]
         counters: Counter[str] = Counter()
         timers: Counter[str] = Counter()
         for line in lines:

@@ -43,7 +43,6 @@ SUBMIT_ROUTE = "/api/image-segmentation"
 STATUS_ROUTE = "/api/task-status"
 #: Seconds after which a triggerer without heartbeat counts as dead and its triggers go to another one.
 TRIGGERER_HEALTH_THRESHOLD = 6
-TRIGGERER_DOWNTIME = 30.0
 DEADLINE_TIMEOUT = 60.0
 
 
@@ -200,12 +199,15 @@ def database_rows(cluster: AirflowCluster) -> dict[str, list[str]]:
 def test_a_restarted_triggerer_finishes_the_waits_and_keeps_the_deadline(
     cluster: AirflowCluster, emulator: EmulatorServer
 ) -> None:
+    """The triggerer is killed while three sensors are deferred, and comes back after the deadline of one
+    of them: it tells the other two that their jobs ended meanwhile, and the third that it timed out, at
+    once. Nothing here depends on how fast the components are: the jobs end when the test ends them, and
+    whether the deadline was kept is read off the polls, not off a clock (a deadline counted again from
+    the restart would poll its job every second for another minute)."""
     dag_id = "hitpaw_resilience_triggerer"
-    # Jobs that end while the triggerer is down, and one that never ends within the test.
-    emulator.configure(job_seconds=30)
-    done_jobs = [submit_job(emulator, emulator.sample_url(name)) for name in ("shoe.jpg", "portrait.png")]
-    submitted_at = time.time()
+    # Jobs that end while the triggerer is down, and one that never ends: each ends when the test says.
     emulator.configure(job_seconds=3600)
+    done_jobs = [submit_job(emulator, emulator.sample_url(name)) for name in ("shoe.jpg", "portrait.png")]
     stuck_job = submit_job(emulator, emulator.sample_url("mug.jpg"))
     cluster.wait_for_dag(dag_id)
     run_id = cluster.trigger(dag_id, {"job_ids": done_jobs, "stuck_job_id": stuck_job})
@@ -224,21 +226,20 @@ def test_a_restarted_triggerer_finishes_the_waits_and_keeps_the_deadline(
         watch(tis)
         return all((tis.get(key) or {}).get("state") == "deferred" for key in sensors)
 
-    wait_until("the three sensors to defer", all_deferred, timeout=90)
+    def polls() -> int:
+        return int(emulator.state()["requests"].get(STATUS_ROUTE, 0))
+
+    wait_until("the three sensors to defer", all_deferred, timeout=300)
     # The triggerer is really running their triggers: it polls HitPaw about once a second per job.
-    polls = emulator.state()["requests"].get(STATUS_ROUTE, 0)
-    wait_until(
-        "the triggerer to poll the jobs",
-        lambda: emulator.state()["requests"].get(STATUS_ROUTE, 0) >= polls + 6,
-        timeout=30,
-    )
-    assert {job["status"] for job in emulator.state()["jobs"]} == {"CONVERTING"}, "killed too late"
+    before = polls()
+    wait_until("the triggerer to poll the jobs", lambda: polls() >= before + 6, timeout=120)
+    assert {job["status"] for job in emulator.state()["jobs"]} == {"CONVERTING"}
 
     # SIGKILL to the triggerer process alone, as the kernel's OOM killer would do it: its trigger runner
     # (a child with the same command line) must not live on as an orphan that keeps polling.
     old_triggerer = cluster.component_processes("triggerer")
     killed = cluster.kill_component("triggerer", signal.SIGKILL)
-    killed_at = time.time()
+    polls_at_kill = polls()
     assert len(killed) == 1
     assert len(old_triggerer) > len(killed), "no trigger runner below the triggerer?"
     cluster.wait_gone(old_triggerer, timeout=15)
@@ -246,24 +247,36 @@ def test_a_restarted_triggerer_finishes_the_waits_and_keeps_the_deadline(
     for other in ("api-server", "scheduler", "dag-processor"):
         assert cluster.component_pids(other), f"killing the triggerer took {other} with it"
 
-    # Nobody polls any more: no orphaned runner kept the triggers alive.
-    time.sleep(2)
-    polls_after_kill = emulator.state()["requests"].get(STATUS_ROUTE, 0)
-    seen_unhealthy = False
-    while time.time() < killed_at + TRIGGERER_DOWNTIME:
-        health = requests.get(f"{cluster.api}/monitor/health", timeout=10).json()
-        seen_unhealthy = seen_unhealthy or health["triggerer"]["status"] == "unhealthy"
-        time.sleep(1)
-    assert seen_unhealthy, "Airflow never noticed the triggerer was gone"
-    assert emulator.state()["requests"].get(STATUS_ROUTE, 0) == polls_after_kill
+    # The jobs end meanwhile; only a triggerer can tell the sensors.
+    for job in done_jobs:
+        assert emulator.finish_job(job)
+
+    def done_jobs_completed() -> bool:
+        jobs = {job["job_id"]: job["status"] for job in emulator.state()["jobs"]}
+        return [jobs[job] for job in done_jobs] == ["COMPLETED", "COMPLETED"]
+
+    wait_until("the two jobs to complete", done_jobs_completed, timeout=120)
+    wait_until(
+        "Airflow to notice the triggerer is gone",
+        lambda: (
+            requests.get(f"{cluster.api}/monitor/health", timeout=10).json()["triggerer"]["status"]
+            == "unhealthy"
+        ),
+        timeout=120,
+    )
+    # Back only once the deadline sensor's deadline has passed (Airflow's own backstop comes a minute
+    # after it): set-up, not a measurement.
+    deadline_at = first_start[("deadline", -1)] + DEADLINE_TIMEOUT
+    while time.time() <= deadline_at + 1:
+        time.sleep(0.5)
+    # Nobody polled while no triggerer ran (what was under way at the kill may have landed after it):
+    # no orphaned runner kept the triggers alive.
+    assert polls() <= polls_at_kill + len(sensors), (polls_at_kill, polls())
     tis = task_instances(cluster, dag_id, run_id)
     assert all(tis[key]["state"] == "deferred" for key in sensors), tis
-    # The jobs ended meanwhile; only a triggerer can tell the sensors.
-    jobs = {job["job_id"]: job["status"] for job in emulator.state()["jobs"]}
-    assert [jobs[job] for job in done_jobs] == ["COMPLETED", "COMPLETED"], (jobs, time.time() - submitted_at)
 
+    polls_at_restart = polls()
     new_triggerer = cluster.start_component("triggerer")
-    restarted_at = time.time()
     assert new_triggerer not in old_triggerer
     assert cluster.process is not None
     assert os.getpgid(new_triggerer) == cluster.process.pid, "not in the components' process group"
@@ -277,22 +290,11 @@ def test_a_restarted_triggerer_finishes_the_waits_and_keeps_the_deadline(
     deadline = tis[("deadline", -1)]
     assert deadline["state"] == "failed", deadline
     assert deadline["try_number"] == 1, deadline
-    assert emulator.state()["requests"].get(STATUS_ROUTE, 0) > polls_after_kill, (
-        "the new triggerer never polled"
-    )
-
-    started = first_start[("deadline", -1)]
-    ended = parse_time(deadline["end_date"])
-    elapsed = ended - started
-    print(
-        f"\ndeadline sensor: first start {started:.1f}, triggerer killed at +{killed_at - started:.1f} s, "
-        f"restarted at +{restarted_at - started:.1f} s, ended at +{elapsed:.1f} s "
-        f"(timeout {DEADLINE_TIMEOUT:.0f} s)"
-    )
-    # Not before its timeout, and well short of timeout + downtime (90 s): the restart did not extend it.
-    assert DEADLINE_TIMEOUT - 1 <= elapsed < DEADLINE_TIMEOUT + 20, elapsed
+    # One last look per wait, the deadline sensor's included, then its timeout: the restart did not
+    # count its minute again (that would have been a poll a second for a minute).
+    assert polls() - polls_at_restart == len(sensors), (polls_at_restart, polls())
     log = task_log(cluster, dag_id, run_id, "deadline", 1)
-    assert "still CONVERTING at the deadline" in log
+    assert "still CONVERTING at the deadline" in log  # the trigger's own timeout, not Airflow's backstop
     assert "AirflowSensorTimeout" in log
 
 

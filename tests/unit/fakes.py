@@ -6,7 +6,9 @@
 * Airflow: a task's context (:func:`task_context`, with :class:`FakeTaskInstance`), the task state store
   (:class:`FakeStateStore`), XCom as the extra links read it (:class:`FakeXCom`), and the event a deferral
   that Airflow ended resumes a task with (:data:`TIMED_OUT`).
-* Time, chance and interruptions: :class:`FakeClock`, :class:`EdgeRng` and :class:`Interrupted`.
+* Time, chance and interruptions: :class:`FakeClock`, :class:`VirtualTimeLoop` (an event loop whose clock
+  jumps to its next timer), :func:`wait_until` (a bounded wait inside a test), :class:`EdgeRng` and
+  :class:`Interrupted`.
 
 What ``tests/conftest.py`` already defines (``Answer``, ``FakeAsyncClient``, ``http_response``, the body
 builders, ``FakeStateStore``, ``FakeTaskInstance`` and ``task_context``) is imported from there and
@@ -19,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
+import selectors
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,6 +69,7 @@ __all__ = [
     "ScriptedTransport",
     "Sent",
     "TimedClient",
+    "VirtualTimeLoop",
     "envelope",
     "hitpaw_error",
     "http_response",
@@ -75,6 +79,7 @@ __all__ = [
     "oss_error",
     "status_body",
     "task_context",
+    "wait_until",
 ]
 
 Flavour = Literal["sync", "async"]
@@ -206,16 +211,20 @@ class RecordingAsyncClient(FakeAsyncClient):
 
 
 class TimedClient(FakeAsyncClient):
-    """Answers each job's status from a script, and notes when each poll was sent."""
+    """Answers each job's status from a script, and notes when each poll was sent, by the event loop's
+    clock (on a :class:`VirtualTimeLoop`, the time the test drives): ``sent_at`` for all, ``polls`` by job."""
 
     def __init__(self, script: dict[str, list[str]]) -> None:
         super().__init__()
         self.script = script
         self.sent_at: list[float] = []
+        self.polls: dict[str, list[float]] = {}
 
     def post(self, url: str, json: dict[str, Any], **kwargs: Any) -> Any:
-        self.sent_at.append(time.monotonic())
         job_id = json["job_id"]
+        now = asyncio.get_running_loop().time()
+        self.sent_at.append(now)
+        self.polls.setdefault(job_id, []).append(now)
         statuses = self.script[job_id]
         status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
         if status.startswith("HTTP"):
@@ -449,6 +458,109 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a clock of its own, which jumps to the next timer whenever nothing is ready to run.
+
+    ``await asyncio.sleep(30)`` returns at once with :meth:`time` 30 s on; ``asyncio.wait(..., timeout=)``
+    and every other timer follow the same clock, in order. A test so drives all the time that code which
+    only waits through the loop sees (point its reading of the time at :meth:`wall`), and how busy the
+    machine is changes nothing: no result depends on how long anything really took.
+
+    Work handed to a thread (``asyncio.to_thread``, ``run_in_executor``) is waited for in real time, the
+    clock standing still meanwhile, as is anything else when no timer is due. Run coroutines with
+    :meth:`run` (bounded on this clock); :meth:`close` also ends the threads and asynchronous generators
+    left.
+    """
+
+    #: The Unix time at which the clock starts (:meth:`wall`).
+    EPOCH = 1_800_000_000.0
+
+    def __init__(self) -> None:
+        self._virtual = 0.0
+        self._in_threads = 0
+        super().__init__(selector=_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self._virtual
+
+    def wall(self) -> float:
+        """The Unix time on this loop's clock."""
+        return self.EPOCH + self._virtual
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        future = super().run_in_executor(executor, func, *args)
+        self._in_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, future: asyncio.Future[Any]) -> None:
+        self._in_threads -= 1
+
+    def _jump(self, timeout: float | None) -> bool:
+        """Whether the selector may move the clock by ``timeout`` instead of waiting for it."""
+        return timeout is not None and timeout > 0 and self._in_threads == 0
+
+    def run(self, coro: Any, within: float = 24 * 3600.0) -> Any:
+        """What ``coro`` returns. Fails if it has not ended within ``within`` seconds of this loop's clock:
+        code that waits for something that never comes fails at once (that time passes at once too)."""
+
+        async def bounded() -> Any:
+            bound = asyncio.timeout(within)
+            try:
+                async with bound:
+                    return await coro
+            except TimeoutError as err:
+                if bound.expired():
+                    raise AssertionError(f"still running after {within:g} s of the loop's clock") from err
+                raise
+
+        return self.run_until_complete(bounded())
+
+    def close(self) -> None:
+        if not self.is_closed():
+            self.run_until_complete(self.shutdown_asyncgens())
+            self.run_until_complete(self.shutdown_default_executor())
+        super().close()
+
+
+class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The selector of a :class:`VirtualTimeLoop`: asked to wait with nothing to read, it moves the clock."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if not self._loop._jump(timeout):
+            return super().select(timeout)  # type: ignore[no-any-return]
+        ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
+        if not ready:
+            assert timeout is not None
+            self._loop._virtual += timeout
+        return ready
+
+
+async def wait_until(
+    condition: Callable[[], object], task: asyncio.Future[Any], what: str, within: float = 30.0
+) -> None:
+    """Wait, inside a test's event loop, until ``condition()`` is true while ``task`` (the code under
+    test) runs.
+
+    Fails at once, with that error, when ``task`` ends first (it raised, or it was never going to get
+    there), and after ``within`` seconds of the loop's clock otherwise: a broken trigger fails the test
+    quickly and says why, instead of holding it until pytest's time-out.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if task.done():
+            error = None if task.cancelled() else task.exception()
+            raise AssertionError(f"the code under test ended before {what}: {error!r}") from error
+        if loop.time() >= deadline:
+            raise AssertionError(f"no {what} within {within:g} s of the loop's clock")
+        await asyncio.wait({task}, timeout=0.01)
 
 
 class EdgeRng(random.Random):

@@ -23,13 +23,26 @@ pytestmark = pytest.mark.timeout(60)
 def test_until_the_first_answer_one_submission_is_in_flight() -> None:
     budget = CoinBudget(1_000)
     assert budget.reserve() is None
+    held = threading.Event()
+
+    class Watched(threading.Condition):
+        """The budget's condition, noting when a reservation has to wait on it."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            held.set()
+            return super().wait(timeout)
+
+    budget._condition = Watched()
     second: list[object] = []
     waiter = threading.Thread(target=lambda: second.append(budget.reserve()))
     waiter.start()
-    time.sleep(0.2)
-    assert second == [], "a second submission went before the price was known"
+    # Until the second reservation waits, or ends without waiting (however long its thread takes to run).
+    while not held.wait(0.01) and waiter.is_alive():
+        pass
+    assert held.is_set(), "a second submission went before the price was known"
+    assert second == []
     budget.settle(SegmentationJob(job_id="j1", consume_coins=COINS_PER_JOB))
-    waiter.join(timeout=5)
+    waiter.join()
     assert second == [None]
 
 
@@ -92,7 +105,7 @@ def test_many_threads_never_overspend() -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join()  # a budget that hangs fails by the module's time-out
     assert sum(created) <= 1_000
     assert budget.spent == sum(created)
     assert sum(created) > 1_000 - 2 * 25, "the budget stopped far below its limit"

@@ -122,7 +122,8 @@ def test_a_killed_triggerers_waits_go_to_the_other_one_with_their_deadlines(
     shape: tuple[Any, Postgres], emulator: EmulatorServer
 ) -> None:
     cluster, database = shape
-    emulator.configure(job_seconds=60)
+    # The jobs are held open until the triggers have moved (a minute's timer raced the components).
+    emulator.configure(job_seconds=3600)
     jobs = submit_jobs(emulator, 12)
     cluster.wait_for_dag("hitpaw_production_sensors")
     run_id = cluster.trigger("hitpaw_production_sensors", {"job_ids": jobs})
@@ -148,6 +149,8 @@ def test_a_killed_triggerers_waits_go_to_the_other_one_with_their_deadlines(
     after = dict(sql(database, "select id, kwargs from trigger"))
     assert after == before, "a trigger was re-created or its arguments (its deadline) changed"
 
+    for job_id in jobs:
+        assert emulator.finish_job(job_id)
     assert finish(cluster, "hitpaw_production_sensors", run_id, timeout=300) == "success"
     waits = [
         ti for ti in task_instances(cluster, "hitpaw_production_sensors", run_id) if ti["task_id"] == "wait"

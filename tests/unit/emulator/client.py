@@ -1,7 +1,10 @@
-"""A plain ``requests`` client for the emulator, as an outside program talks to it (shared by the tests)."""
+"""A plain ``requests`` client for the emulator, as an outside program talks to it (shared by the tests),
+and what the tests use to wait for it, or to see its waits, without betting on how fast the machine is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -9,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
+
+#: How long a test waits, at most, for what the emulator does on its own (a job, a closed connection):
+#: only bounds how long a broken emulator takes to fail a test; a working one never comes near it.
+PATIENCE = 30.0
 
 SUBMIT = "/api/image-segmentation"
 STATUS = "/api/task-status"
@@ -57,7 +66,7 @@ def status(emu: HitPawEmulatorHandle, job_id: str) -> dict[str, Any]:
     return data
 
 
-def wait_done(emu: HitPawEmulatorHandle, job_id: str, timeout: float = 10) -> dict[str, Any]:
+def wait_done(emu: HitPawEmulatorHandle, job_id: str, timeout: float = PATIENCE) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         data = status(emu, job_id)
@@ -88,3 +97,29 @@ def control(emu: HitPawEmulatorHandle, method: str, path: str, **kwargs: Any) ->
     """A request to the control endpoint with this run's token (extra ``headers`` are added to it)."""
     headers = {**emu.control_headers(), **kwargs.pop("headers", {})}
     return requests.request(method, emu.url(path), headers=headers, timeout=5, **kwargs)
+
+
+def eventually(check: Callable[[], object], what: str, within: float = PATIENCE) -> None:
+    """Wait until ``check()`` is true; fails naming ``what`` if it is not within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {within:g} s"
+        time.sleep(0.02)
+
+
+class RecordedSleeps:
+    """Stands in for ``asyncio`` in one emulator module (``monkeypatch.setattr(module, "asyncio", ...)``):
+    its sleeps are noted in :attr:`delays` instead of waited; everything else is asyncio's own.
+
+    What a fault waits is then read, not timed: a test of it no longer depends on how busy the machine is.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay: float, result: Any = None) -> Any:
+        self.delays.append(delay)
+        return await asyncio.sleep(0, result)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.unit.emulator.client import assert_error, post, status, submit, wait_done
+from tests.unit.emulator.client import assert_error, eventually, post, status, submit, wait_done
 
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
@@ -159,17 +159,32 @@ def test_full_job_on_every_good_sample(hitpaw_emulator: HitPawEmulatorHandle) ->
     assert hitpaw_emulator.state()["coins"] == 100_000 - 20 * len(jobs)
 
 
-def test_status_stays_converting_for_job_seconds(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+class SteppedClock:
+    """The emulator's clock, moved by the test only."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_status_stays_converting_for_job_seconds(
+    hitpaw_emulator: HitPawEmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = hitpaw_emulator.server._emulator.state  # type: ignore[union-attr]
+    clock = SteppedClock()
+    monkeypatch.setattr(state, "clock", clock)
     hitpaw_emulator.configure(job_seconds=0.6)
-    started = time.monotonic()
     job_id = submit(hitpaw_emulator, hitpaw_emulator.sample_url("shoe.jpg"))
-    time.sleep(0.3)
+    eventually(lambda: state.jobs[job_id].processed_at is not None, "the image to be processed")
+    clock.now += 0.599  # processed, but the job's time is not over
     assert status(hitpaw_emulator, job_id)["status"] == "CONVERTING"
     assert requests.get(hitpaw_emulator.url(f"/results/{job_id}/cutout.png"), timeout=5).status_code == 404
-    assert wait_done(hitpaw_emulator, job_id)["status"] == "COMPLETED"
-    assert time.monotonic() - started >= 0.6
+    clock.now += 0.001
+    assert status(hitpaw_emulator, job_id)["status"] == "COMPLETED"
     job = hitpaw_emulator.state()["jobs"][0]
-    assert job["finished_at"] - job["submitted_at"] == pytest.approx(0.6, abs=0.05)
+    assert job["finished_at"] - job["submitted_at"] == pytest.approx(0.6)
 
 
 @pytest.mark.parametrize("name", ["broken.jpg", "drawing.gif", "missing.jpg"])

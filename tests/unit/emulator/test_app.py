@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
-from tests.unit.emulator.client import STATUS, SUBMIT, post, refused, submit_body
+from tests.unit.emulator.client import STATUS, SUBMIT, eventually, post, refused, submit_body
 
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
@@ -31,20 +30,28 @@ def test_down_refuses_connections_then_comes_back(hitpaw_emulator: HitPawEmulato
     with requests.Session() as session:  # a kept-alive connection is cut as well
         session.headers["Apikey"] = hitpaw_emulator.api_key
         assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
-        hitpaw_emulator.down(0.5)
+        hitpaw_emulator.down(3600)  # longer than the test: no check below races the end of the outage
         assert refused(port)
         with pytest.raises(requests.ConnectionError):
             session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5)
         assert hitpaw_emulator.state()["listening"] is False
-        time.sleep(0.7)
+        hitpaw_emulator.down(0.1)  # a new outage replaces the first one, and ends by itself
+        eventually(lambda: not refused(port), "listening again after the outage")
         assert session.post(hitpaw_emulator.url(STATUS), json={"job_id": "x"}, timeout=5).status_code == 400
     assert hitpaw_emulator.server.port == port
 
 
 def test_jobs_keep_running_while_down(hitpaw_emulator: HitPawEmulatorHandle) -> None:
     job = post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).json()["data"]["job_id"]
-    hitpaw_emulator.down(0.4)
-    time.sleep(0.5)
+    hitpaw_emulator.down(3600)
+
+    def completed() -> bool:
+        (snapshot,) = hitpaw_emulator.state()["jobs"]  # the control helpers work while down
+        return bool(snapshot["status"] == "COMPLETED")
+
+    eventually(completed, "the job to complete while the emulator is down")
+    assert hitpaw_emulator.state()["listening"] is False  # it completed while down, not after
+    hitpaw_emulator.up()
     data = post(hitpaw_emulator, STATUS, {"job_id": job}).json()["data"]
     assert data["status"] == "COMPLETED"
 
@@ -57,9 +64,8 @@ def test_connection_counts(hitpaw_emulator: HitPawEmulatorHandle) -> None:
         assert hitpaw_emulator.state()["connections"] == {"accepted": 1, "open": 1}
     for _ in range(2):
         post(hitpaw_emulator, STATUS, {"job_id": "x"})
-    deadline = time.monotonic() + 2
-    while hitpaw_emulator.state()["connections"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    # The server notices a closed connection a moment after the client closed it.
+    eventually(lambda: not hitpaw_emulator.state()["connections"]["open"], "the connections to close")
     assert hitpaw_emulator.state()["connections"] == {"accepted": 3, "open": 0}
 
 
@@ -68,13 +74,12 @@ def test_own_fetches_do_not_count_as_client_connections(hitpaw_emulator: HitPawE
         session.headers["Apikey"] = hitpaw_emulator.api_key
         job = session.post(hitpaw_emulator.url(SUBMIT), json=submit_body(hitpaw_emulator), timeout=5)
         job_id = job.json()["data"]["job_id"]
-        while (
-            session.post(hitpaw_emulator.url(STATUS), json={"job_id": job_id}, timeout=5).json()["data"][
-                "status"
-            ]
-            == "CONVERTING"
-        ):
-            time.sleep(0.05)
+
+        def done() -> bool:
+            answer = session.post(hitpaw_emulator.url(STATUS), json={"job_id": job_id}, timeout=5)
+            return bool(answer.json()["data"]["status"] != "CONVERTING")
+
+        eventually(done, "the job to end")
         state = hitpaw_emulator.state()
     assert state["connections"]["accepted"] == 1
     assert state["requests"]["/samples/{name}"] == 1  # but the fetch itself is seen

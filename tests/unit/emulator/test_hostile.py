@@ -18,7 +18,17 @@ import requests
 
 from airflow_provider_hitpaw.emulator import hostile
 from airflow_provider_hitpaw.emulator.faults import REDIRECT_BODY_MARKER
-from tests.unit.emulator.client import STATUS, SUBMIT, control, post, submit, submit_body, wait_done
+from tests.unit.emulator.client import (
+    PATIENCE,
+    STATUS,
+    SUBMIT,
+    RecordedSleeps,
+    control,
+    post,
+    submit,
+    submit_body,
+    wait_done,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,7 +53,8 @@ def read_at_most(response: requests.Response, limit: int) -> bytes:
     return data
 
 
-def eventually(check: Callable[[], bool], timeout: float = 3) -> None:
+def eventually(check: Callable[[], bool], timeout: float = PATIENCE) -> None:
+    """Until the emulator's streams are as ``check`` wants (a bound only a broken emulator reaches)."""
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
@@ -139,9 +150,9 @@ def test_a_client_that_stops_reading_stalls_the_stream_until_the_time_limit(
     sock = raw_request(hitpaw_emulator, STATUS)
     try:
         assert sock.recv(64).startswith(b"HTTP/1.1 200")
-        eventually(lambda: streams(hitpaw_emulator)["active"] == 1)
-        # the client reads nothing more: backpressure stops the stream at what the socket buffers hold
-        eventually(lambda: streams(hitpaw_emulator)["active"] == 0, timeout=3)
+        # The client reads nothing more, and stays: backpressure stops the stream at what the socket
+        # buffers hold, and only the time limit can end it (an endless stream never ends by itself).
+        eventually(lambda: streams(hitpaw_emulator)["active"] == 0)
         assert streams(hitpaw_emulator)["cut"] == 1
         assert streams(hitpaw_emulator)["bytes_sent"] < 64 * MiB
     finally:
@@ -193,11 +204,15 @@ def test_gzip_bomb_is_built_once() -> None:
 # --- drip
 
 
-def test_drip_sends_the_normal_answer_slowly(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+def test_drip_sends_the_normal_answer_slowly(
+    hitpaw_emulator: HitPawEmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps = RecordedSleeps()
+    monkeypatch.setattr(hostile, "asyncio", sleeps)
     hitpaw_emulator.set_faults(["drip:delay_s=0.05,size_bytes=10,paths=/api/task-status"])
-    started = time.monotonic()
-    answer = post(hitpaw_emulator, STATUS, {"job_id": "x"}, timeout=0.4)  # each byte is in time
-    assert time.monotonic() - started >= 0.5
+    answer = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    # A pause before each of the first ten bytes: 0.5 s in all, but no read waits more than 0.05 s.
+    assert sleeps.delays == [0.05] * 10
     assert answer.json() == {"code": 100400002, "message": "Bad Request", "data": {}}
     assert int(answer.headers["Content-Length"]) == len(answer.content)
     assert streams(hitpaw_emulator)["bytes_sent"] == len(answer.content)
@@ -219,7 +234,7 @@ def test_drip_stops_when_the_client_leaves(hitpaw_emulator: HitPawEmulatorHandle
         eventually(lambda: streams(hitpaw_emulator)["bytes_sent"] >= 2)
     finally:
         sock.close()
-    eventually(lambda: streams(hitpaw_emulator)["active"] == 0, timeout=1)
+    eventually(lambda: streams(hitpaw_emulator)["active"] == 0)
     assert streams(hitpaw_emulator)["cut"] == 1
     assert streams(hitpaw_emulator)["bytes_sent"] < 20
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -135,16 +134,18 @@ def test_any_rectangle_far_from_the_background_is_found(
     assert iou(imaging.segment(img), truth) > 0.95
 
 
-def test_fast_enough_on_1024_square() -> None:
+def test_a_1024_square_is_segmented_and_rendered_whole() -> None:
+    """How fast is measured by ``benchmarks/emulator_imaging.py``, not here."""
     img = canvas(1024, 1024)
     yy, xx = np.mgrid[0:1024, 0:1024]
-    img[(yy - 512) ** 2 + (xx - 480) ** 2 < 300**2] = (180, 40, 60)
-    img[480:540, 400:560] = BG
-    imaging.segment(img)  # warm-up (numpy first-call overheads)
-    started = time.perf_counter()
-    result = imaging.render_results(imaging.DecodedImage("png", img, None), imaging.segment(img))
-    assert time.perf_counter() - started < 0.8
+    disc = (yy - 512) ** 2 + (xx - 480) ** 2 < 300**2
+    img[disc] = (180, 40, 60)
+    img[480:540, 400:560] = BG  # background-coloured, but inside the subject: kept
+    mask = imaging.segment(img)
+    assert iou(mask, disc) > 0.99
+    result = imaging.render_results(imaging.DecodedImage("png", img, None), mask)
     assert result.width == result.height == 1024
+    assert result.subject_pixels == int(mask.sum())
 
 
 # --- sniffing and decoding

@@ -17,6 +17,7 @@ import requests
 from airflow_provider_hitpaw.emulator.__main__ import build_parser, main
 from airflow_provider_hitpaw.emulator.startup import StartupLine, parse_startup_line
 from tests.conftest import TLSFiles
+from tests.unit.emulator.client import PATIENCE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,7 +46,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], StartupLine]:
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
-    proc.communicate(timeout=5)  # also closes the pipes
+    proc.communicate(timeout=PATIENCE)  # also closes the pipes
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], Start
     assert state["coins"] == 40
     assert state["config"]["job_seconds"] == 0.1
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=5) == 0
+    assert proc.wait(timeout=PATIENCE) == 0
     assert proc.stderr is not None
     logs = proc.stderr.read()
     assert "POST /api/task-status" in logs
@@ -93,7 +94,7 @@ def test_cli_serves_and_stops_on_sigterm(cli: tuple[subprocess.Popen[str], Start
 def test_cli_stops_on_sigint(cli: tuple[subprocess.Popen[str], StartupLine]) -> None:
     proc, _ = cli
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=5) == 0
+    assert proc.wait(timeout=PATIENCE) == 0
 
 
 def test_cli_prints_a_random_token_that_opens_the_control_endpoint(
@@ -230,7 +231,7 @@ def test_cli_serves_https(tls_files: TLSFiles) -> None:
         assert json.loads(state.text)["config"]["base_url"] == base_url
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 0
 
 

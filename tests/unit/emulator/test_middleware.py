@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from tests.unit.emulator.client import STATUS, SUBMIT, post, submit_body
+from airflow_provider_hitpaw.emulator import middleware
+from tests.unit.emulator.client import STATUS, SUBMIT, RecordedSleeps, post, submit_body
 
 if TYPE_CHECKING:
     from airflow_provider_hitpaw.emulator.pytest_plugin import HitPawEmulatorHandle
@@ -54,12 +54,15 @@ def test_drop(hitpaw_emulator: HitPawEmulatorHandle) -> None:
     assert post(hitpaw_emulator, SUBMIT, submit_body(hitpaw_emulator)).status_code == 200
 
 
-def test_slow(hitpaw_emulator: HitPawEmulatorHandle) -> None:
+def test_slow(hitpaw_emulator: HitPawEmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> None:
     hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=0.4,paths=/api/task-status"])
-    started = time.monotonic()
-    response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
-    assert time.monotonic() - started >= 0.4
+    with monkeypatch.context() as patched:
+        sleeps = RecordedSleeps()
+        patched.setattr(middleware, "asyncio", sleeps)
+        response = post(hitpaw_emulator, STATUS, {"job_id": "x"})
+    assert sleeps.delays == [0.4]
     assert response.json()["code"] == 100400002  # answered normally, just late
+    # Really late: the server waits longer than this client does (which a busy machine only lengthens).
     hitpaw_emulator.set_faults(["slow:first_n=1,delay_s=0.5"])
     with pytest.raises(requests.Timeout):
         post(hitpaw_emulator, STATUS, {"job_id": "x"}, timeout=0.2)

@@ -20,7 +20,9 @@ def presign(emu: HitPawEmulatorHandle, body: dict[str, Any], key: Any = _KEY) ->
 
 def test_presign_upload_and_segment(hitpaw_emulator: HitPawEmulatorHandle) -> None:
     image = requests.get(hitpaw_emulator.sample_url("portrait.png"), timeout=5).content
+    before = time.time()  # the emulator's clock (this process's) read on either side of the request
     response = presign(hitpaw_emulator, {"filename": "me.png", "content_type": "image/png"})
+    after = time.time()
     assert response.status_code == 200
     body = response.json()
     assert body["code"] == 0
@@ -29,11 +31,13 @@ def test_presign_upload_and_segment(hitpaw_emulator: HitPawEmulatorHandle) -> No
     assert data["content_type"] == "image/png"
     assert data["object_key"].startswith("uploads/")
     assert data["object_key"].endswith(".png")
-    assert time.strftime("%Y/%m/%d", time.gmtime()) in data["object_key"]
+    assert data["object_key"].split("/")[1:4] in [
+        time.strftime("%Y/%m/%d", time.gmtime(t)).split("/") for t in (before, after)
+    ]
     assert data["access_url"] == hitpaw_emulator.url(f"/oss/objects/{data['object_key']}")
     assert "Signature=" in data["upload_url"]
     assert "Expires=" in data["upload_url"]
-    assert abs(data["expire_at"] - (time.time() + 3600)) < 5
+    assert before + 3600 - 1 <= data["expire_at"] <= after + 3600
 
     assert requests.get(data["access_url"], timeout=5).status_code == 404
     put = requests.put(data["upload_url"], data=image, headers={"Content-Type": "image/png"}, timeout=5)
@@ -104,8 +108,10 @@ def test_presign_bad_requests(hitpaw_emulator: HitPawEmulatorHandle, body: dict[
 
 @pytest.mark.parametrize("seconds", [60, 7200])
 def test_presign_expiry_bounds(hitpaw_emulator: HitPawEmulatorHandle, seconds: int) -> None:
+    before = time.time()
     data = presign(hitpaw_emulator, {"filename": "f.jpg", "expire_seconds": seconds}).json()["data"]
-    assert abs(data["expire_at"] - (time.time() + seconds)) < 5
+    after = time.time()
+    assert before + seconds - 1 <= data["expire_at"] <= after + seconds  # whole seconds, rounded down
 
 
 @pytest.mark.parametrize("state", ["expired", "no_access", None])

@@ -7,6 +7,7 @@ The hook is a double (``fake_hook``); Airflow's side is a fake task context (``t
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import ANY
 
@@ -26,7 +27,7 @@ from airflow_provider_hitpaw.exceptions import (
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 from tests.conftest import SECRET_KEY
-from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
+from tests.unit.fakes import TIMED_OUT, FakeClock, FakeStateStore, task_context
 
 URL = "https://images.example.test/shoe-042.jpg"
 JOB = "job-1"
@@ -44,6 +45,19 @@ def hook(fake_hook: Any, mocker: Any) -> Any:
     mocker.patch.object(SegmentImageOperator, "_hook", return_value=fake_hook)
     fake_hook.submit_segmentation.return_value = SegmentationJob(job_id=JOB, consume_coins=20)
     return fake_hook
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The Unix time the operator reads (deadlines, holds), standing still: what it computes from it is
+    exact, however long the test takes."""
+    from airflow_provider_hitpaw import _deferral
+    from airflow_provider_hitpaw.operators import segment_image
+
+    frozen = FakeClock()
+    for module in (_deferral, segment_image):
+        monkeypatch.setattr(module, "time", SimpleNamespace(time=frozen))
+    return frozen
 
 
 def operator(**kwargs: Any) -> SegmentImageOperator:
@@ -74,15 +88,15 @@ def test_without_waiting_returns_the_submission(hook: Any) -> None:
     hook.wait_for_completion.assert_not_called()
 
 
-def test_not_deferrable_waits_in_process_until_the_try_deadline(hook: Any) -> None:
+def test_not_deferrable_waits_in_process_until_the_try_deadline(hook: Any, clock: FakeClock) -> None:
     hook.wait_for_completion.return_value = COMPLETED
-    started = time.time() - 20
+    started = clock.now - 20
     result = operator(deferrable=False, poll_interval=2, timeout=50).execute(task_context(started_at=started))
     assert result == {**SENT, **COMPLETED.to_dict(), "reused": False}
     (job,), kwargs = hook.wait_for_completion.call_args
     assert (job, kwargs["poll_interval"]) == (JOB, 2.0)
     # The try started 20 s ago: 30 s of the 50 are left, as in the deferrable path.
-    assert kwargs["timeout"] == pytest.approx(30, abs=2)
+    assert kwargs["timeout"] == pytest.approx(30)
 
 
 def test_not_deferrable_job_error_fails_normally_so_retries_resubmit(hook: Any) -> None:
@@ -133,8 +147,9 @@ def test_bad_url_fails_before_any_request(hook: Any, file_url: str) -> None:
         ({"poll_interval": 0}, "poll_interval"),
         ({"poll_interval": -3}, "poll_interval"),
         ({"timeout": -1}, "timeout"),
+        ({"timeout": 0}, "timeout"),
     ],
-    ids=["zero-poll", "negative-poll", "negative-timeout"],
+    ids=["zero-poll", "negative-poll", "negative-timeout", "zero-timeout"],
 )
 def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -366,7 +381,7 @@ class TestDeferralEndedByAirflow:
 
 @pytest.mark.parametrize(("hold", "expected"), [(None, 10.0), (4, 4.0), (0, None)])
 def test_the_trigger_holds_its_event_past_the_deferral(
-    hook: Any, monkeypatch: pytest.MonkeyPatch, hold: float | None, expected: float | None
+    hook: Any, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, hold: float | None, expected: float | None
 ) -> None:
     """By default the event waits 10 s after the deferral (an Airflow race fails earlier resumes)."""
     from airflow_provider_hitpaw import _deferral
@@ -379,7 +394,7 @@ def test_the_trigger_holds_its_event_past_the_deferral(
     if expected is None:
         assert not_before is None
     else:
-        assert not_before == pytest.approx(time.time() + expected, abs=2)
+        assert not_before == clock.now + expected
 
 
 @pytest.mark.parametrize("hold", [-1, 51, float("nan"), "10"])
@@ -388,15 +403,17 @@ def test_a_hold_past_airflows_backstop_is_refused(hold: Any) -> None:
         operator(min_deferred_seconds=hold)
 
 
-def test_a_deployment_sets_the_hold_for_every_task(hook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_deployment_sets_the_hold_for_every_task(
+    hook: Any, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
     from airflow_provider_hitpaw import _deferral
 
     monkeypatch.setattr(_deferral, "EVENT_HOLD_SECONDS", 10.0)
     monkeypatch.setenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS", "25")
     with pytest.raises(TaskDeferred) as deferred:
         operator().execute(task_context())
-    assert deferred.value.trigger.not_before == pytest.approx(time.time() + 25, abs=2)
+    assert deferred.value.trigger.not_before == clock.now + 25
     monkeypatch.setenv("AIRFLOW__HITPAW__MIN_DEFERRED_SECONDS", "soon")  # not a number: the default holds
     with pytest.raises(TaskDeferred) as deferred:
         operator().execute(task_context())
-    assert deferred.value.trigger.not_before == pytest.approx(time.time() + 10, abs=2)
+    assert deferred.value.trigger.not_before == clock.now + 10
