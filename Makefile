@@ -162,6 +162,7 @@ wheel-check: uv
 test: lint typecheck
 	$(MAKE) --no-print-directory -j2 --output-sync=target lines wheel-check
 	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory stores
 	$(MAKE) --no-print-directory components-oldest
 	$(MAKE) --no-print-directory production
 

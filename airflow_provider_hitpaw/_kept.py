@@ -98,7 +98,7 @@ def list_folder(directory: ObjectStoragePath, wanted: set[str]) -> dict[str, int
     """
     from airflow_provider_hitpaw import storage
 
-    if (directory.protocol or "") in storage._LOCAL_PROTOCOLS:
+    if storage.is_local(directory):
         return None
     fs, path = directory.fs, directory.path.rstrip("/")
     try:

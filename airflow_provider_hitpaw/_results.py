@@ -69,14 +69,32 @@ class ResultOutput:
         """Whether inputs whose results are kept here already are reused instead of submitted again."""
         return self.path is not None and self.overwrite == "skip"
 
-    def find_kept(self, identity: str, fingerprint: str | None) -> KeptResult | None:
-        """The pair an earlier run kept for this very input, when reusing is on and its record proves it."""
+    def find_kept(
+        self, identity: str, fingerprint: str | None, listing: dict[str, int] | None = None
+    ) -> KeptResult | None:
+        """The pair an earlier run kept for this very input, when reusing is on and its record proves it.
+
+        ``listing`` is :meth:`list_kept`'s one listing of the folder, for many inputs at once.
+        """
         if not self.reuses:
             return None
         from airflow_provider_hitpaw import _kept, storage
 
         directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
-        return _kept.find_kept(directory, identity, fingerprint, storage.result_names(identity))
+        return _kept.find_kept(directory, identity, fingerprint, storage.result_names(identity), listing)
+
+    def list_kept(self, identities: list[str]) -> dict[str, int] | None:
+        """One listing of the output folder for these inputs' files (None: look each up alone)."""
+        if not self.reuses:
+            return None
+        from airflow_provider_hitpaw import _kept, storage
+
+        directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        wanted: set[str] = set()
+        for identity in identities:
+            cutout, mask = storage.result_names(identity)
+            wanted.update((cutout, mask, _kept.record_name(cutout)))
+        return _kept.list_folder(directory, wanted)
 
     def persist(
         self,
@@ -90,20 +108,22 @@ class ResultOutput:
         from airflow_provider_hitpaw.links import links_value
 
         persisted: dict[str, str] | None = None
+        folder = None
         if self.path is not None:
             from airflow_provider_hitpaw import storage
 
+            folder = storage.as_storage_path(self.path, self.conn_id, field="output_path")
             persisted = storage.persist_job_results(
                 result,
                 source,
-                self.path,
+                folder,
                 hook=hook,
                 overwrite=self.overwrite,
                 conn_id=self.conn_id,
                 fingerprint=fingerprint,
             )
             result = {**result, **persisted}
-        push_links(context, links_value(result, persisted))
+        push_links(context, links_value(result, persisted, folder))
         return result
 
 

@@ -11,9 +11,15 @@ What holds for every result kept here:
   inputs never share a file and a cut-out never has another input's mask's name;
 * a cut-out and its mask land together or not at all, each only once it is downloaded whole and checked
   (a well-formed PNG, within the connection's size cap), from a hidden sibling (``.<name>.partial-<id>``);
-* ``fail`` and ``skip`` never replace a file: on a local disk the target is created exclusively (a hard
-  link), so a writer that loses a race gets an error, not another image's file. Object stores have no
-  such primitive: there the check and the move are two steps;
+* ``fail`` and ``skip`` never replace a kept file of another input's or another writer's: the target is
+  created exclusively, so a writer that loses a race gets an error, not another image's file. On a local
+  disk that is a hard link; on S3 a put with ``If-None-Match: *``, on Azure Blob the same header on the
+  block list, on Google Cloud Storage an upload with ``ifGenerationMatch=0`` (each through the filesystem
+  fsspec gives: s3fs, adlfs, gcsfs). Other stores (``memory://``, FTP, ...) have no such primitive: there
+  the check and the move are two steps. Under ``skip``, a pair made from an older version of the input
+  (its record says so) is replaced: it is this input's own, stale;
+* an output folder is probed before anything is paid for: a missing bucket, refused credentials or a
+  missing write permission fail the task at once, in the store's own words;
 * the API key never leaves for the storage or the result host.
 
 Airflow's object storage is imported inside the functions: DAG files import the operators, and the
@@ -27,6 +33,7 @@ import functools
 import hashlib
 import importlib.metadata
 import itertools
+import json
 import logging
 import os
 import re
@@ -55,6 +62,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOCAL_PROTOCOLS: Final = frozenset({"", "file", "local"})
+
+
+def is_local(path: ObjectStoragePath) -> bool:
+    """Whether ``path`` is on a local disk (where a hard link creates exclusively and a lookup is cheap)."""
+    return (path.protocol or "") in _LOCAL_PROTOCOLS
+
+
 _HTTP_PROTOCOLS: Final = frozenset({"http", "https"})
 #: Bytes read from an input to recognise its format (WebP needs 12).
 _SNIFF_BYTES: Final = 12
@@ -68,6 +82,29 @@ _UNSAFE: Final = re.compile(r"[^\w.\-]+")
 #: File-system errors that a retry cannot mend.
 _PERMANENT_ERRNOS: Final = frozenset(
     {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
+)
+#: Errors an object store's filesystem raises for what a retry cannot mend (a missing bucket, a refused
+#: permission, an operation the store does not offer, a connection it cannot be configured from),
+#: whatever its errno.
+_PERMANENT_TYPES: Final = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    NotImplementedError,
+    ValueError,
+)
+#: The filesystems (by their package) whose targets are created with the store's own conditional
+#: create (``pipe_file(..., mode="create")``): s3fs sends ``If-None-Match: *``, adlfs the same header
+#: on the block list (or ``overwrite=False``), gcsfs ``ifGenerationMatch=0``. Each turns the store's
+#: refusal (412, 409) into ``FileExistsError``.
+_CONDITIONAL_CREATE_PACKAGES: Final = frozenset({"s3fs", "adlfs", "gcsfs"})
+#: The name of the small object written, and removed at once, to prove an output folder takes files.
+_PROBE_PREFIX: Final = ".hitpaw-write-check-"
+#: How much of a store's message an error quotes.
+_MAX_WORDS: Final = 400
+_SIGNED: Final = re.compile(
+    r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|token)=[^&\s'\"]+"
 )
 
 
@@ -171,9 +208,17 @@ def _absolute_local_path(path: str, text: str, field: str) -> str:
 
 
 def check_writable_folder(path: ObjectStoragePath, field: str = "output_path") -> None:
-    """Refuse, before anything is paid for, a local output folder that can never take a file: one under a
-    regular file, a device, or one this worker may not write to. Object stores are judged at the write."""
-    if (path.protocol or "") not in _LOCAL_PROTOCOLS:
+    """Refuse, before anything is paid for, an output folder that cannot take the results.
+
+    On a local disk: a folder under a regular file or a device, or one this worker may not write to.
+    Anywhere else (an object store), a small object is written into the folder and removed again: a
+    missing bucket or container, refused credentials, or a missing permission to write or to remove
+    (keeping results needs both) then fail the task now, in the store's own words
+    (:class:`HitPawConfigurationError` naming ``field``), not after the jobs were paid for. A store that
+    cannot be reached at the moment raises a retryable :class:`HitPawStorageError`.
+    """
+    if not is_local(path):
+        _probe_writes(path, field)
         return
     folder = str(path.path)
     probe = folder
@@ -186,6 +231,76 @@ def check_writable_folder(path: ObjectStoragePath, field: str = "output_path") -
         raise HitPawConfigurationError(field, f"{probe!r} is not a folder, so {folder!r} cannot be one")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise HitPawConfigurationError(field, f"this worker may not write to {probe!r}")
+
+
+def _probe_writes(folder: ObjectStoragePath, field: str) -> None:
+    """Write a few bytes under ``folder`` and remove them: one put and one delete, the cheapest proof
+    that results can be kept there."""
+    probe = folder / f"{_PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    shown = storage_uri(folder)
+    steps: list[tuple[str, Any]] = [
+        ("write a test object into", lambda: probe.fs.pipe_file(str(probe.path), b"hitpaw write check\n")),
+        ("remove a test object from", lambda: probe.fs.rm_file(str(probe.path))),
+    ]
+    for what, step in steps:
+        try:
+            step()
+        except HitPawError:
+            raise
+        except Exception as err:
+            said = store_words(err)
+            if isinstance(err, NotImplementedError):
+                said = f"{type(probe.fs).__name__} does not write files ({said})"
+            if what.startswith("remove"):
+                said += f" (keeping results removes files too; {storage_uri(probe)} is left there)"
+            if is_permanent(err):
+                raise HitPawConfigurationError(
+                    field, f"{shown} cannot take the results: the storage refused to {what} it: {said}"
+                ) from None
+            raise HitPawStorageError(
+                f"{field}: {shown} could not be checked before paying (the storage did not answer a test "
+                f"write: {said}); nothing was spent"
+            ) from None
+
+
+def store_words(err: BaseException) -> str:
+    """What a storage said, for an error message: the exception's type and its own text, without the
+    request ids, dates and XML bodies some stores add, nor a signed URL's signature."""
+    text = str(err).strip()
+    kept: list[str] = []
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if line.startswith("Content:"):
+            break
+        if line and not line.startswith(("RequestId:", "Time:")):
+            kept.append(line)
+    said = _SIGNED.sub(lambda m: f"{m.group(1)}=REDACTED", " ".join(kept))
+    if len(said) > _MAX_WORDS:
+        said = said[: _MAX_WORDS - 3] + "..."
+    return f"{type(err).__name__}: {said}" if said else type(err).__name__
+
+
+def is_permanent(err: BaseException) -> bool:
+    """Whether a storage failure is one a retry cannot mend: a missing bucket or object, a refused
+    permission, a 4xx answer (other than 408 and 429), an operation the store does not offer, a
+    filesystem that cannot be made from its connection (``ValueError``). The exception's causes count
+    too (adlfs wraps the Azure SDK's error)."""
+    current: BaseException | None = err
+    for _ in range(5):
+        if current is None:
+            break
+        if isinstance(current, OSError) and current.errno is not None:
+            if current.errno in _PERMANENT_ERRNOS:
+                return True
+        elif isinstance(current, _PERMANENT_TYPES):
+            return True
+        status = getattr(current, "status_code", None)
+        if status is None:
+            status = getattr(current, "code", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def storage_uri(path: ObjectStoragePath) -> str:
@@ -277,9 +392,12 @@ def persist_job_results(
     that a later run with ``overwrite="skip"`` can reuse the pair without submitting the input again.
 
     :param overwrite: ``"overwrite"`` replaces an existing pair; ``"skip"`` keeps an existing pair whose
-        record says it was made from this input (``fingerprint``) and downloads nothing, and writes a pair
+        record says it was made from this input (``fingerprint``) and downloads nothing, replaces a pair
+        whose record says it was made from an older version of this input (stale), and writes a pair
         without such a record anew (nothing proves it is this input's); ``"fail"`` raises
-        :class:`HitPawConfigurationError` naming ``output_path`` when either file exists.
+        :class:`HitPawConfigurationError` naming ``output_path`` when either file exists. Under ``fail``
+        and ``skip`` the files are created exclusively: a writer that loses a race for the names gets an
+        error (``skip``: keeps the winner's complete pair), never another writer's file swapped.
     :param hook: the hook whose connection's limits and address rules the downloads follow.
     :param fingerprint: what the input is (:func:`~airflow_provider_hitpaw._kept.source_fingerprint` for
         a stored file; None for a URL, which is its own identity), recorded beside the pair.
@@ -311,8 +429,7 @@ def persist_job_results(
             log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
             return result
         log.warning(
-            "%s and its mask exist without a record that they were made from this input; writing them anew",
-            result["res_path"],
+            "%s and its mask %s", result["res_path"], _why_not_reused(directory, source, fingerprint, names)
         )
         commit = "overwrite"
     elif policy == "skip" and existing:
@@ -320,7 +437,7 @@ def persist_job_results(
         # holds this input's hash, so it is this input's own file, and the pair is written anew.
         log.warning("%s exists without its partner; writing the pair anew", storage_uri(existing[0]))
         commit = "overwrite"
-    if (targets[0].protocol or "") in _LOCAL_PROTOCOLS:
+    if is_local(targets[0]):
         _storage_call(lambda: targets[0].parent.mkdir(parents=True, exist_ok=True), directory)
     partials: list[ObjectStoragePath] = []
     try:
@@ -342,6 +459,39 @@ def persist_job_results(
     except Exception as err:  # the pair is kept; without its record a later run only segments it again
         log.warning("Could not write the record of %s (%s): a later run segments it again", names[0], err)
     return result
+
+
+def _why_not_reused(
+    directory: ObjectStoragePath, identity: str, fingerprint: str | None, names: tuple[str, str]
+) -> str:
+    """What the log says of an existing pair that ``skip`` does not reuse, and that it does instead."""
+    from airflow_provider_hitpaw import _kept
+
+    record_path = directory / _kept.record_name(names[0])
+    try:
+        if not record_path.exists():
+            return "exist without a record that they were made from this input; writing them anew"
+        with record_path.open("rb") as stream:
+            record = json.loads(stream.read(_kept.MAX_RECORD_BYTES + 1))
+    except (OSError, ValueError):
+        return "have a record that cannot be read; writing them anew"
+    if not isinstance(record, dict) or not _records_input(record, identity):
+        return "carry a record of another input; writing them anew"
+    if record.get("fingerprint") != fingerprint:
+        return (
+            "were made from an older version of this input (it has changed since they were kept); "
+            "replacing that stale pair"
+        )
+    return "no longer match their record (changed since they were kept); writing them anew"
+
+
+def _records_input(record: dict[str, Any], identity: str) -> bool:
+    """Whether a record names this input: by its digest (records since version 2), or verbatim."""
+    from airflow_provider_hitpaw import _kept
+
+    if "input_sha256" in record:
+        return bool(record["input_sha256"] == _kept.input_digest(identity))
+    return bool(record.get("input") == unicodedata.normalize("NFC", identity.strip()))
 
 
 def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> ObjectStoragePath:
@@ -406,7 +556,7 @@ def _commit_pair(
 def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStoragePath]) -> None:
     """Replace both files, or leave both as they were: the files being replaced are kept aside until
     both new ones are in place, and put back if either cannot be placed."""
-    local = (targets[0].protocol or "") in _LOCAL_PROTOCOLS
+    local = is_local(targets[0])
     aside: list[tuple[ObjectStoragePath, ObjectStoragePath]] = []
     placed: list[ObjectStoragePath] = []
     try:
@@ -416,13 +566,13 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
                 if local:  # a second name for the old file: the replace below stays atomic
                     _storage_call(lambda t=target, b=backup: os.link(str(t.path), str(b.path)), target)  # type: ignore[misc]
                 else:
-                    _storage_call(lambda t=target, b=backup: t.rename(b), target)  # type: ignore[misc]
+                    _storage_call(lambda t=target, b=backup: _move_object(t, b), target)  # type: ignore[misc]
                 aside.append((target, backup))
         for partial, target in zip(partials, targets, strict=True):
             if local:
                 _storage_call(lambda p=partial, t=target: os.replace(str(p.path), str(t.path)), target)  # type: ignore[misc]
             else:
-                _storage_call(lambda p=partial, t=target: p.rename(t), target)  # type: ignore[misc]
+                _storage_call(lambda p=partial, t=target: _move_object(p, t), target)  # type: ignore[misc]
             placed.append(target)
     except BaseException:
         placed_ids = {id(target) for target in placed}
@@ -438,7 +588,7 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
                 if local:
                     os.replace(str(backup.path), str(target.path))
                 else:
-                    backup.rename(target)
+                    _move_object(backup, target)
             except Exception:
                 log.warning(
                     "Could not put %s back from %s", storage_uri(target), storage_uri(backup), exc_info=True
@@ -449,21 +599,31 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
 
 
 def move_replacing(partial: ObjectStoragePath, target: ObjectStoragePath) -> None:
-    """Move a finished hidden sibling onto ``target``, replacing what is there (atomically on a local disk,
-    as an object store's rename does otherwise)."""
-    if (target.protocol or "") in _LOCAL_PROTOCOLS:
+    """Move a finished hidden sibling onto ``target``, replacing what is there (atomically on a local disk;
+    on an object store a copy on the server, whole or not at all, then the sibling removed)."""
+    if is_local(target):
         _storage_call(lambda: os.replace(str(partial.path), str(target.path)), target)
     else:
-        _storage_call(lambda: partial.rename(target), target)
+        _storage_call(lambda: _move_object(partial, target), target)
+
+
+def _move_object(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
+    """Move an object within its store: a copy on the server, then the source removed. That is what every
+    object store's rename is; done here so that no filesystem first tries an API the store may lack
+    (gcsfs tries GCS's ``moveTo``, which emulators refuse after a minute of retries)."""
+    fs = target.fs
+    fs.cp_file(str(source.path), str(target.path))
+    fs.rm_file(str(source.path))
 
 
 def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:
     """Put ``partial`` at ``target`` unless something is there; False if something was.
 
-    On a local disk a hard link does it atomically. An object store has no such primitive: there the
-    check and the move are two steps, and two writers racing for one name can both pass the check.
+    On a local disk a hard link does it atomically; on S3, Azure Blob and Google Cloud Storage the
+    store's conditional create does (:func:`has_conditional_create`). Elsewhere the check and the move
+    are two steps, and two writers racing for one name can both pass the check.
     """
-    if (target.protocol or "") in _LOCAL_PROTOCOLS:
+    if is_local(target):
         try:
             os.link(str(partial.path), str(target.path))
         except FileExistsError:
@@ -479,26 +639,52 @@ def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -
             os.close(fd)
             os.replace(str(partial.path), str(target.path))
         return True
+    if has_conditional_create(target):
+        return _create_on_store(partial, target)
     if exists(target):
         return False
-    _storage_call(lambda: partial.rename(target), target)
+    _storage_call(lambda: _move_object(partial, target), target)
+    return True
+
+
+def has_conditional_create(path: ObjectStoragePath) -> bool:
+    """Whether ``path``'s store is written through a filesystem that creates an object only when none
+    is there, in one request the store judges (s3fs, adlfs, gcsfs). Whether the server honours it is
+    the server's part: S3 and Azure Blob do, and so do moto and Azurite; Google Cloud Storage does, the
+    gcp-storage-emulator does not."""
+    package = type(path.fs).__module__.split(".", 1)[0]
+    return package in _CONDITIONAL_CREATE_PACKAGES
+
+
+def _create_on_store(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:
+    """Copy ``partial``'s bytes to ``target`` with the store's conditional create; False when the store
+    says something is there. One request decides, so of two writers racing for the name one loses."""
+    data = _storage_call(lambda: partial.fs.cat_file(str(partial.path)), partial)
+    try:
+        target.fs.pipe_file(str(target.path), data, mode="create")
+    except FileExistsError:
+        return False
+    except HitPawError:
+        raise
+    except Exception as err:
+        raise _storage_error(err, target) from None
     return True
 
 
 def _storage_call(call: Any, path: ObjectStoragePath) -> Any:
-    """Run a storage operation; its failure becomes a :class:`HitPawStorageError` naming the path."""
+    """Run a storage operation; its failure becomes a :class:`HitPawStorageError` naming the path (an
+    object store's filesystem raises more than ``OSError``: adlfs lets the Azure SDK's errors through)."""
     try:
         return call()
     except HitPawError:
         raise
-    except OSError as err:
+    except Exception as err:
         raise _storage_error(err, path) from None
 
 
-def _storage_error(err: OSError, path: ObjectStoragePath) -> HitPawStorageError:
+def _storage_error(err: BaseException, path: ObjectStoragePath) -> HitPawStorageError:
     return HitPawStorageError(
-        f"the storage refused {storage_uri(path)}: {type(err).__name__}: {err}",
-        retryable=err.errno not in _PERMANENT_ERRNOS,
+        f"the storage refused {storage_uri(path)}: {store_words(err)}", retryable=not is_permanent(err)
     )
 
 
@@ -551,9 +737,12 @@ def read_source(source: str | ObjectStoragePath, conn_id: str | None = None) -> 
     uri = storage_uri(path)
     filename = str(path.name)
     content_type = _api.content_type_for(filename, field="source_path")
-    if not path.is_file():
-        raise HitPawConfigurationError("source_path", f"there is no file at {uri}")
-    size = int(path.stat().st_size)
+    if is_local(path):
+        if not path.is_file():
+            raise HitPawConfigurationError("source_path", f"there is no file at {uri}")
+        size = int(path.stat().st_size)
+    else:
+        size = _stored_size(path, uri)
     with path.open("rb") as stream:
         head = stream.read(_SNIFF_BYTES)
     sniffed = _api.sniff_image_type(head)
@@ -566,6 +755,39 @@ def read_source(source: str | ObjectStoragePath, conn_id: str | None = None) -> 
             f"{uri} is named as {content_type} but its bytes are {sniffed}; rename it to match its format",
         )
     return filename, content_type, size
+
+
+def _stored_size(path: ObjectStoragePath, uri: str) -> int:
+    """The size of an input in an object store; what the store said when there is none, or when it may
+    not be read."""
+    try:
+        info = path.fs.info(str(path.path))
+    except FileNotFoundError as err:
+        raise HitPawConfigurationError(
+            "source_path", f"there is no file at {uri} ({_why_missing(path, err)})"
+        ) from None
+    except Exception as err:
+        if is_permanent(err):
+            raise HitPawConfigurationError(
+                "source_path", f"{uri} cannot be read: {store_words(err)}"
+            ) from None
+        raise HitPawStorageError(f"{uri} could not be read: {store_words(err)}") from None
+    if not isinstance(info, dict) or info.get("type") != "file":
+        raise HitPawConfigurationError("source_path", f"there is no file at {uri} (it is a folder)")
+    return int(info.get("size") or 0)
+
+
+def _why_missing(path: ObjectStoragePath, err: BaseException) -> str:
+    """A missing object's bucket (or container) may be missing too: say which, in the store's words."""
+    bucket = str(path.path).lstrip("/").split("/", 1)[0]
+    if bucket and bucket != str(path.path).strip("/"):
+        try:
+            path.fs.info(bucket)
+        except FileNotFoundError:
+            return f"the bucket or container {bucket!r} does not exist: {store_words(err)}"
+        except Exception:  # the object's own answer says enough
+            log.debug("Could not look at %s", bucket, exc_info=True)
+    return store_words(err)
 
 
 def open_source(source: str | ObjectStoragePath, conn_id: str | None = None) -> BinaryIO:

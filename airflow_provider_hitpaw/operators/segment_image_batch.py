@@ -207,6 +207,8 @@ class SegmentImageBatchOperator(BaseOperator):
     _created: list[str | None]
     _submitted_at: dict[str, float]
     _stop: threading.Event
+    #: Each source's identity, and the source as given (an ObjectStoragePath keeps its conn_id).
+    _source_items: dict[str, Any]
 
     def __init__(
         self,
@@ -337,6 +339,7 @@ class SegmentImageBatchOperator(BaseOperator):
         if isinstance(given, str) or not isinstance(given, list | tuple):
             raise HitPawConfigurationError(self._field, f"must be a list, got {type(given).__name__}")
         allow_internal = allows_internal_hosts(hook) if self.source_paths is None else False
+        self._source_items = {}
         self._output().check_storage()
         items = [item.strip() if isinstance(item, str) else item for item in given]
         rejected: dict[str, str] = {}
@@ -353,6 +356,7 @@ class SegmentImageBatchOperator(BaseOperator):
                     from airflow_provider_hitpaw import storage
 
                     identity = storage.input_identity(item, self.source_conn_id)
+                    self._source_items.setdefault(identity, item)  # with its own connection, if any
                     if identity not in sources:
                         sources[identity] = storage.read_source(item, conn_id=self.source_conn_id)
                         fingerprints[identity] = fingerprint_of(item, self.source_conn_id) or ""
@@ -380,8 +384,10 @@ class SegmentImageBatchOperator(BaseOperator):
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        listing = output.list_kept(inputs.identities)
+
         def look(identity: str) -> tuple[str, Any]:
-            return identity, output.find_kept(identity, inputs.fingerprints.get(identity))
+            return identity, output.find_kept(identity, inputs.fingerprints.get(identity), listing)
 
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-kept") as pool:
             for identity, kept in pool.map(look, inputs.identities):
@@ -463,7 +469,8 @@ class SegmentImageBatchOperator(BaseOperator):
             if isinstance(target, HitPawError):
                 return target
             try:
-                with storage.open_source(item, conn_id=self.source_conn_id) as stream:
+                given = self._source_items.get(item, item)  # a path keeps its own connection
+                with storage.open_source(given, conn_id=self.source_conn_id) as stream:
                     hook.upload(target, stream)
             except HitPawError as err:
                 return err
@@ -837,17 +844,17 @@ class SegmentImageBatchOperator(BaseOperator):
     def _push_folder_link(self, context: Context) -> None:
         from airflow_provider_hitpaw import storage
         from airflow_provider_hitpaw._results import push_links
-        from airflow_provider_hitpaw.links import browsable_folder
+        from airflow_provider_hitpaw.links import folder_address
 
         if self.output_path is None:
             push_links(context, {})
             return
         try:
-            folder = storage.storage_uri(storage.as_storage_path(self.output_path, self.output_conn_id))
+            folder = storage.as_storage_path(self.output_path, self.output_conn_id)
         except HitPawError:
             push_links(context, {})  # the output is judged (and refused) with the inputs, before paying
             return
-        push_links(context, {"folder": browsable_folder(folder)})
+        push_links(context, {"folder": folder_address(folder)})
 
     def _keep_results(self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]]) -> None:
         """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.

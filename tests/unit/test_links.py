@@ -8,7 +8,7 @@ SDK's read) to check that the task instance's key reaches it intact.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
@@ -146,7 +146,8 @@ def test_links_value_prefers_a_public_persisted_copy() -> None:
     }
 
 
-def test_links_value_keeps_hitpaw_urls_for_private_copies() -> None:
+def test_links_value_keeps_hitpaw_urls_for_copies_no_browser_opens() -> None:
+    """A local file, or a copy in a store whose endpoint is not known: HitPaw's copy while it lasts."""
     persisted = {"res_path": "s3://bucket/out/shoe.png", "mask_path": "file:///data/out/shoe_mask.png"}
     assert links_value(status(), persisted) == {"cutout": CUTOUT, "mask": MASK}
 
@@ -165,21 +166,172 @@ def test_links_value_round_trip(xcom: FakeXCom) -> None:
     assert HitPawMaskLink().get_link(OPERATOR, ti_key=key) == "https://a.example/m.png"
 
 
+# --- links to the kept copies, judged by the endpoint the storage is reached at ---------------------
+
+
+def fake_fs(package: str, **attributes: Any) -> Any:
+    """A stand-in for a filesystem of ``package`` (s3fs, gcsfs, adlfs): the links look only at its
+    package and at where it sends requests, so no cloud library is needed here."""
+    cls = type("FakeFileSystem", (), {"__module__": f"{package}.core"})
+    fs = cls()
+    fs.__dict__.update(attributes)
+    return fs
+
+
+AWS = fake_fs("s3fs", endpoint_url=None, client_kwargs={})
+AWS_REGIONAL = fake_fs("s3fs", endpoint_url="https://s3.eu-west-1.amazonaws.com", client_kwargs={})
+MINIO = fake_fs("s3fs", endpoint_url="https://minio.example.com", client_kwargs={})
+MOTO = fake_fs("s3fs", endpoint_url=None, client_kwargs={"endpoint_url": "http://127.0.0.1:5000"})
+AWS_LOOKALIKE = fake_fs("s3fs", endpoint_url="https://amazonaws.com.example.net", client_kwargs={})
+GCP = fake_fs("gcsfs", _location="https://storage.googleapis.com")
+GCS_EMULATOR = fake_fs("gcsfs", _location="http://127.0.0.1:4443")
+AZURE = fake_fs("adlfs", service_client=SimpleNamespace(url="https://acct.blob.core.windows.net/"))
+AZURITE = fake_fs("adlfs", service_client=SimpleNamespace(url="http://127.0.0.1:10000/devstoreaccount1/"))
+
+
 @pytest.mark.parametrize(
-    ("uri", "expected"),
+    ("fs", "cloud"),
+    [
+        (AWS, "aws"),
+        (AWS_REGIONAL, "aws"),
+        (MINIO, None),
+        (MOTO, None),
+        (AWS_LOOKALIKE, None),
+        (GCP, "gcp"),
+        (GCS_EMULATOR, None),
+        (AZURE, "azure"),
+        (AZURITE, None),
+        (fake_fs("fsspec"), None),
+        (None, None),
+    ],
+)
+def test_only_the_clouds_own_endpoints_are_a_public_cloud(fs: Any, cloud: str | None) -> None:
+    from airflow_provider_hitpaw.links import public_cloud
+
+    assert public_cloud(fs) == cloud
+
+
+def test_an_endpoint_named_in_the_environment_is_no_public_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore reads ``AWS_ENDPOINT_URL(_S3)``: an s3fs without its own endpoint then talks to it."""
+    from airflow_provider_hitpaw.links import public_cloud
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    assert public_cloud(AWS) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "fs", "expected"),
     [
         (
             "s3://catalogue/cutouts/2026",
+            AWS,
             "https://s3.console.aws.amazon.com/s3/buckets/catalogue?prefix=cutouts/2026/",
         ),
-        ("gs://catalogue/cutouts", "https://console.cloud.google.com/storage/browser/catalogue/cutouts"),
-        ("https://files.example.com/cutouts/", "https://files.example.com/cutouts/"),
-        ("file:///data/cutouts", ""),
-        ("memory://bucket/x", ""),
-        ("javascript:alert(1)", ""),
+        ("gs://catalogue/cutouts", GCP, "https://console.cloud.google.com/storage/browser/catalogue/cutouts"),
+        (
+            "abfs://catalogue/cutouts",
+            AZURE,
+            "https://acct.blob.core.windows.net/catalogue?restype=container&comp=list&prefix=cutouts/",
+        ),
+        # The batch's link once pointed at AWS's console whatever the connection's endpoint_url.
+        ("s3://catalogue/cutouts", MOTO, ""),
+        ("s3://catalogue/cutouts", MINIO, ""),
+        ("gs://catalogue/cutouts", GCS_EMULATOR, ""),
+        ("abfs://catalogue/cutouts", AZURITE, ""),
+        ("s3://catalogue/cutouts", None, ""),  # the endpoint unknown: no link rather than a wrong one
+        ("gs://catalogue/cutouts", AWS, ""),
+        ("https://files.example.com/cutouts/", None, "https://files.example.com/cutouts/"),
+        ("file:///data/cutouts", None, ""),
+        ("memory://bucket/x", None, ""),
+        ("javascript:alert(1)", AWS, ""),
+        ("s3://user@catalogue/cutouts", AWS, ""),
     ],
 )
-def test_a_batch_links_to_its_results_folder_where_a_browser_can_open_it(uri: str, expected: str) -> None:
+def test_a_batch_links_to_its_results_folder_where_a_browser_can_open_it(
+    uri: str, fs: Any, expected: str
+) -> None:
     from airflow_provider_hitpaw.links import browsable_folder
 
-    assert browsable_folder(uri) == expected
+    assert browsable_folder(uri, fs) == expected
+
+
+def test_a_batch_folder_link_is_judged_by_the_folders_own_connection() -> None:
+    from airflow_provider_hitpaw.links import folder_address
+
+    assert folder_address(folder_of("s3://kept/out", AWS)) == (
+        "https://s3.console.aws.amazon.com/s3/buckets/kept?prefix=out/"
+    )
+    assert folder_address(folder_of("s3://kept/out", MOTO)) == ""
+
+
+def folder_of(uri: str, fs: Any) -> Any:
+    """An output folder as the links see it: a path whose filesystem is ``fs``."""
+    scheme, _, rest = uri.partition("://")
+    return SimpleNamespace(fs=fs, protocol=scheme, path=rest)
+
+
+KEPT = {"res_path": "s3://kept/out/shoe-1.png", "mask_path": "s3://kept/out/shoe-1_mask.png"}
+
+
+def test_single_image_links_open_the_kept_copy_in_the_console() -> None:
+    """Once HitPaw's copies are gone (8 days), the links still open the results: the kept copies."""
+    assert links_value(status(), KEPT, folder_of("s3://kept/out", AWS)) == {
+        "cutout": "https://s3.console.aws.amazon.com/s3/object/kept?prefix=out/shoe-1.png",
+        "mask": "https://s3.console.aws.amazon.com/s3/object/kept?prefix=out/shoe-1_mask.png",
+    }
+    gcs = {"res_path": "gs://kept/out/shoe-1.png", "mask_path": "gs://kept/out/shoe-1_mask.png"}
+    assert links_value(status(), gcs, folder_of("gs://kept/out", GCP))["mask"] == (
+        "https://console.cloud.google.com/storage/browser/_details/kept/out/shoe-1_mask.png"
+    )
+    azure = {"res_path": "abfs://kept/out/shoe 1.png", "mask_path": "abfs://kept/out/shoe 1_mask.png"}
+    assert links_value(status(), azure, folder_of("abfs://kept/out", AZURE))["cutout"] == (
+        "https://acct.blob.core.windows.net/kept/out/shoe%201.png"
+    )
+
+
+def test_a_kept_copy_behind_a_custom_endpoint_links_to_hitpaws_copy_or_nothing() -> None:
+    """No console of another account's bucket: HitPaw's own copy while it lasts, nothing for a reuse."""
+    folder = folder_of("s3://kept/out", MOTO)
+    assert links_value(status(), KEPT, folder) == {"cutout": CUTOUT, "mask": MASK}
+    reused = {"job_id": "job-1", "status": "COMPLETED", "res_url": None, "mask_url": None, **KEPT}
+    assert links_value(reused, reused, folder) == {"cutout": "", "mask": ""}
+
+
+def test_a_folder_whose_filesystem_cannot_be_had_gives_no_console_link() -> None:
+    class Broken:
+        protocol = "s3"
+        path = "kept/out"
+
+        @property
+        def fs(self) -> Any:
+            raise ValueError("no such connection")
+
+    assert links_value(status(), KEPT, Broken()) == {"cutout": CUTOUT, "mask": MASK}  # type: ignore[arg-type]
+
+
+# --- a task that never keeps anything still leaves its links a value -----------------------------------
+
+
+def test_a_task_that_only_submits_or_is_refused_leaves_its_links_a_value(fake_hook: Any, mocker: Any) -> None:
+    """The links are resolved whenever a try ends: without a value they logged ``XCom not found``
+    (an error, twice) for every submit-only task and every task refused before submitting."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_hitpaw._api import SegmentationJob
+    from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
+    from tests.unit.fakes import task_context
+
+    mocker.patch.object(SegmentImageOperator, "_hook", return_value=fake_hook)
+    fake_hook.submit_segmentation.return_value = SegmentationJob(job_id="job-1", consume_coins=20)
+    submitted = task_context()
+    SegmentImageOperator(task_id="s", file_url=CUTOUT, wait_for_completion=False).execute(
+        cast(Any, submitted)
+    )
+    assert submitted["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": "", "mask": ""}
+
+    refused = task_context()
+    with pytest.raises(AirflowFailException):
+        SegmentImageOperator(task_id="s", file_url="ftp://files.example.com/a.jpg").execute(
+            cast(Any, refused)
+        )
+    assert refused["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": "", "mask": ""}

@@ -33,6 +33,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawInvalidRequestError,
     HitPawResponseError,
     HitPawServerError,
+    HitPawStorageError,
     HitPawUntrustedAnswerError,
 )
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -685,10 +686,11 @@ def test_an_endless_body_stops_at_the_cap(server: str, out_dir: Path) -> None:
 
 
 def test_a_trickling_download_ends_by_its_deadline(server: str, out_dir: Path) -> None:
-    started = time.monotonic()
+    # Each byte comes well within the read time-out, the whole body in 19 s: only the download's own
+    # deadline (1 s) can end it, by cutting the connection or by the read time-out it shrinks to the time
+    # left (whichever comes first). Without that deadline the download succeeds.
     with make_hook(server, download_timeout=1.0) as hook, pytest.raises(HitPawConnectionError):
         keep(hook, completed(server, res="/drip.png"), out_dir)
-    assert time.monotonic() - started < 5  # the body alone would take 30 s
     assert local_names(out_dir) == []
 
 
@@ -890,3 +892,158 @@ def test_the_conflict_is_refused_naming_the_field(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(storage, "_installed_version", versions.get)
     with pytest.raises(HitPawConfigurationError, match=r"output_path.*universal-pathlib<0\.3"):
         storage.as_storage_path("file:///data/out")
+
+
+# --- a stale pair, in the log's words ------------------------------------------------------------------
+
+
+def test_a_pair_made_from_an_older_version_of_the_input_is_said_to_be_replaced(
+    hook: HitPawHook, server: str, out_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An edited source's pair has a record, of its older version: the log once said the files had no
+    record at all; it says what happens: that stale pair is replaced."""
+    keep(hook, completed(server), out_dir, overwrite="skip", fingerprint="ETag:first-version:size:10")
+    caplog.clear()
+    caplog.set_level("INFO", logger="airflow_provider_hitpaw.storage")
+    Handler.files["cutout.png"] = make_png(8, 8, b"second version")
+    keep(hook, completed(server), out_dir, overwrite="skip", fingerprint="ETag:second-version:size:11")
+    said = caplog.text
+    assert "made from an older version of this input" in said
+    assert "replacing that stale pair" in said
+    assert "without a record" not in said
+    assert (out_dir / RES).read_bytes() == make_png(8, 8, b"second version")
+    record = json.loads((out_dir / RECORD).read_text())
+    assert record["fingerprint"] == "ETag:second-version:size:11"
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        (None, "exist without a record that they were made from this input; writing them anew"),
+        (b"{not json", "have a record that cannot be read; writing them anew"),
+        ({"input": "https://cdn.example.com/other.jpg"}, "carry a record of another input"),
+        ({"version": 2, "input": SOURCE, "input_sha256": "0" * 64}, "carry a record of another input"),
+    ],
+)
+def test_a_pair_skip_does_not_reuse_is_said_why(
+    hook: HitPawHook, server: str, out_dir: Path, caplog: pytest.LogCaptureFixture, record: Any, words: str
+) -> None:
+    out_dir.mkdir()
+    (out_dir / RES).write_bytes(b"old")
+    (out_dir / MASK_NAME).write_bytes(b"old mask")
+    if record is not None:
+        (out_dir / RECORD).write_bytes(record if isinstance(record, bytes) else json.dumps(record).encode())
+    caplog.set_level("INFO", logger="airflow_provider_hitpaw.storage")
+    keep(hook, completed(server), out_dir, overwrite="skip")
+    assert words in caplog.text
+
+
+# --- an object store's folder is probed before paying -------------------------------------------------
+
+
+def test_an_object_store_folder_is_probed_and_keeps_nothing_of_it(memory_root: str) -> None:
+    storage.check_writable_folder(as_storage_path(f"{memory_root}/out"))
+    folder = as_storage_path(memory_root)
+    assert not folder.exists() or list(folder.rglob("*")) == []
+
+
+@pytest.mark.parametrize(
+    ("step", "failure", "expected", "words"),
+    [
+        (
+            "pipe_file",
+            FileNotFoundError("The specified bucket does not exist"),
+            HitPawConfigurationError,
+            "bucket",
+        ),
+        ("pipe_file", PermissionError("Access Denied"), HitPawConfigurationError, "Access Denied"),
+        ("pipe_file", NotImplementedError(), HitPawConfigurationError, "NotImplementedError"),
+        ("rm_file", PermissionError("Access Denied"), HitPawConfigurationError, "removes files too"),
+        ("pipe_file", ConnectionResetError(104, "Connection reset by peer"), HitPawStorageError, "reset"),
+    ],
+)
+def test_an_object_store_folder_that_cannot_take_results_is_refused_before_paying(
+    memory_root: str,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+    failure: BaseException,
+    expected: type[Exception],
+    words: str,
+) -> None:
+    """A missing bucket, a refused permission, a store that takes no writes: refused for good, in the
+    store's words. A store that does not answer now: a retryable storage error."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    folder = as_storage_path(f"{memory_root}/out")
+    with monkeypatch.context() as patch:
+        patch.setattr(MemoryFileSystem, step, fail)  # undone before memory_root cleans up
+        with pytest.raises(expected) as raised:
+            storage.check_writable_folder(folder)
+    assert words in str(raised.value)
+    assert isinstance(raised.value, HitPawError)
+    assert raised.value.retryable is (expected is HitPawStorageError)
+    if expected is HitPawConfigurationError:
+        assert raised.value.field == "output_path"  # type: ignore[attr-defined]
+
+
+def test_a_store_without_a_conditional_create_keeps_the_two_step_check(memory_root: str) -> None:
+    assert not storage.has_conditional_create(as_storage_path(memory_root))
+
+
+# --- what a store said, and whether trying again can help ---------------------------------------------
+
+
+def test_a_stores_words_without_its_request_ids_xml_or_signatures() -> None:
+    azure = RuntimeError(
+        "Failed to upload block: The specified container does not exist.\nRequestId:85cd1a5e\n"
+        "Time:2026-12-07T19:22:57.939Z\nErrorCode:ContainerNotFound\nContent: <?xml version='1.0'?><Error/>"
+    )
+    assert storage.store_words(azure) == (
+        "RuntimeError: Failed to upload block: The specified container does not exist. "
+        "ErrorCode:ContainerNotFound"
+    )
+    signed = OSError("GET https://acct.blob.core.windows.net/c/a.png?sv=2024&sig=c2VjcmV0 failed")
+    assert "c2VjcmV0" not in storage.store_words(signed)
+    assert "sig=REDACTED" in storage.store_words(signed)
+    assert len(storage.store_words(OSError("x" * 5000))) < 500
+
+
+class _Answered(Exception):
+    def __init__(self, status_code: int | None) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+def _wrapped(cause: BaseException) -> RuntimeError:
+    try:
+        raise RuntimeError("Failed to upload block") from cause
+    except RuntimeError as err:
+        return err
+
+
+@pytest.mark.parametrize(
+    ("err", "permanent"),
+    [
+        (FileNotFoundError("The specified bucket does not exist"), True),
+        (PermissionError("Access Denied"), True),
+        (NotImplementedError(), True),
+        (ValueError("No filesystem registered for scheme https"), True),
+        (_Answered(403), True),
+        (_Answered(404), True),
+        (_Answered(503), False),
+        (_Answered(429), False),
+        (_Answered(None), False),
+        (_wrapped(_Answered(404)), True),
+        (_wrapped(_Answered(500)), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+        (OSError(28, "No space left on device"), False),
+        (OSError(13, "Permission denied"), True),
+        # A local file system's errno decides there, as it always did.
+        (FileNotFoundError(2, "No such file or directory"), False),
+    ],
+)
+def test_which_storage_failures_a_retry_cannot_mend(err: BaseException, permanent: bool) -> None:
+    assert storage.is_permanent(err) is permanent
