@@ -1,4 +1,5 @@
-# Every set-up step lives here: a fresh machine needs only python3.11 and pip.
+# Every set-up step lives here: a fresh machine needs only python3.11 and pip (Debian's packages bring
+# Chromium, Redis and, where missing, Node.js for Azurite, which wants Node 20 or later).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -61,7 +62,7 @@ help:
 	@echo "make clean       - remove venvs, builds and outputs"
 
 uv:
-	@$(UV) --version 2>/dev/null | grep -qx "uv $(UV_VERSION)[^0-9]*.*" || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+	@$(UV) --version 2>/dev/null | grep -Eqx "uv $(subst .,\.,$(UV_VERSION))( .*)?" || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
 
 # One venv per line. The stamp depends on pyproject.toml so that a changed dependency reinstalls.
 # What each venv asks for beyond the project's own dependencies, its emulator extra and its test group.
@@ -84,7 +85,7 @@ $(eval $(call venv_rule,$(STORES_VENV),stores))
 # Resolve every lock anew from today's releases: run on purpose, check `make test`, commit the diff.
 define lock_one
 	printf '%s\n' $(REQUIRES_$(1)) > constraints/.$(1).in
-	$(UV) pip compile -q --python-version 3.11 --no-header pyproject.toml constraints/.$(1).in \
+	$(UV) pip compile -q --upgrade --python-version 3.11 --no-header pyproject.toml constraints/.$(1).in \
 		--extra emulator --group test -o $(call lock_of,$(1))
 	rm constraints/.$(1).in
 
@@ -133,6 +134,7 @@ components-oldest: $(call venv_of,3.0.6)/.installed
 # Microsoft's Azurite, from its committed npm lock, for the Azure Blob suite.
 AZURITE := tools/azurite/node_modules/.bin/azurite-blob
 $(AZURITE): tools/azurite/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q nodejs npm >/dev/null; }
 	npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -101,16 +101,20 @@ def list_folder(directory: ObjectStoragePath, wanted: set[str]) -> dict[str, int
     if storage.is_local(directory):
         return None
     fs, path = directory.fs, directory.path.rstrip("/")
+    # adlfs ignores refresh=True: a listing cached earlier in this process would be an old snapshot; and
+    # s3fs and its kind would otherwise answer later existence checks from this one.
+    invalidate = getattr(fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(path)
     try:
         entries = fs.ls(path, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
     except Exception as err:  # a role that may read objects but not list them, a store that cannot list
-        log.info("Listing %s failed (%s); looking up each input alone", storage.storage_uri(directory), err)
+        shown = storage.storage_uri(directory)
+        log.info("Listing %s failed (%s); looking up each input alone", shown, storage.store_words(err))
         return None
     finally:
-        # s3fs and its kind would otherwise answer later existence checks from this snapshot.
-        invalidate = getattr(fs, "invalidate_cache", None)
         if invalidate is not None:
             invalidate(path)
     sizes: dict[str, int] = {}
@@ -149,7 +153,7 @@ def find_kept(
         record = json.loads(raw) if len(raw) <= MAX_RECORD_BYTES else None
     except (OSError, ValueError) as err:
         shown = storage.storage_uri(record_path)
-        log.warning("The record %s cannot be read (%s); segmenting again", shown, err)
+        log.warning("The record %s cannot be read (%s); segmenting again", shown, storage.store_words(err))
         return None
     if not isinstance(record, dict) or not _describes(record, identity, fingerprint, names):
         return None

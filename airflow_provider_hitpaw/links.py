@@ -170,10 +170,14 @@ def public_cloud(fs: Any) -> str | None:
 
 
 def _on_hosts(url: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``url`` is plainly https on one of the cloud's hosts: anything that clients may read as
+    another host (user info, a backslash) is no cloud of ours."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
     except ValueError:
+        return False
+    if "@" in parts.netloc or "\\" in url:
         return False
     return parts.scheme == "https" and any(host == s or host.endswith("." + s) for s in suffixes)
 

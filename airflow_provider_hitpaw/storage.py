@@ -104,8 +104,11 @@ _PROBE_PREFIX: Final = ".hitpaw-write-check-"
 #: How much of a store's message an error quotes.
 _MAX_WORDS: Final = 400
 _SIGNED: Final = re.compile(
-    r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|token)=[^&\s'\"]+"
+    r"(?i)(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|[\w-]*token|[\w-]*key"
+    r"|[\w-]*secret|password|[\w-]*credential)(=|%3D)[^&;\s'\"]+"
 )
+#: A bearer token in a quoted header.
+_BEARER: Final = re.compile(r"(?i)\bBearer\s+\S+")
 
 
 # --- paths ------------------------------------------------------------------------------------------
@@ -147,7 +150,9 @@ def as_storage_path(
         path = ObjectStoragePath(text, conn_id=conn_id) if conn_id else ObjectStoragePath(text)
         _ = path.fs  # an unknown scheme fails here, with the field named, not at the first write
     except (ValueError, ImportError) as err:
-        raise HitPawConfigurationError(field, f"{text!r} is not usable storage ({err})") from None
+        shown = _api.url_without_query(text)  # a signed URL's query is its credential
+        said = store_words(err)
+        raise HitPawConfigurationError(field, f"{shown!r} is not usable storage ({said})") from None
     return path
 
 
@@ -258,8 +263,8 @@ def _probe_writes(folder: ObjectStoragePath, field: str) -> None:
                     field, f"{shown} cannot take the results: the storage refused to {what} it: {said}"
                 ) from None
             raise HitPawStorageError(
-                f"{field}: {shown} could not be checked before paying (the storage did not answer a test "
-                f"write: {said}); nothing was spent"
+                f"{field}: {shown} could not be checked before keeping results (the storage did not answer "
+                f"a test write: {said}); retried as a passing fault"
             ) from None
 
 
@@ -274,7 +279,7 @@ def store_words(err: BaseException) -> str:
             break
         if line and not line.startswith(("RequestId:", "Time:")):
             kept.append(line)
-    said = _SIGNED.sub(lambda m: f"{m.group(1)}=REDACTED", " ".join(kept))
+    said = _BEARER.sub("Bearer REDACTED", _SIGNED.sub(lambda m: f"{m.group(1)}=REDACTED", " ".join(kept)))
     if len(said) > _MAX_WORDS:
         said = said[: _MAX_WORDS - 3] + "..."
     return f"{type(err).__name__}: {said}" if said else type(err).__name__
@@ -639,21 +644,52 @@ def _create_exclusively(partial: ObjectStoragePath, target: ObjectStoragePath) -
             os.close(fd)
             os.replace(str(partial.path), str(target.path))
         return True
-    if has_conditional_create(target):
-        return _create_on_store(partial, target)
     if exists(target):
         return False
+    if has_conditional_create(target):
+        return _create_on_store(partial, target)
     _storage_call(lambda: _move_object(partial, target), target)
     return True
 
 
 def has_conditional_create(path: ObjectStoragePath) -> bool:
     """Whether ``path``'s store is written through a filesystem that creates an object only when none
-    is there, in one request the store judges (s3fs, adlfs, gcsfs). Whether the server honours it is
-    the server's part: S3 and Azure Blob do, and so do moto and Azurite; Google Cloud Storage does, the
-    gcp-storage-emulator does not."""
-    package = type(path.fs).__module__.split(".", 1)[0]
-    return package in _CONDITIONAL_CREATE_PACKAGES
+    is there, in one request the store judges (s3fs, adlfs, gcsfs releases that know ``mode="create"``).
+    Whether the server honours it is the server's part: S3 and Azure Blob do, and so do moto and
+    Azurite; Google Cloud Storage does, the gcp-storage-emulator does not."""
+    fs_class = type(path.fs)
+    name = f"{fs_class.__module__}.{fs_class.__qualname__}"
+    if name not in _CREATE_MODE_KNOWN:
+        _CREATE_MODE_KNOWN[name] = _knows_create_mode(fs_class)
+    return _CREATE_MODE_KNOWN[name]
+
+
+#: botocore learnt PutObject's IfNoneMatch in this release; s3fs drops the header with an older one.
+_BOTOCORE_WITH_IF_NONE_MATCH: Final = (1, 35, 21)
+
+
+#: What :func:`_knows_create_mode` found, by filesystem class: it reads source code, once per class.
+_CREATE_MODE_KNOWN: dict[str, bool] = {}
+
+
+def _knows_create_mode(fs_class: Any) -> bool:
+    """Whether this filesystem class's put honours ``mode="create"``: older s3fs, gcsfs and adlfs
+    releases, which the providers still allow, take the argument silently and overwrite."""
+    import inspect
+
+    package = fs_class.__module__.split(".", 1)[0]
+    if package not in _CONDITIONAL_CREATE_PACKAGES:
+        return False
+    try:
+        source = inspect.getsource(fs_class._pipe_file)
+    except (AttributeError, OSError, TypeError):
+        return False
+    if '"create"' not in source and "'create'" not in source and "mode" not in source.split(")", 1)[0]:
+        return False
+    if package == "s3fs":
+        botocore = _installed_version("botocore")
+        return botocore is not None and _release(botocore) >= _BOTOCORE_WITH_IF_NONE_MATCH
+    return True
 
 
 def _create_on_store(partial: ObjectStoragePath, target: ObjectStoragePath) -> bool:

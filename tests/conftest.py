@@ -28,7 +28,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("timeout"):
             continue
-        parts = Path(str(item.fspath)).relative_to(tests).parts
+        path = Path(str(item.fspath))
+        if tests not in path.parents:
+            continue
+        parts = path.relative_to(tests).parts
         if parts and parts[0] in _TIME_LIMITS:
             item.add_marker(pytest.mark.timeout(_TIME_LIMITS[parts[0]]))
 

@@ -15,7 +15,7 @@ from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._addresses import internal_host_reason
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import JobEvent
-from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
+from airflow_provider_hitpaw._failures import task_failure
 from airflow_provider_hitpaw._lineage import lineage
 from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, push_links, result_links
 from airflow_provider_hitpaw.exceptions import (
@@ -162,8 +162,8 @@ class SegmentImageOperator(BaseOperator):
                 file_url, source = self._checked_input(hook)
                 fingerprint = fingerprint_of(self.source_path, self.source_conn_id)
                 kept = self._output().find_kept(self._input_key(), fingerprint)
-            except HitPawError as err:
-                raise fail_without_retry(err) from err
+            except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
+                raise task_failure(err) from err
             if kept is not None:
                 return self._reused(context, kept)
             submission: dict[str, Any] | None = None

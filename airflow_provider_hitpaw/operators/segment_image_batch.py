@@ -275,8 +275,8 @@ class SegmentImageBatchOperator(BaseOperator):
             try:
                 inputs = self._judge_inputs(hook)
                 self._find_kept(inputs)
-            except HitPawError as err:
-                raise fail_without_retry(err) from err
+            except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
+                raise task_failure(err) from err
             if first_try_of_clearing(context, int(self.retries or 0)):
                 # A retry finds again what the first try found kept (or kept itself): counted once.
                 _metrics.count_reused(len(inputs.kept))

@@ -148,7 +148,7 @@ class SegmentationSensor(BaseSensorOperator):
         try:
             self._output().check_storage()
         except HitPawError as err:
-            raise fail_without_retry(err) from err
+            raise task_failure(err) from err
         # One quick look first: a job that is already done needs no trigger at all.
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:

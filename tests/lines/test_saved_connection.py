@@ -1,7 +1,9 @@
-"""A connection saved with a Fernet key set, then a deferral that reads it, on the line of this venv.
+"""A connection saved with a Fernet key set, then a deferral, on the line of this venv.
 
 cryptography 51 broke exactly this on Airflow 2.11 to 3.1 (``get_fernet`` raised): ``connections add``
-failed, and so did every connection lookup and deferral after it. The locks keep it out; this proves it.
+failed, and so did reading the saved connection and every deferral after it. The submission reads the
+saved, encrypted connection; the wait defers through Fernet-encrypted trigger kwargs, but reads an
+environment connection, because ``airflow dags test`` runs triggers where Airflow 3 sees no other.
 """
 
 from __future__ import annotations

@@ -197,6 +197,8 @@ AZURITE = fake_fs("adlfs", service_client=SimpleNamespace(url="http://127.0.0.1:
         (MINIO, None),
         (MOTO, None),
         (AWS_LOOKALIKE, None),
+        (fake_fs("s3fs", endpoint_url="https://attacker.test\\@s3.amazonaws.com", client_kwargs={}), None),
+        (fake_fs("s3fs", endpoint_url="https://user@s3.amazonaws.com", client_kwargs={}), None),
         (GCP, "gcp"),
         (GCS_EMULATOR, None),
         (AZURE, "azure"),

@@ -46,7 +46,7 @@ from airflow_provider_hitpaw.storage import (
     result_names,
     storage_uri,
 )
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, task_context
 
 MIB = 1024 * 1024
 
@@ -1047,3 +1047,107 @@ def _wrapped(cause: BaseException) -> RuntimeError:
 )
 def test_which_storage_failures_a_retry_cannot_mend(err: BaseException, permanent: bool) -> None:
     assert storage.is_permanent(err) is permanent
+
+
+# --- what a hostile review found ------------------------------------------------------------------------
+
+
+def _connection_reset(*args: Any, **kwargs: Any) -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+@pytest.mark.parametrize("kind", ["single", "batch", "sensor"])
+def test_a_passing_fault_of_the_write_probe_keeps_airflows_retries(
+    kind: str, memory_root: str, hitpaw_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator, SegmentImageOperator
+    from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
+
+    out, url = f"{memory_root}/out", "https://cdn.example.com/a.jpg"
+    operator: Any
+    if kind == "single":
+        operator = SegmentImageOperator(task_id="s", file_url=url, output_path=out, deferrable=False)
+    elif kind == "batch":
+        operator = SegmentImageBatchOperator(task_id="b", file_urls=[url], output_path=out, deferrable=False)
+    else:
+        operator = SegmentationSensor(task_id="w", job_id="a" * 32, output_path=out, deferrable=True)
+    monkeypatch.setattr(MemoryFileSystem, "pipe_file", _connection_reset)
+    with pytest.raises(HitPawStorageError) as raised:
+        operator.execute(task_context())
+    assert raised.value.retryable
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+SAS_QUERY = "sv=2022-11-02&sp=racwdl&sig=SECRETSIG%3D"
+
+
+def test_a_signed_output_path_is_not_quoted_in_its_refusal() -> None:
+    with pytest.raises(HitPawError) as raised:
+        storage.as_storage_path(f"nosuchfs://acct/results/out?{SAS_QUERY}", field="output_path")
+    assert "SECRETSIG" not in str(raised.value)
+    assert "nosuchfs://acct/results/out" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=SECRETKEY==;EndpointSuffix=core.windows.net",
+        "400, message='Bad Request', url='https://files.example.com/a.jpg?access_token=SECRETTOKEN'",
+        "redirected to https%3A%2F%2Facct.blob.core.windows.net%2Fc%3Fsv%3D1%26sig%3DSECRETSIG",
+        "401: Authorization: Bearer SECRETTOKEN",
+        "403 url='https://acct.blob.core.windows.net/c?comp=list&sig=SECRETSIG'",
+    ],
+)
+def test_store_words_leave_out_every_credential(said: str) -> None:
+    assert "SECRET" not in storage.store_words(OSError(said))
+
+
+def test_a_refused_listing_is_logged_without_its_signature(
+    memory_root: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from airflow_provider_hitpaw import _kept
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError("403 Forbidden url='https://acct.blob.core.windows.net/c?comp=list&sig=SECRETSIG'")
+
+    folder = storage.as_storage_path(f"{memory_root}/out")
+    monkeypatch.setattr(MemoryFileSystem, "ls", refuse)
+    with caplog.at_level("INFO"):
+        assert _kept.list_folder(folder, {"x.png"}) is None
+    assert "SECRETSIG" not in caplog.text
+
+
+class _OldGcsfs:
+    """A filesystem whose put takes any keyword and overwrites: gcsfs and s3fs before ``mode``."""
+
+    def _pipe_file(self, path: str, data: bytes, **kwargs: Any) -> None: ...
+
+
+class _NewGcsfs:
+    def _pipe_file(self, path: str, data: bytes, mode: str = "overwrite", **kwargs: Any) -> None: ...
+
+
+@pytest.mark.parametrize(("fs_class", "known"), [(_OldGcsfs, False), (_NewGcsfs, True)])
+def test_only_a_filesystem_that_knows_create_mode_counts_as_conditional(
+    fs_class: type, known: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_class, "__module__", "gcsfs.core")
+    assert storage._knows_create_mode(fs_class) is known
+
+
+def test_an_existing_target_is_never_written_over_even_by_a_conditional_put(
+    memory_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = storage.as_storage_path(f"{memory_root}/race")
+    (folder / "a.png").write_bytes(b"another writer's file")
+    (folder / ".a.png.partial").write_bytes(b"ours")
+    # A store that takes mode="create" and overwrites anyway (an S3-compatible server ignoring the header).
+    monkeypatch.setattr(storage, "has_conditional_create", lambda path: True)
+    monkeypatch.setattr(storage, "_create_on_store", lambda partial, target: target.write_bytes(b"ours") > 0)
+    assert storage._create_exclusively(folder / ".a.png.partial", folder / "a.png") is False
+    assert (folder / "a.png").read_bytes() == b"another writer's file"
