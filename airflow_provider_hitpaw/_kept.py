@@ -180,22 +180,47 @@ def find_kept(
 def _describes(
     record: dict[str, Any], identity: str, fingerprint: str | None, names: tuple[str, str]
 ) -> bool:
-    version = record.get("version")
-    if version == RECORD_VERSION:
-        same_input = record.get("input_sha256") == input_digest(identity)
-    elif version == _VERBATIM_INPUT_VERSION:
-        same_input = record.get("input") == _normal(identity)  # written before version 2: reused alike
-    else:
-        return False
     sizes = [record.get("cutout_bytes"), record.get("mask_bytes")]
     return (
-        same_input
+        _names_input(record, identity)
         and record.get("fingerprint") == fingerprint
         and [record.get("cutout"), record.get("mask")] == list(names)
         and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes)
         and isinstance(record.get("job_id"), str)
         and bool(record["job_id"])
     )
+
+
+def _names_input(record: dict[str, Any], identity: str) -> bool:
+    """Whether ``record`` was written for ``identity``: by its digest, or verbatim before version 2."""
+    version = record.get("version")
+    if version == RECORD_VERSION:
+        return bool(record.get("input_sha256") == input_digest(identity))
+    if version == _VERBATIM_INPUT_VERSION:
+        return bool(record.get("input") == _normal(identity))
+    return False
+
+
+def why_not_reused(
+    directory: ObjectStoragePath, identity: str, fingerprint: str | None, names: tuple[str, str]
+) -> str:
+    """What the log says of an existing pair that ``skip`` does not reuse, and what happens to it."""
+    record_path = directory / record_name(names[0])
+    try:
+        if not record_path.exists():
+            return "exist without a record that they were made from this input; writing them anew"
+        with record_path.open("rb") as stream:
+            record = json.loads(stream.read(MAX_RECORD_BYTES + 1))
+    except (OSError, ValueError):
+        return "have a record that cannot be read; writing them anew"
+    if not isinstance(record, dict) or not _names_input(record, identity):
+        return "carry a record of another input; writing them anew"
+    if record.get("fingerprint") != fingerprint:
+        return (
+            "were made from an older version of this input (it has changed since they were kept); "
+            "replacing that stale pair"
+        )
+    return "no longer match their record (changed since they were kept); writing them anew"
 
 
 def write_record(

@@ -33,7 +33,6 @@ import functools
 import hashlib
 import importlib.metadata
 import itertools
-import json
 import logging
 import os
 import re
@@ -434,7 +433,9 @@ def persist_job_results(
             log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
             return result
         log.warning(
-            "%s and its mask %s", result["res_path"], _why_not_reused(directory, source, fingerprint, names)
+            "%s and its mask %s",
+            result["res_path"],
+            _kept.why_not_reused(directory, source, fingerprint, names),
         )
         commit = "overwrite"
     elif policy == "skip" and existing:
@@ -464,39 +465,6 @@ def persist_job_results(
     except Exception as err:  # the pair is kept; without its record a later run only segments it again
         log.warning("Could not write the record of %s (%s): a later run segments it again", names[0], err)
     return result
-
-
-def _why_not_reused(
-    directory: ObjectStoragePath, identity: str, fingerprint: str | None, names: tuple[str, str]
-) -> str:
-    """What the log says of an existing pair that ``skip`` does not reuse, and that it does instead."""
-    from airflow_provider_hitpaw import _kept
-
-    record_path = directory / _kept.record_name(names[0])
-    try:
-        if not record_path.exists():
-            return "exist without a record that they were made from this input; writing them anew"
-        with record_path.open("rb") as stream:
-            record = json.loads(stream.read(_kept.MAX_RECORD_BYTES + 1))
-    except (OSError, ValueError):
-        return "have a record that cannot be read; writing them anew"
-    if not isinstance(record, dict) or not _records_input(record, identity):
-        return "carry a record of another input; writing them anew"
-    if record.get("fingerprint") != fingerprint:
-        return (
-            "were made from an older version of this input (it has changed since they were kept); "
-            "replacing that stale pair"
-        )
-    return "no longer match their record (changed since they were kept); writing them anew"
-
-
-def _records_input(record: dict[str, Any], identity: str) -> bool:
-    """Whether a record names this input: by its digest (records since version 2), or verbatim."""
-    from airflow_provider_hitpaw import _kept
-
-    if "input_sha256" in record:
-        return bool(record["input_sha256"] == _kept.input_digest(identity))
-    return bool(record.get("input") == unicodedata.normalize("NFC", identity.strip()))
 
 
 def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> ObjectStoragePath:
