@@ -81,6 +81,9 @@ def run_spec(
     )
     (report.parent / f"{spec['dag_id']}.log").write_text(run.output)  # to read after a failure
     assert report.exists(), f"the report task did not run:\n{run.output[-8000:]}"
+    # Neither the API key nor a store's signature reaches what the run printed (its task logs included).
+    assert emulator.api_key not in run.output
+    assert not re.search(r"(?i)\bsig=(?!REDACTED)[^&\s'\"]{8,}", run.output)
     return run, json.loads(report.read_text())
 
 
