@@ -291,8 +291,11 @@ def test_a_restarted_triggerer_finishes_the_waits_and_keeps_the_deadline(
     assert deadline["state"] == "failed", deadline
     assert deadline["try_number"] == 1, deadline
     # One last look per wait, the deadline sensor's included, then its timeout: the restart did not
-    # count its minute again (that would have been a poll a second for a minute).
-    assert polls() - polls_at_restart == len(sensors), (polls_at_restart, polls())
+    # count its minute again (that would have been a poll a second for a minute). Airflow runs a trigger
+    # at least once, not exactly once: a trigger whose event the scheduler has not yet taken may be
+    # started again by the new triggerer and look once more.
+    polls_after_restart = polls() - polls_at_restart
+    assert len(sensors) <= polls_after_restart <= 2 * len(sensors), (polls_at_restart, polls())
     log = task_log(cluster, dag_id, run_id, "deadline", 1)
     assert "still CONVERTING at the deadline" in log  # the trigger's own timeout, not Airflow's backstop
     assert "AirflowSensorTimeout" in log
