@@ -70,13 +70,19 @@ class ResultOutput:
         return self.path is not None and self.overwrite == "skip"
 
     def find_kept(
-        self, identity: str, fingerprint: str | None, listing: dict[str, int] | None = None
+        self,
+        identity: str,
+        fingerprint: str | None,
+        listing: dict[str, int] | None = None,
+        *,
+        any_policy: bool = False,
     ) -> KeptResult | None:
-        """The pair an earlier run kept for this very input, when reusing is on and its record proves it.
+        """The pair kept for this very input, when reusing is on (or ``any_policy``: a retry finding
+        what its own earlier try kept) and its record proves it.
 
         ``listing`` is :meth:`list_kept`'s one listing of the folder, for many inputs at once.
         """
-        if not self.reuses:
+        if self.path is None or not (self.reuses or any_policy):
             return None
         from airflow_provider_hitpaw import _kept, storage
 
@@ -85,7 +91,7 @@ class ResultOutput:
 
     def list_kept(self, identities: list[str]) -> dict[str, int] | None:
         """One listing of the output folder for these inputs' files (None: look each up alone)."""
-        if not self.reuses:
+        if self.path is None:
             return None
         from airflow_provider_hitpaw import _kept, storage
 
@@ -95,6 +101,24 @@ class ResultOutput:
             cutout, mask = storage.result_names(identity)
             wanted.update((cutout, mask, _kept.record_name(cutout)))
         return _kept.list_folder(directory, wanted)
+
+    def existing(self, identities: list[str]) -> dict[str, str]:
+        """The inputs whose cut-out or mask is in the output folder already, each with the file's URI:
+        what ``overwrite="fail"`` refuses before paying."""
+        if self.path is None or not identities:
+            return {}
+        from airflow_provider_hitpaw import storage
+
+        directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        listing = self.list_kept(identities)
+        found: dict[str, str] = {}
+        for identity in identities:
+            for name in storage.result_names(identity):
+                target = directory / name
+                if (name in listing) if listing is not None else target.exists():
+                    found[identity] = storage.storage_uri(target)
+                    break
+        return found
 
     def persist(
         self,

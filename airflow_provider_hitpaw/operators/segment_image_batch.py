@@ -13,20 +13,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
+from airflow_provider_hitpaw import _api, _deferral, _metrics
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import BatchEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, folder_links
+from airflow_provider_hitpaw._state_store import first_try_of_clearing
 from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
+    HitPawSubmissionUnknownError,
     HitPawTimeoutError,
     HitPawUntrustedAnswerError,
 )
-from airflow_provider_hitpaw.operators._batch_record import BatchRecord, first_try_of_clearing
 from airflow_provider_hitpaw.operators.segment_image import allows_internal_hosts, coins_text
 from airflow_provider_hitpaw.validation import (
     validate_event_hold,
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_hitpaw._api import SegmentationJob, TaskStatus
+    from airflow_provider_hitpaw._ledger import Ledger
+    from airflow_provider_hitpaw._ledger_store import LedgerStore
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
 #: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
@@ -70,6 +73,8 @@ class _Inputs:
     fingerprints: dict[str, str] = field(default_factory=dict)
     #: The results an earlier run kept for an identity (reused, not submitted).
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Of those, the ones an earlier try of this clearing kept: paid for by this run, not reused.
+    own: set[str] = field(default_factory=set)
 
     @property
     def identities(self) -> list[str]:
@@ -112,6 +117,8 @@ class _Inputs:
             carried["fingerprints"] = self.fingerprints
         if self.kept:
             carried["kept"] = self.kept
+        if self.own:
+            carried["own"] = sorted(self.own)
         return carried
 
     @classmethod
@@ -122,6 +129,7 @@ class _Inputs:
         identities: Any,
         fingerprints: Any = None,
         kept: Any = None,
+        own: Any = None,
     ) -> _Inputs:
         if not isinstance(identities, dict):  # carried by an earlier version: inputs were their identity
             identities = {item: item for item in inputs if item not in rejected}
@@ -131,39 +139,15 @@ class _Inputs:
             dict(identities),
             fingerprints=dict(fingerprints) if isinstance(fingerprints, dict) else {},
             kept=dict(kept) if isinstance(kept, dict) else {},
+            own={str(item) for item in own} if isinstance(own, list) else set(),
         )
 
 
-#: Why a batch that paid nothing still fails for good where no record is kept across tries.
+#: Why a batch that paid nothing still fails for good where no ledger is kept across tries.
 _NOTHING_PAID_NO_RETRY: Final = (
     "no coin was spent. Not retried automatically: on this Airflow a retry could not tell whether an "
     "earlier try paid for images, so a batch does not retry. Clear the task to run it again"
 )
-
-
-def _final_if_unrecorded(
-    err: BaseException, context: Context, record: BatchRecord, *, paid: bool
-) -> BaseException:
-    """What a try that ends in ``err`` (a time-out, a stop, a bug) raises: ``err`` itself, unless it
-    paid for jobs that Airflow's task state store failed to record. Then a retry would pay for them
-    again, and the failure is made final."""
-    if (
-        paid
-        and not record.durable
-        and _state_store.can_remember(context)
-        and not isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit)
-    ):
-        return fail_without_retry(
-            f"{type(err).__name__}: {err}; not retried automatically: Airflow's task state store failed "
-            "to record every job paid for, and a retry would pay for them again"
-        )
-    return err
-
-
-def _record_is_durable(context: Context, carried: dict[str, Any]) -> bool:
-    """Whether a retry will find every job the batch paid for: Airflow keeps a store, and no write to it
-    failed while the batch submitted (``carried`` is what the submitting try passed on)."""
-    return _state_store.can_remember(context) and not carried.get("record_incomplete")
 
 
 class SegmentImageBatchOperator(BaseOperator):
@@ -274,43 +258,39 @@ class SegmentImageBatchOperator(BaseOperator):
         with self._hook() as hook:
             try:
                 inputs = self._judge_inputs(hook)
-                self._find_kept(inputs)
+                store = self._ledger_store(context)
+                ledger = store.load()
+                self._find_kept(inputs, ledger)
+                self._refuse_existing(inputs)
+                self._check_refusals(inputs)
             except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
                 raise task_failure(err) from err
             if first_try_of_clearing(context, int(self.retries or 0)):
                 # A retry finds again what the first try found kept (or kept itself): counted once.
-                _metrics.count_reused(len(inputs.kept))
-            record = BatchRecord(context, inputs.unique, self.log)
-            self._refuse_a_blind_retry(context, record)
-            self._costs, self._created, self._submitted_at = {}, [], {}
-            self._maybe_charged = 0
+                _metrics.count_reused(len(inputs.kept) - len(inputs.own))
+            self._refuse_a_blind_retry(context, store)
+            self._submitted_at = {}
             self._stop = threading.Event()
             try:
-                jobs = self._submit_all(hook, inputs, record)
+                jobs = self._submit_all(hook, inputs, ledger, store)
             except BaseException as err:
-                self._push_partial(context, inputs, record)
-                paid = record.submitted_any or self._maybe_charged > 0
-                if isinstance(err, HitPawError):
-                    raise self._failure_after_paying(err, durable=record.durable, paid=paid) from err
-                raise _final_if_unrecorded(err, context, record, paid=paid) from err
+                self._push_partial(context, inputs, ledger)
+                raise self._failure(err, ledger, store) from err
             submitted = [job for job in jobs if isinstance(job, str)]
             if not submitted or not self.deferrable:
                 try:
                     event = self._wait_in_process(hook, submitted)
-                    return self._finish(context, hook, inputs, jobs, event, record)
-                except HitPawError as err:
-                    raise self._failure_after_paying(
-                        err, durable=record.durable, paid=bool(submitted)
-                    ) from err
+                    return self._finish(context, hook, inputs, jobs, event, ledger, store)
                 except BaseException as err:
-                    raise _final_if_unrecorded(err, context, record, paid=bool(submitted)) from err
+                    raise self._failure(err, ledger, store) from err
         from airflow_provider_hitpaw.triggers.hitpaw import SegmentationBatchTrigger
 
         # What the resumed task needs travels in the try's own XCom, which every Airflow line keeps
-        # across a deferral (``airflow dags test`` drops the kwargs given to defer()).
-        carried = {**inputs.to_xcom(), "jobs": jobs, "costs": self._costs, "submitted_at": self._submitted_at}
-        if not record.durable and _state_store.can_remember(context):
-            carried["record_incomplete"] = True  # the store failed a write: the resumed task must know
+        # across a deferral (``airflow dags test`` drops the kwargs given to defer()). The ledger goes
+        # with it only where its store may lack some of it.
+        carried = {**inputs.to_xcom(), "jobs": jobs, "submitted_at": self._submitted_at}
+        if not store.durable(ledger):
+            carried["ledger"] = ledger.to_payload()
         context["ti"].xcom_push(key=SUBMISSION_XCOM_KEY, value=carried)
         end_time = _deferral.try_started_at(context) + self.timeout
         self.defer(
@@ -327,6 +307,18 @@ class SegmentImageBatchOperator(BaseOperator):
             timeout=_deferral.deferral_timeout(end_time),
         )
         raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def _ledger_store(self, context: Context) -> LedgerStore:
+        """The ledger lives beside the results where there are any (every Airflow line), else in
+        Airflow's task state store (3.3), else nowhere."""
+        from airflow_provider_hitpaw._ledger_store import LedgerStore
+
+        folder = None
+        if self.output_path is not None:
+            from airflow_provider_hitpaw import storage
+
+            folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
+        return LedgerStore.for_task(context, folder, self.log)
 
     @property
     def _field(self) -> str:
@@ -364,11 +356,6 @@ class SegmentImageBatchOperator(BaseOperator):
                 rejected[text] = str(refused)
             else:
                 identity_of[text] = identity
-        if rejected and self.fail_on_error and len(rejected) > self._allowed_failures(len(items)):
-            shown = "; ".join(list(rejected.values())[:5])
-            raise HitPawConfigurationError(
-                self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
-            )
         inputs = _Inputs([str(item) for item in items], rejected, identity_of, sources, fingerprints)
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
@@ -376,23 +363,54 @@ class SegmentImageBatchOperator(BaseOperator):
             storage.check_unique_names(inputs.identities)
         return inputs
 
-    def _find_kept(self, inputs: _Inputs) -> None:
-        """With ``overwrite="skip"``: the inputs whose results an earlier run kept, found before anything
-        is uploaded or paid for (``max_in_flight`` lookups at a time: an object store answers slowly)."""
+    def _check_refusals(self, inputs: _Inputs) -> None:
+        """Fail before paying when more inputs were refused than ``max_failed`` tolerates."""
+        rejected = inputs.rejected
+        if rejected and self.fail_on_error and len(rejected) > self._allowed_failures(len(inputs.given)):
+            shown = "; ".join(list(rejected.values())[:5])
+            raise HitPawConfigurationError(
+                self._field, f"{len(rejected)} input(s) HitPaw cannot take: {shown}"
+            )
+
+    def _find_kept(self, inputs: _Inputs, ledger: Ledger) -> None:
+        """The inputs whose results are kept already, found before anything is uploaded or paid for
+        (``max_in_flight`` lookups at a time: an object store answers slowly): with ``overwrite="skip"``
+        those an earlier run kept, and under any policy those an earlier try of this clearing kept (paid
+        by this run: reported with their coins, not as reused)."""
         output = self._output()
-        if not output.reuses or not inputs.identities:
+        own = [i for i in inputs.identities if ledger.kept_by_this_clearing(inputs.key_of(i), i)]
+        wanted = inputs.identities if output.reuses else own
+        if output.path is None or not wanted:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        listing = output.list_kept(inputs.identities)
+        listing = output.list_kept(wanted)
 
         def look(identity: str) -> tuple[str, Any]:
-            return identity, output.find_kept(identity, inputs.fingerprints.get(identity), listing)
+            fingerprint = inputs.fingerprints.get(identity)
+            return identity, output.find_kept(identity, fingerprint, listing, any_policy=identity in own)
 
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-kept") as pool:
-            for identity, kept in pool.map(look, inputs.identities):
+            for identity, kept in pool.map(look, wanted):
                 if kept is not None:
                     inputs.kept[identity] = kept.as_result()
+                    if identity in own:
+                        inputs.own.add(identity)
+
+    def _refuse_existing(self, inputs: _Inputs) -> None:
+        """With ``overwrite="fail"``: inputs whose results are in ``output_path`` already (and not this
+        run's own) are refused now, before any coin, like inputs HitPaw cannot take."""
+        output = self._output()
+        if output.path is None or output.overwrite != "fail":
+            return
+        candidates = [i for i in inputs.identities if i not in inputs.kept]
+        for identity, shown in output.existing(candidates).items():
+            for item, named in list(inputs.identity_of.items()):
+                if named == identity:
+                    del inputs.identity_of[item]
+                    inputs.rejected[item] = (
+                        f"{shown} exists already and overwrite='fail' keeps it: not submitted"
+                    )
 
     def _allowed_failures(self, total: int) -> float:
         """How many failed images the task tolerates (``max_failed``; none by default)."""
@@ -410,46 +428,57 @@ class SegmentImageBatchOperator(BaseOperator):
             stop.set()
         super().on_kill()
 
-    def _push_partial(self, context: Context, inputs: _Inputs, record: BatchRecord) -> None:
+    def _push_partial(self, context: Context, inputs: _Inputs, ledger: Ledger) -> None:
         """On an interruption (time-out, SIGTERM) while submitting: the jobs paid for so far, in XCom and
         the log, so that what was paid for is never unknown."""
-        jobs = record.known_job_ids()  # no store read: the store may be what failed
-        shown_as = inputs.representative()
-        paid = {shown_as[key]: job for key, job in zip(inputs.unique, jobs or [], strict=False) if job}
-        paid.update(
-            {shown_as[key]: job for key, job in zip(inputs.unique, self._created, strict=False) if job}
-        )
+        paid = {
+            shown: job
+            for key, shown in inputs.representative().items()
+            if (job := ledger.live_job(key)) is not None
+        }
         if not paid:
             return
         self.log.warning("Interrupted after %d images were submitted: %s", len(paid), _shown_jobs(paid))
         try:
-            context["ti"].xcom_push(key="submitted_jobs", value=paid)
+            context["ti"].xcom_push(key="submitted_jobs", value=_without_credentials(paid))
         except Exception:  # the interruption matters more than this record
             self.log.warning("Could not push the submitted jobs to XCom", exc_info=True)
 
-    def _refuse_a_blind_retry(self, context: Context, record: BatchRecord) -> None:
-        """Where no record of the earlier tries can be kept, a retry cannot tell which images an earlier
+    def _refuse_a_blind_retry(self, context: Context, store: LedgerStore) -> None:
+        """Where no ledger of the earlier tries can be kept, a retry cannot tell which images an earlier
         try paid for: it would pay for all of them again. It stops instead (clearing the task, a
         deliberate new start, runs again)."""
-        if record.durable or first_try_of_clearing(context, int(self.retries or 0)):
+        if store.keeps or first_try_of_clearing(context, int(self.retries or 0)):
             return
         raise AirflowFailException(
-            "An earlier try of this batch may have submitted (and paid for) images, and this Airflow keeps "
-            "no record a retry could find them in; not submitting again blindly. Clear the task to run the "
-            "batch again (images the earlier try paid for are then paid for again)"
+            "An earlier try of this batch may have submitted (and paid for) images, and this task keeps "
+            "no ledger a retry could find them in (give it an output_path, or run Airflow 3.3); not "
+            "submitting again blindly. Clear the task to run the batch again (images the earlier try "
+            "paid for are then paid for again)"
         )
 
-    def _failure_after_paying(self, err: HitPawError, *, durable: bool, paid: bool) -> Exception:
-        """Fail the task; without a durable record, never with a retry that would pay again."""
-        failure = task_failure(err)
-        if durable or isinstance(failure, AirflowFailException):
+    def _failure(self, err: BaseException, ledger: Ledger, store: LedgerStore) -> BaseException:
+        """The one rule for how a try that ends in ``err`` fails: a retry is allowed only where it would
+        find every job this clearing paid for (the ledger is saved where a retry reads it) or nothing
+        was paid; otherwise the failure is final, and says why."""
+        if isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit):
+            return err
+        failure = task_failure(err) if isinstance(err, HitPawError) else err
+        if isinstance(failure, AirflowFailException) or store.durable(ledger):
             return failure
-        if not paid:
+        if store.keeps and not ledger.paid_any:
+            return failure
+        if not ledger.paid_any:
             # Its retry would refuse anyway: it could not tell this try paid for nothing.
-            return fail_without_retry(f"{err}; {_NOTHING_PAID_NO_RETRY}")
+            return fail_without_retry(f"{_words(err)}; {_NOTHING_PAID_NO_RETRY}")
+        why = (
+            f"saving the batch's ledger to {store.where} failed"
+            if store.keeps
+            else "this task keeps no ledger (no output_path, and no task state store before Airflow 3.3)"
+        )
         return fail_without_retry(
-            f"{err}; not retried automatically: this batch has paid for images, and on this Airflow a "
-            "retry could not find their jobs"
+            f"{_words(err)}; not retried automatically: this batch has paid for images, and {why}, so a "
+            "retry could not find their jobs and would pay for them again"
         )
 
     def _sources_to_urls(
@@ -482,46 +511,37 @@ class SegmentImageBatchOperator(BaseOperator):
         return urls
 
     def _submit_all(
-        self, hook: HitPawHook, inputs: _Inputs, record: BatchRecord
+        self, hook: HitPawHook, inputs: _Inputs, ledger: Ledger, store: LedgerStore
     ) -> list[str | dict[str, Any] | None]:
         """A job id (or the submission's error) per submission key; None for a key whose inputs are all
-        kept. Jobs are reused from an earlier try where they can still end well, submitted otherwise,
-        within ``max_coins``. What each job cost is kept in ``self._costs``."""
+        kept. A key's job recorded in the ledger is waited for again where it can still end well; a key
+        is submitted only where the ledger holds no such job, within ``max_coins``."""
         from airflow_provider_hitpaw._budget import CoinBudget
 
         unique = inputs.unique
         needed = inputs.needed()
         shown_as = inputs.representative()
         not_yet = _error_dict(HitPawConfigurationError("job_id", "not submitted"))
-        jobs: list[str | dict[str, Any] | None] = [not_yet if key in needed else None for key in unique]
-        self._costs = {}
-        self._created = [None] * len(unique)
-        earlier = record.job_ids()
-        reuse = [index for index, job_id in enumerate(earlier) if job_id and unique[index] in needed]
-        if reuse:
-            statuses = hook.get_task_statuses(
-                [str(earlier[i]) for i in reuse], max_in_flight=self.max_in_flight
-            )
-            for index, status in zip(reuse, statuses, strict=True):
-                if isinstance(status, HitPawError) and not _api.says_job_unknown(status):
-                    raise status  # cannot tell whether the job lives: better fail the try than pay twice
-                if not isinstance(status, HitPawError) and not status.is_failed:
-                    jobs[index] = str(earlier[index])
-                    self._costs[str(earlier[index])] = record.cost(index)
-            self.log.info(
-                "%d of %d images reuse the jobs of an earlier try",
-                sum(isinstance(j, str) for j in jobs),
-                len(unique),
-            )
-        missing = [index for index, job in enumerate(jobs) if isinstance(job, dict)]
+        jobs: list[str | dict[str, Any] | None] = [dict(not_yet) if key in needed else None for key in unique]
+        self._reattach(hook, unique, needed, ledger, jobs)
+        missing = []
+        for index, key in enumerate(unique):
+            if not isinstance(jobs[index], dict):
+                continue
+            if ledger.answer_was_lost(key):
+                jobs[index] = _error_dict(
+                    HitPawSubmissionUnknownError(
+                        "an earlier try's submission of this image lost its answer after HitPaw may have "
+                        "charged for it: not submitted again in this run; clear the task to submit it again"
+                    )
+                )
+            else:
+                missing.append(index)
         budget = None
         if self.max_coins is not None:
-            # What the earlier tries of this clearing spent counts against the same budget: the jobs
-            # reused now, and those paid for that ended in ERROR or were forgotten by HitPaw.
-            # A job whose cost HitPaw did not state counts at the highest price it named (or documents).
-            price = record.highest_cost()
-            unknown = price if price is not None else _api.COINS_PER_JOB
-            budget = CoinBudget(self.max_coins, spent=record.spent(unknown), price=price)
+            # What the earlier tries of this clearing paid (or may have paid) counts against the same
+            # budget; a price HitPaw did not name counts at the highest it named (or documents).
+            budget = CoinBudget(self.max_coins, spent=ledger.spent(), price=ledger.highest_price())
             affordable = budget.affordable()
             for index in missing[affordable:]:  # not even uploaded: the budget cannot cover them
                 jobs[index] = _error_dict(budget.refusal())
@@ -537,19 +557,17 @@ class SegmentImageBatchOperator(BaseOperator):
         progress = _SubmitProgress(self.log, len(to_submit))
         stopping: list[HitPawError] = []
         owner = {job: unique[index] for index, job in enumerate(jobs) if isinstance(job, str)}
-
+        created: dict[str, int | None] = {}
         handled: set[int] = set()
 
         def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
             index = to_submit[position][0]
-            if (
-                not isinstance(result, HitPawError)
-                and owner.setdefault(result.job_id, unique[index]) != unique[index]
-            ):
+            key = unique[index]
+            if not isinstance(result, HitPawError) and owner.setdefault(result.job_id, key) != key:
                 result = HitPawUntrustedAnswerError(
-                    f"HitPaw answered job id {result.job_id!r} for {_shown(shown_as[unique[index]])} too, "
+                    f"HitPaw answered job id {result.job_id!r} for {_shown(shown_as[key])} too, "
                     f"after {_shown(shown_as[owner[result.job_id]])}: one job cannot be two images; this "
-                    "image may have been charged and is not submitted again in this try"
+                    "image may have been charged and is not submitted again in this run"
                 )
             # An answer whose recording was interrupted comes again (call_many): record it again, but
             # count it once.
@@ -558,38 +576,38 @@ class SegmentImageBatchOperator(BaseOperator):
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
                 if first_time and _api.submission_ended_maybe_charged(type(result).__name__):
-                    self._maybe_charged += 1
+                    ledger.answer_lost(key)
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
             else:
                 jobs[index] = result.job_id
-                self._costs[result.job_id] = result.consume_coins
+                ledger.submitted(key, result.job_id, result.consume_coins)
+                created[result.job_id] = result.consume_coins
                 self._submitted_at.setdefault(result.job_id, round(time.time(), 1))
-                record.set(index, result.job_id, result.consume_coins)
-                self._created[index] = result.job_id
                 if first_time:
                     _metrics.count_submitted(result.consume_coins)
             if first_time:
                 progress.report(isinstance(result, HitPawError))
+            store.save_if_due(ledger)
 
         named: set[str] = set()
 
         def checkpoint() -> None:
             # Every paid job durable within FLUSH_SECONDS, whether answers come or not. When the task is
-            # being stopped (Airflow kills it seconds later), first named in the log, then recorded at once.
+            # being stopped (Airflow kills it seconds later), first named in the log, then saved at once.
             if not self._stop.is_set():
-                record.flush_if_due()
+                store.save_if_due(ledger)
                 return
             fresh = {
-                shown_as[unique[index]]: job
-                for index, job in enumerate(self._created)
-                if job and job not in named
+                shown_as[unique[i]]: job
+                for i, job in enumerate(jobs)
+                if isinstance(job, str) and job in created and job not in named
             }
             if fresh:
                 self.log.warning("Stopping; paid for so far: %s", _shown_jobs(fresh, limit=len(fresh)))
                 named.update(fresh.values())
-            if not record.write_failed:  # a store that is down would hold the stop past Airflow's kill
-                record.flush()
+            if not store.write_failed:  # a store that is down would hold the stop past Airflow's kill
+                store.save(ledger)
 
         try:
             hook.submit_segmentations(
@@ -602,9 +620,9 @@ class SegmentImageBatchOperator(BaseOperator):
                 checkpoint=checkpoint,
             )
         finally:
-            if not (self._stop.is_set() and record.write_failed):
-                record.flush()  # what was paid for stays findable, also when the task is stopped midway
-            self._log_costs(len(to_submit))
+            if not (self._stop.is_set() and store.write_failed):
+                store.save(ledger)  # what was paid for stays findable, also when the task is stopped midway
+            self._log_costs(created, len(to_submit))
         if budget is not None and budget.refused:
             self.log.warning(
                 "The budget of %s coins stopped the batch: %s spent, %d image(s) not submitted",
@@ -614,8 +632,8 @@ class SegmentImageBatchOperator(BaseOperator):
             )
         if self._stop.is_set() and not stopping:
             raise AirflowException(
-                "The task was asked to stop while submitting; the jobs already paid for are recorded"
-                + ("" if record.durable else " in its XCom 'submitted_jobs' and log")
+                "The task was asked to stop while submitting; the jobs already paid for are in "
+                + (store.where if store.durable(ledger) else "its XCom 'submitted_jobs' and log")
             )
         if stopping:
             # A bad key, no coins: the same for every image still to go, so the rest were not sent.
@@ -627,6 +645,39 @@ class SegmentImageBatchOperator(BaseOperator):
             if not any(isinstance(job, str) for job in jobs):
                 raise stop
         return jobs
+
+    def _reattach(
+        self,
+        hook: HitPawHook,
+        unique: list[str],
+        needed: set[str],
+        ledger: Ledger,
+        jobs: list[str | dict[str, Any] | None],
+    ) -> None:
+        """Wait again for the jobs the ledger holds where they can still end well; a job HitPaw forgot or
+        that ended in ERROR may be submitted again (it was paid for, and is counted)."""
+        reuse = [
+            (index, job)
+            for index, key in enumerate(unique)
+            if key in needed and (job := ledger.live_job(key))
+        ]
+        if not reuse:
+            return
+        statuses = hook.get_task_statuses([job for _, job in reuse], max_in_flight=self.max_in_flight)
+        for (index, job), status in zip(reuse, statuses, strict=True):
+            if isinstance(status, HitPawError):
+                if not _api.says_job_unknown(status):
+                    raise status  # cannot tell whether the job lives: better fail the try than pay twice
+                ledger.forgotten(unique[index], job)
+            elif status.is_failed:
+                ledger.ended(unique[index], job, completed=False)
+            else:
+                jobs[index] = job
+        self.log.info(
+            "%d of %d images wait for the jobs of an earlier try",
+            sum(isinstance(j, str) for j in jobs),
+            len(unique),
+        )
 
     def _log_plan(self, inputs: _Inputs, to_submit: int, budget: Any) -> None:
         """What the run will cost at most, before any coin is spent."""
@@ -644,17 +695,18 @@ class SegmentImageBatchOperator(BaseOperator):
             limit,
         )
 
-    def _log_costs(self, attempted: int) -> None:
-        fresh = list(self._costs.values())
+    def _log_costs(self, created: dict[str, int | None], attempted: int) -> None:
         if not attempted:
             return
-        known = [c for c in fresh if c is not None]
-        unknown = f" ({len(fresh) - len(known)} of unknown cost)" if len(known) < len(fresh) else ""
+        known = [c for c in created.values() if c is not None]
+        unknown = f" ({len(created) - len(known)} of unknown cost)" if len(known) < len(created) else ""
         self.log.info(
-            "%d of %d submissions created jobs: %s%s", len(fresh), attempted, coins_text(sum(known)), unknown
+            "%d of %d submissions created jobs: %s%s",
+            len(created),
+            attempted,
+            coins_text(sum(known)),
+            unknown,
         )
-
-    # -- waiting ---------------------------------------------------------------------------------------
 
     def _wait_in_process(self, hook: HitPawHook, job_ids: list[str]) -> BatchEvent:
         """The blocking twin of the batch trigger: the same rule (:class:`BatchWatch`), the same event."""
@@ -693,8 +745,8 @@ class SegmentImageBatchOperator(BaseOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, **carried: Any
     ) -> list[dict[str, Any]]:
-        """Resume with what the submission found (``carried``: its inputs, jobs, costs), rather than
-        reading every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
+        """Resume with what the submission found (``carried``: its inputs and jobs), rather than reading
+        every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
         if not all(isinstance(carried.get(name), list) for name in ("jobs", "inputs")):
             ti = context["ti"]
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
@@ -704,13 +756,12 @@ class SegmentImageBatchOperator(BaseOperator):
                     "already submitted are then paid for again)"
                 )
             carried = pushed
-        durable = _record_is_durable(context, carried)
+        store, ledger = self._resumed_ledger(context, carried)
         try:
             outcome = BatchEvent.from_payload(event)
             outcome.raise_if_stopped()
         except HitPawError as err:
-            raise self._failure_after_paying(err, durable=durable, paid=True) from err
-        self._costs = dict(carried.get("costs") or {})
+            raise self._failure(err, ledger, store) from err
         self._submitted_at = dict(carried.get("submitted_at") or {})
         judged = _Inputs.from_xcom(
             carried["inputs"],
@@ -718,26 +769,42 @@ class SegmentImageBatchOperator(BaseOperator):
             carried.get("identities"),
             carried.get("fingerprints"),
             carried.get("kept"),
+            carried.get("own"),
         )
-        record = BatchRecord(context, judged.unique, self.log)
-        if carried.get("record_incomplete"):
-            record.mark_incomplete()
-        try:
-            record.job_ids()  # which job ends an earlier try counted already
-        except Exception as err:  # the store is Airflow's: at worst an end is counted twice
-            self.log.warning(
-                "Airflow's task state store could not be read (%s); job ends may be counted twice",
-                type(err).__name__,
-            )
         with self._hook() as hook:
             try:
-                return self._finish(context, hook, judged, list(carried["jobs"]), outcome, record)
-            except HitPawError as err:
-                raise self._failure_after_paying(err, durable=durable, paid=True) from err
+                return self._finish(context, hook, judged, list(carried["jobs"]), outcome, ledger, store)
+            except BaseException as err:
+                raise self._failure(err, ledger, store) from err
+
+    def _resumed_ledger(self, context: Context, carried: dict[str, Any]) -> tuple[LedgerStore, Ledger]:
+        """The ledger as the submitting try left it: from its store, and from the XCom where the store
+        may lack some of it (then saved again at once: a retry finds it after all)."""
+        from airflow_provider_hitpaw._ledger import Ledger
+
+        store = self._ledger_store(context)
+        try:
+            ledger = store.load()
+        except HitPawError:
+            if not isinstance(carried.get("ledger"), dict):
+                raise
+            ledger = Ledger()
+        if isinstance(carried.get("ledger"), dict):
+            ledger.apply(carried["ledger"])
+            ledger.mark_all_changed()
+        jobs, inputs = carried.get("jobs"), carried.get("inputs")
+        if isinstance(jobs, list) and isinstance(inputs, list):
+            # The jobs the submitting try carried are paid for, whatever the ledger lacks.
+            judged = _Inputs.from_xcom(inputs, carried.get("rejected") or {}, carried.get("identities"))
+            for key, job in zip(judged.unique, jobs, strict=False):
+                if isinstance(job, str) and ledger.entry(key) is None:
+                    ledger.submitted(key, job, None)
+        store.save(ledger)
+        return store, ledger
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that Airflow ended (its timeout, a trigger that failed) fails the task; where no
-        durable record is kept, without a retry, which would pay again for every image."""
+        """A deferral that Airflow ended (its timeout, a trigger that failed) fails the task; by the one
+        rule of :meth:`_failure`, without a retry where the retry could not find the jobs."""
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except AirflowException as err:
@@ -745,17 +812,15 @@ class SegmentImageBatchOperator(BaseOperator):
                 raise
             ti = context["ti"]
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
-            jobs = pushed.get("jobs", []) if isinstance(pushed, dict) else []
-            paid = sum(isinstance(job, str) for job in jobs)
+            carried = pushed if isinstance(pushed, dict) else {}
+            jobs = carried.get("jobs", [])
+            paid = sum(isinstance(job, str) for job in jobs) if isinstance(jobs, list) else 0
             message = _deferral.deferral_failure(err, f"The batch's {paid} HitPaw jobs (already paid for)")
-            if _record_is_durable(context, pushed if isinstance(pushed, dict) else {}):
-                raise HitPawTimeoutError(f"{message}; a retry waits for the same jobs") from err
-            raise fail_without_retry(
-                f"{message}; not retried automatically: a retry could not find every job (this Airflow "
-                "keeps no task state store, or a write to it failed) and would pay for them again"
-            ) from err
-
-    # -- results ---------------------------------------------------------------------------------------
+            store, ledger = self._resumed_ledger(context, carried)
+            failure = self._failure(
+                HitPawTimeoutError(f"{message}; a retry waits for the same jobs"), ledger, store
+            )
+            raise failure from err
 
     def _finish(
         self,
@@ -764,40 +829,51 @@ class SegmentImageBatchOperator(BaseOperator):
         inputs: _Inputs,
         jobs: list[Any],
         outcome: BatchEvent,
-        record: BatchRecord,
+        ledger: Ledger,
+        store: LedgerStore,
     ) -> list[dict[str, Any]]:
-        """One result per input, in input order, with the result URLs of the completed jobs."""
+        """One result per input, in input order, with the result URLs of the completed jobs; what each
+        input cost is read from the ledger."""
         failed, pending = outcome.failed, set(outcome.pending)
-        done = [job for job in jobs if isinstance(job, str) and job not in failed and job not in pending]
+        unreadable: dict[str, str] = dict(getattr(outcome, "unreadable", None) or {})
+        ended = set(failed) | pending | set(unreadable)
+        done = [job for job in jobs if isinstance(job, str) and job not in ended]
         statuses = dict(
             zip(done, hook.get_task_statuses(done, max_in_flight=self.max_in_flight), strict=True)
         )
         shown_as = inputs.representative()
         by_key: dict[str, dict[str, Any]] = {}
         for key, job in zip(inputs.unique, jobs, strict=True):
-            result = _result(
-                shown_as[key], job, failed, pending, statuses.get(job) if isinstance(job, str) else None
-            )
+            status = statuses.get(job) if isinstance(job, str) else None
+            result = _result(shown_as[key], job, failed, pending, status)
+            if isinstance(job, str) and job in unreadable:
+                result.update(
+                    status="UNKNOWN",
+                    error={"type": "HitPawUnreadableStatusError", "code": None, "message": unreadable[job]},
+                )
             if isinstance(job, str):
-                result["consume_coins"] = self._costs.get(job)
+                if result["status"] == "COMPLETED":
+                    ledger.ended(key, job, completed=True)
+                elif result["status"] == "ERROR":
+                    ledger.ended(key, job, completed=False)
             if self.source_paths is not None:
                 # The input was a file; HitPaw fetched its uploaded copy (the job's original_url).
-                uploaded = statuses.get(job) if isinstance(job, str) else None
-                result["file_url"] = getattr(uploaded, "original_url", None)
+                result["file_url"] = getattr(status, "original_url", None)
             by_key[key] = {**result, "reused": False}
         by_input: dict[str, dict[str, Any]] = {}
         for identity in inputs.identities:
             if identity in inputs.kept:
                 url = None if self.source_paths is not None else identity
                 by_input[identity] = {"file_url": url, **inputs.kept[identity], "error": None}
+                if identity in inputs.own:
+                    by_input[identity]["reused"] = False
             else:
                 by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
-            self._keep_results(hook, inputs, by_input)
-        # Whether a retry would find every job: decided before the counted marks are written, whose
-        # failed write loses no job.
-        durable = record.durable
-        self._count_ends(inputs, jobs, by_input, record)
+            self._keep_results(hook, inputs, by_input, ledger)
+        self._price_results(inputs, by_input, ledger)
+        self._count_ends(inputs, by_input, ledger)
+        store.save(ledger)
         results = []
         for item in inputs.given:
             if item in inputs.identity_of:
@@ -809,37 +885,48 @@ class SegmentImageBatchOperator(BaseOperator):
             if self.source_paths is not None:
                 result["source_path"] = item
             results.append(result)
-        return self._report(context, results, durable=durable)
+        return self._report(context, results, ledger, store)
 
-    def _count_ends(
-        self, inputs: _Inputs, jobs: list[Any], by_input: dict[str, dict[str, Any]], record: BatchRecord
-    ) -> None:
-        """Count, once, the jobs this try finishes with: completed (with every input's results kept where
-        asked) or failed. A completed job whose results could not be kept is left to the retry that keeps
-        them; a job an earlier try counted (its record says so, on 3.3) is not counted again."""
+    @staticmethod
+    def _price_results(inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
+        """Each key's coins on the first of its inputs (the others 0, with the same job), as this run
+        paid them (every job of the key, an ERROR retried included); reused pairs cost nothing."""
+        priced: set[str] = set()
+        for identity in inputs.identities:
+            result = by_input[identity]
+            key = inputs.key_of(identity)
+            if result.get("reused") or key in priced:
+                result["consume_coins"] = 0
+                continue
+            priced.add(key)
+            result["consume_coins"] = ledger.coins_paid(key)
+
+    def _count_ends(self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
+        """Count, once per clearing, the jobs this try finishes with: completed (with every input's
+        results kept where asked) or failed. A completed job whose results could not be kept is left to
+        the retry that keeps them."""
         results_of: dict[str, list[dict[str, Any]]] = {}
-        for result in by_input.values():
+        for identity, result in by_input.items():
             if isinstance(result.get("job_id"), str) and not result.get("reused"):
-                results_of.setdefault(result["job_id"], []).append(result)
+                results_of.setdefault(inputs.key_of(identity), []).append(result)
         completed = failed = 0
         durations: list[float] = []
         now = time.time()
-        for index, job in enumerate(jobs):
-            if not isinstance(job, str) or job not in results_of or record.counted(index):
+        for key, results in results_of.items():
+            entry = ledger.entry(key)
+            if entry is None or entry.job_id is None or entry.counted or entry.job_id != results[0]["job_id"]:
                 continue
-            results = results_of[job]
             if results[0]["status"] == "COMPLETED" and not any(r.get("error") for r in results):
                 completed += 1
             elif results[0]["status"] == "ERROR":
                 failed += 1
             else:
                 continue
-            seconds = _metrics.seconds_since(self._submitted_at.get(job), now)
+            seconds = _metrics.seconds_since(self._submitted_at.get(entry.job_id), now)
             if seconds is not None:
                 durations.append(seconds)
-            record.mark_counted(index)
+            ledger.count(key)
         _metrics.count_ended(completed=completed, failed=failed, durations=durations)
-        record.flush()
 
     def _push_folder_link(self, context: Context) -> None:
         from airflow_provider_hitpaw import storage
@@ -856,9 +943,11 @@ class SegmentImageBatchOperator(BaseOperator):
             return
         push_links(context, {"folder": folder_address(folder)})
 
-    def _keep_results(self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]]) -> None:
+    def _keep_results(
+        self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger
+    ) -> None:
         """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
-        A copy that fails marks its image as failed; the others are kept."""
+        A copy that fails marks its image as failed; the others are kept, and the ledger says so."""
         from concurrent.futures import ThreadPoolExecutor
 
         from airflow_provider_hitpaw import storage
@@ -886,13 +975,20 @@ class SegmentImageBatchOperator(BaseOperator):
         completed = [
             (source, r)
             for source, r in by_input.items()
-            if r["status"] == "COMPLETED" and not r.get("reused")
+            if r["status"] == "COMPLETED" and source not in inputs.kept
         ]
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
             list(pool.map(keep, completed))
-        self.log.info("Kept %d cut-outs and masks in %s", len(completed), self.output_path)
-        if inputs.kept:
-            self.log.info("%d were kept there by an earlier run and reused", len(inputs.kept))
+        kept = [source for source, result in completed if not result.get("error")]
+        for source in kept:
+            ledger.kept(inputs.key_of(source), source)
+        self.log.info("Kept %d cut-outs and masks in %s", len(kept), _shown(self.output_path))
+        if len(inputs.kept) > len(inputs.own):
+            self.log.info(
+                "%d were kept there by an earlier run and reused", len(inputs.kept) - len(inputs.own)
+            )
+        if inputs.own:
+            self.log.info("%d were kept there by an earlier try of this run", len(inputs.own))
 
     def _log_failures(self, bad: list[dict[str, Any]]) -> None:
         """Why the failures failed, once, by kind (not one line per image), with an example of each."""
@@ -908,19 +1004,24 @@ class SegmentImageBatchOperator(BaseOperator):
             )
 
     def _report(
-        self, context: Context, results: list[dict[str, Any]], *, durable: bool
+        self, context: Context, results: list[dict[str, Any]], ledger: Ledger, store: LedgerStore
     ) -> list[dict[str, Any]]:
         bad = [r for r in results if r["status"] != "COMPLETED" or r["error"]]
-        known = [r["consume_coins"] for r in results if isinstance(r.get("consume_coins"), int)]
+        known = sum(r["consume_coins"] for r in results if isinstance(r.get("consume_coins"), int))
+        lost = sum(entry.lost for entry in ledger.entries.values())
+        unknown = sum(1 for e in ledger.entries.values() if e.job_id is not None and e.coins is None)
         self.log.info(
-            "Batch done: %d/%d completed, %d not; %s",
+            "Batch done: %d/%d completed, %d not; %s%s%s",
             len(results) - len(bad),
             len(results),
             len(bad),
-            coins_text(sum(known)) if known else "no coins known to be spent",
+            coins_text(known),
+            f", and {lost} submission(s) whose answer was lost may have been charged" if lost else "",
+            f", and {unknown} job(s) whose price HitPaw did not name" if unknown else "",
         )
         self._log_failures(bad)
         if not bad or not self.fail_on_error or len(bad) <= self._allowed_failures(len(results)):
+            store.discard()  # the batch is over; its kept records say what it made
             return results
         context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=results)
         shown = "; ".join(f"{_shown(r.get('source_path') or r['file_url'])}: {r['status']}" for r in bad[:5])
@@ -928,15 +1029,7 @@ class SegmentImageBatchOperator(BaseOperator):
             f"{len(bad)} of {len(results)} images were not segmented ({shown}); the per-image results are "
             f"in XCom under {RESULTS_XCOM_KEY!r}"
         )
-        if durable:
-            raise AirflowException(message)
-        # Without a record across tries a retry could not tell paid jobs from missing ones.
-        if any(
-            r["job_id"] or _api.submission_ended_maybe_charged((r["error"] or {}).get("type"))
-            for r in results
-        ):
-            raise AirflowFailException(f"{message} (no automatic retry: it could not find every job paid)")
-        raise AirflowFailException(f"{message}; {_NOTHING_PAID_NO_RETRY}")
+        raise self._failure(AirflowException(message), ledger, store)
 
 
 def _kind(result: dict[str, Any]) -> str:
@@ -986,6 +1079,15 @@ def _result(
 def _shown(item: Any) -> str:
     """An input as a message shows it: a URL without its query (a signature) or its credentials."""
     return _api.url_without_query(str(item)) if "://" in str(item) else str(item)
+
+
+def _words(err: BaseException) -> str:
+    """An error as a task failure shows it: a HitPaw error's own text, anything else with its type."""
+    return str(err) if isinstance(err, HitPawError) else f"{type(err).__name__}: {err}"
+
+
+def _without_credentials(paid: dict[str, str]) -> dict[str, str]:
+    return {_shown(item): job for item, job in paid.items()}
 
 
 def _shown_jobs(paid: dict[str, str], limit: int = 20) -> str:

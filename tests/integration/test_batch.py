@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -110,15 +111,22 @@ def test_a_retry_reuses_the_jobs_of_the_earlier_try(hitpaw_emulator: Any) -> Non
 
 
 def test_a_retry_submits_again_only_the_images_that_failed(hitpaw_emulator: Any) -> None:
-    inputs = urls(hitpaw_emulator, 4)
+    inputs = [*urls(hitpaw_emulator, 3), hitpaw_emulator.sample_url("broken.jpg")]
     store = FakeStateStore()
-    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, fail_on_error=False)
-    first = run_deferred(operator, task_context(store=store))
-    hitpaw_emulator.fail_job(first[2]["job_id"])
-    second = run_deferred(operator, task_context(store=store))
-    assert [r["job_id"] for r in second][:2] == [r["job_id"] for r in first][:2]
-    assert second[2]["job_id"] != first[2]["job_id"]
+    operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1)
+    first_try = task_context(store=store)
+    with pytest.raises(AirflowException, match="1 of 4 images"):
+        run_deferred(operator, first_try)
+    first = first_try["ti"].xcom["results"]
+    retry = task_context(store=store, try_number=2)
+    with pytest.raises(AirflowException, match="1 of 4 images"):
+        run_deferred(operator, retry)
+    second = retry["ti"].xcom["results"]
+    assert [r["job_id"] for r in second][:3] == [r["job_id"] for r in first][:3]
+    assert second[3]["job_id"] != first[3]["job_id"]
     assert len(hitpaw_emulator.state()["jobs"]) == 5
+    # What the run paid is reported, the ERROR job of the first try included.
+    assert [r["consume_coins"] for r in second] == [20, 20, 20, 40]
 
 
 def test_a_bad_key_fails_the_batch_without_retries(
@@ -321,13 +329,14 @@ def test_a_store_that_fails_to_write_costs_the_batch_nothing_it_paid_for(
     results = run_deferred(operator, task_context(store=FailingStateStore()))
     assert [r["status"] for r in results] == ["COMPLETED"] * 6
     assert len(hitpaw_emulator.state()["jobs"]) == 6
-    assert "could not record this batch's jobs (RuntimeError: API server answered 503)" in log_text()
+    said = "could not be saved to Airflow's task state store (RuntimeError: API server answered 503)"
+    assert said in log_text()
 
 
 def test_the_record_is_written_once_the_store_is_back(hitpaw_emulator: Any, log_text: Any) -> None:
     """One failed write once stopped the recording for the rest of the try: a time-out after the store
     came back still left the retry an empty record, and it paid for every image again."""
-    from airflow_provider_hitpaw.operators._batch_record import BatchRecord
+    from airflow_provider_hitpaw._ledger_store import LedgerStore
 
     hitpaw_emulator.set_faults(["slow:delay_s=0.3,paths=/api/image-segmentation"])
     inputs = urls(hitpaw_emulator, 24)  # 3.6 s of submissions: the first write (at 2 s) fails
@@ -338,9 +347,10 @@ def test_the_record_is_written_once_the_store_is_back(hitpaw_emulator: Any, log_
     )
     with pytest.raises(TaskDeferred):
         operator.execute(task_context(store=store))
-    recorded = BatchRecord(task_context(store=store), inputs).job_ids()
+    ledger = LedgerStore.for_task(task_context(store=store), None, logging.getLogger()).load()
+    recorded = [entry.job_id for entry in ledger.entries.values()]
     assert sorted(recorded) == sorted(job["job_id"] for job in hitpaw_emulator.state()["jobs"])
-    assert "records this batch's jobs again" in log_text()
+    assert "is saved to Airflow's task state store again" in log_text()
 
 
 @pytest.mark.parametrize("store_works", [True, False], ids=["store-works", "store-fails"])
@@ -469,7 +479,7 @@ def test_no_coin_spent_is_said_only_when_true(hitpaw_emulator: Any) -> None:
 def test_after_a_failed_store_write_a_failure_after_paying_is_final(hitpaw_emulator: Any) -> None:
     inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
     operator = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, retries=1)
-    with pytest.raises(AirflowFailException, match="no automatic retry: it could not find every job paid"):
+    with pytest.raises(AirflowFailException, match="not retried automatically: this batch has paid"):
         run_deferred(operator, task_context(store=FailingStateStore()))
 
 

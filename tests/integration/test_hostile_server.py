@@ -457,9 +457,12 @@ def test_on_kill_stops_the_batch_and_records_every_paid_job(hitpaw_emulator: Any
     created = {job["job_id"] for job in jobs(hitpaw_emulator)}
     # Nothing starts after on_kill; only what was in flight (max_in_flight) may still land.
     assert len(created) <= at_kill + 4, f"{len(created)} submissions: the batch went on after on_kill"
-    from airflow_provider_hitpaw.operators._batch_record import BatchRecord
+    import logging
 
-    recorded = {job for job in BatchRecord(task_context(store=store), urls).job_ids() if job}
+    from airflow_provider_hitpaw._ledger_store import LedgerStore
+
+    ledger = LedgerStore.for_task(task_context(store=store), None, logging.getLogger()).load()
+    recorded = {entry.job_id for entry in ledger.entries.values() if entry.job_id}
     assert recorded == created, "a paid job went unrecorded"
     # Named in the log too, before the store is written to (a slow store can outlast Airflow's kill).
     logged = log_text()

@@ -23,8 +23,8 @@ if airflow.__version__.startswith("2."):
 pytest.importorskip("airflow.providers.celery")
 psycopg2 = pytest.importorskip("psycopg2")
 
+from airflow_provider_hitpaw._ledger_store import LedgerStore  # noqa: E402
 from airflow_provider_hitpaw.emulator.runner import EmulatorServer  # noqa: E402
-from airflow_provider_hitpaw.operators._batch_record import BatchRecord  # noqa: E402
 from tests.integration.production.shape import PG_BIN, Postgres, production_cluster  # noqa: E402
 
 if PG_BIN is None:
@@ -244,7 +244,7 @@ def test_a_worker_killed_while_a_batch_submits_costs_its_retry_nothing_recorded(
             break
         first_try.append(job)
     last = first_try[-1]["submitted_at"]
-    unrecorded = sum(1 for job in first_try if job["submitted_at"] >= last - BatchRecord.FLUSH_SECONDS - 0.5)
+    unrecorded = sum(1 for job in first_try if job["submitted_at"] >= last - LedgerStore.FLUSH_SECONDS - 0.5)
     print(
         f"\nkilled at {killed_at_jobs} jobs; {len(jobs)} jobs for {len(urls)} images ({paid_twice} paid "
         f"twice; {unrecorded} submitted in the last flush interval)"

@@ -23,13 +23,14 @@ URL = "https://images.example.test/shoe-042.jpg"
 class TestDeferralEndedByAirflow:
     def test_a_batch_without_a_store_fails_for_good(self) -> None:
         context = task_context()
-        context["ti"].xcom_push(
-            key="hitpaw_batch_submission", value={"jobs": ["j-1", "j-2"], "inputs": [], "rejected": {}}
-        )
-        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
+        other = URL.replace("042", "043")
+        carried = {"jobs": ["j-1", "j-2"], "inputs": [URL, other], "rejected": {}}
+        context["ti"].xcom_push(key="hitpaw_batch_submission", value=carried)
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL, other])
         with pytest.raises(AirflowFailException, match="2 HitPaw jobs") as raised:
             batch.resume_execution("__fail__", TIMED_OUT, context)
-        assert "a retry could not find every job" in str(raised.value)
+        assert "this batch has paid for images" in str(raised.value)
+        assert "a retry could not find their jobs" in str(raised.value)
 
     def test_a_batch_with_a_store_fails_normally_so_a_retry_waits_for_its_jobs(self) -> None:
         batch = SegmentImageBatchOperator(task_id="b", file_urls=[URL])
