@@ -60,6 +60,9 @@ class Entry:
     counted: bool = False
     #: Digests of the inputs of this key whose files this clearing kept.
     kept: list[str] = field(default_factory=list)
+    #: The digest of the input submitted for this key: where its coins are reported if the key is gone
+    #: by a later try (a source edited between tries is another key).
+    made_for: str | None = None
 
     def to_payload(self) -> list[Any]:
         return [
@@ -70,13 +73,14 @@ class Entry:
             self.lost,
             self.counted,
             self.kept,
+            self.made_for,
         ]
 
     @classmethod
     def from_payload(cls, value: Any) -> Entry | None:
-        if not isinstance(value, list) or len(value) != 7:
+        if not isinstance(value, list) or len(value) != 8:
             return None
-        state, job_id, coins, earlier, lost, counted, kept = value
+        state, job_id, coins, earlier, lost, counted, kept, made_for = value
         try:
             parsed = State(state)
         except ValueError:
@@ -91,6 +95,7 @@ class Entry:
             _count(lost) or 0,
             counted is True,
             [str(item) for item in kept],
+            made_for if isinstance(made_for, str) else None,
         )
 
 
@@ -111,8 +116,9 @@ class Ledger:
 
     # -- what happens -----------------------------------------------------------------------------------
 
-    def submitted(self, key: str, job_id: str, coins: int | None) -> None:
-        """HitPaw answered a submission with a job (and its price, when it named one)."""
+    def submitted(self, key: str, job_id: str, coins: int | None, made_for: str | None = None) -> None:
+        """HitPaw answered a submission for the input ``made_for`` with a job (and its price, when it
+        named one)."""
         entry = self.entries.get(digest(key))
         if entry is not None and entry.job_id == job_id:
             return  # an answer recorded twice (the hook hands an interrupted answer on again)
@@ -123,11 +129,14 @@ class Ledger:
             earlier = entry.earlier_coins
             if entry.job_id is not None:
                 earlier += entry.coins if entry.coins is not None else _api.COINS_PER_JOB
-        self._set(key, Entry(State.SUBMITTED, job_id, coins, earlier, lost))
+        named = digest(made_for) if made_for is not None else entry.made_for if entry is not None else None
+        self._set(key, Entry(State.SUBMITTED, job_id, coins, earlier, lost, made_for=named))
 
-    def answer_lost(self, key: str) -> None:
+    def answer_lost(self, key: str, made_for: str | None = None) -> None:
         """A submission's answer was lost (or unusable) after HitPaw may have charged for it."""
         entry = self.entries.get(digest(key)) or Entry(State.LOST)
+        if made_for is not None:
+            entry.made_for = digest(made_for)
         if entry.job_id is not None and entry.state is State.FAILED:
             entry.earlier_coins += entry.coins if entry.coins is not None else _api.COINS_PER_JOB
             entry.job_id, entry.coins = None, None
@@ -190,6 +199,22 @@ class Ledger:
         (HitPaw named none, or an answer was lost) and no ``unknown_price`` is given to count it at."""
         entry = self.entry(key)
         return 0 if entry is None else _paid(entry, unknown_price)
+
+    def paid_for_gone_keys(
+        self, keys: list[str], unknown_price: int | None = None
+    ) -> dict[str | None, int | None]:
+        """What this clearing paid for keys no input has any more (a source edited or gone between
+        tries), by the digest of the input each was made for: reported with that input, if it is still
+        there, so that what a run reports adds up to what it paid."""
+        current = {digest(key) for key in keys}
+        paid: dict[str | None, int | None] = {}
+        for name, entry in self.entries.items():
+            if name in current:
+                continue
+            coins = _paid(entry, unknown_price)
+            before = paid.get(entry.made_for, 0)
+            paid[entry.made_for] = None if coins is None or before is None else before + coins
+        return paid
 
     def highest_price(self) -> int | None:
         """The highest price HitPaw named for a job of this ledger; None when it named none."""

@@ -576,12 +576,12 @@ class SegmentImageBatchOperator(BaseOperator):
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
                 if first_time and _api.submission_ended_maybe_charged(type(result).__name__):
-                    ledger.answer_lost(key)
+                    ledger.answer_lost(key, made_for=shown_as[key])
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
             else:
                 jobs[index] = result.job_id
-                ledger.submitted(key, result.job_id, result.consume_coins)
+                ledger.submitted(key, result.job_id, result.consume_coins, made_for=shown_as[key])
                 created[result.job_id] = result.consume_coins
                 self._submitted_at.setdefault(result.job_id, round(time.time(), 1))
                 if first_time:
@@ -887,19 +887,32 @@ class SegmentImageBatchOperator(BaseOperator):
             results.append(result)
         return self._report(context, results, ledger, store)
 
-    @staticmethod
-    def _price_results(inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
+    def _price_results(self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
         """Each key's coins on the first of its inputs (the others 0, with the same job), as this run
-        paid them (every job of the key, an ERROR retried included); reused pairs cost nothing."""
+        paid them: every job of the key (an ERROR retried included), and what an earlier try paid for
+        an input since edited; reused pairs cost nothing. So the results add up to what HitPaw charged."""
+        from airflow_provider_hitpaw._ledger import digest
+
+        gone = ledger.paid_for_gone_keys(inputs.unique)
         priced: set[str] = set()
         for identity in inputs.identities:
             result = by_input[identity]
             key = inputs.key_of(identity)
             if result.get("reused") or key in priced:
-                result["consume_coins"] = 0
-                continue
-            priced.add(key)
-            result["consume_coins"] = ledger.coins_paid(key)
+                coins: int | None = 0
+            else:
+                priced.add(key)
+                coins = ledger.coins_paid(key)
+            if digest(identity) in gone:
+                earlier = gone.pop(digest(identity))
+                coins = None if coins is None or earlier is None else coins + earlier
+            result["consume_coins"] = coins
+        if gone:
+            self.log.warning(
+                "Earlier tries of this run also paid for %d input(s) that are no longer in the batch: %s",
+                len(gone),
+                coins_text(sum(c or 0 for c in gone.values())),
+            )
 
     def _count_ends(self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
         """Count, once per clearing, the jobs this try finishes with: completed (with every input's

@@ -110,12 +110,22 @@ def test_unreadable_entries_are_skipped_as_if_never_written() -> None:
     ledger = Ledger()
     ledger.apply(
         {
-            "a": ["submitted", "job-1", 20, 0, 0, False, []],
-            "b": ["no-such-state", "job-2", 20, 0, 0, False, []],
-            "c": ["submitted", 7, 20, 0, 0, False, []],
+            "a": ["submitted", "job-1", 20, 0, 0, False, [], None],
+            "b": ["no-such-state", "job-2", 20, 0, 0, False, [], None],
+            "c": ["submitted", 7, 20, 0, 0, False, [], None],
             "d": "job-4",
         }
     )
     assert list(ledger.entries) == ["a"]
     ledger.apply(["not", "a", "dict"])
     assert list(ledger.entries) == ["a"]
+
+
+def test_what_was_paid_for_an_edited_input_is_reported_with_it() -> None:
+    ledger = Ledger()
+    ledger.submitted("content:v1", "job-1", 20, made_for="raw/sku-1/main.jpg")
+    ledger.submitted("content:w1", "job-2", 20, made_for="raw/sku-2/main.jpg")
+    ledger.submitted("content:v2", "job-3", 20, made_for="raw/sku-1/main.jpg")  # edited between tries
+    gone = ledger.paid_for_gone_keys(["content:v2", "content:w1"])
+    assert gone == {digest("raw/sku-1/main.jpg"): 20}
+    assert ledger.spent() == 60

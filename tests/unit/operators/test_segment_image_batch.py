@@ -1,17 +1,21 @@
 """SegmentImageBatchOperator (thousands of images in one task): what it says when Airflow ends its
 deferral, with and without a task state store to find its jobs again.
 
-The rest of it (submitting, waiting, keeping results) is tested against the emulator, in
-``tests/integration/test_batch.py``.
+What a run pays across its tries is checked here against the emulator's books; the rest of it
+(submitting, waiting, keeping results) against the emulator in ``tests/integration/test_batch.py``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawTimeoutError
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+from tests.conftest import run_deferred
 from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
 
 URL = "https://images.example.test/shoe-042.jpg"
@@ -57,3 +61,202 @@ def test_a_timeout_that_leaves_no_wait_is_refused_when_the_dag_is_parsed(timeout
     """A batch with no time to wait would pay for every image and then fail."""
     with pytest.raises(HitPawConfigurationError, match="timeout: must be more than 0 seconds"):
         SegmentImageBatchOperator(task_id="b", file_urls=[URL], timeout=timeout)
+
+
+# --- what a run pays, across its tries: the ledger, against the emulator's books -----------------------
+
+COST = 20
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-off in hundredths of seconds: the hook's retries are not what these tests look at."""
+    from airflow_provider_hitpaw import _api
+    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+
+    real = hooks._HitPawHookBase.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.01, max_delay=0.05))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)
+
+
+def jobs_of(emulator: Any) -> list[dict[str, Any]]:
+    return list(emulator.state()["jobs"])
+
+
+def charged(emulator: Any) -> int:
+    return COST * len(jobs_of(emulator))
+
+
+def reported(results: list[dict[str, Any]]) -> int:
+    return sum(r["consume_coins"] or 0 for r in results)
+
+
+def fails_with_results(operator: Any, context: dict[str, Any], match: str) -> list[dict[str, Any]]:
+    with pytest.raises(AirflowException, match=match):
+        run_deferred(operator, context)
+    return list(context["ti"].xcom["results"])
+
+
+def photos(emulator: Any, folder: Path, count: int) -> list[str]:
+    """``count`` distinct photos in ``folder``, as a catalogue holds them."""
+    import requests
+
+    image = requests.get(emulator.sample_url("shoe.jpg"), timeout=10).content
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"sku-{n:03d}" / "main.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(image + f"copy {n}".encode())
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.usefixtures("quick_retries")
+class TestWhatARunPays:
+    def test_a_lost_answer_is_not_paid_for_again_by_a_retry(self, hitpaw_emulator: Any) -> None:
+        """Each retry once submitted (and paid for) an image whose answer was lost again."""
+        hitpaw_emulator.set_faults(["drop:first_n=2,after_commit=true,paths=/api/image-segmentation"])
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1, max_in_flight=1)
+        first = fails_with_results(batch, task_context(store=store), "1 of 2 images")
+        assert [r["error"]["type"] if r["error"] else None for r in first] == [
+            "HitPawSubmissionUnknownError",
+            None,
+        ]
+        paid = charged(hitpaw_emulator)
+        for try_number in (2, 3):
+            again = fails_with_results(
+                batch, task_context(store=store, try_number=try_number), "1 of 2 images"
+            )
+            assert again[0]["error"]["type"] == "HitPawSubmissionUnknownError"
+            assert "not submitted again" in again[0]["error"]["message"]
+        assert charged(hitpaw_emulator) == paid
+
+    def test_a_lost_answer_counts_against_the_budget_of_a_retry(self, hitpaw_emulator: Any) -> None:
+        hitpaw_emulator.set_faults(["drop:first_n=2,after_commit=true,paths=/api/image-segmentation"])
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, poll_interval=1, max_in_flight=1, max_coins=COST
+        )
+        fails_with_results(batch, task_context(store=store), "2 of 2 images")
+        again = fails_with_results(batch, task_context(store=store, try_number=2), "2 of 2 images")
+        assert again[1]["error"]["type"] == "HitPawBudgetError"
+        assert len(jobs_of(hitpaw_emulator)) == 2  # the lost answer and the hook's one resend
+
+    def test_one_edited_source_alone_is_paid_for_again(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        """The record was keyed by all inputs: one edit between tries made the retry pay for all."""
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(
+            task_id="b", source_paths=sources, output_path=str(tmp_path / "out"), poll_interval=1
+        )
+        with pytest.raises(TaskDeferred):
+            batch.execute(task_context(store=store))  # ... and the worker dies
+        Path(sources[1]).write_bytes(Path(sources[1]).read_bytes() + b"edited")
+        results = run_deferred(batch, task_context(store=store, try_number=2))
+        assert [r["status"] for r in results] == ["COMPLETED"] * 3
+        assert len(jobs_of(hitpaw_emulator)) == 4
+        assert reported(results) == charged(hitpaw_emulator)
+
+    def test_a_source_that_appears_for_the_retry_costs_one_image(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        late = Path(sources[2]).read_bytes()
+        Path(sources[2]).unlink()
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            source_paths=sources,
+            output_path=str(tmp_path / "out"),
+            poll_interval=1,
+            max_failed=1,
+        )
+        with pytest.raises(TaskDeferred):
+            batch.execute(task_context(store=store))
+        Path(sources[2]).write_bytes(late)
+        results = run_deferred(batch, task_context(store=store, try_number=2))
+        assert [r["status"] for r in results] == ["COMPLETED"] * 3
+        assert len(jobs_of(hitpaw_emulator)) == 3
+
+    def test_inputs_sharing_a_job_report_its_price_once(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        """Two names for one photo each reported 20 coins for their one shared job."""
+        [source] = photos(hitpaw_emulator, tmp_path / "raw", 1)
+        twin = tmp_path / "raw" / "twin.jpg"
+        twin.write_bytes(Path(source).read_bytes())
+        batch = SegmentImageBatchOperator(task_id="b", source_paths=[source, str(twin)], poll_interval=1)
+        results = run_deferred(batch, task_context())
+        assert results[0]["job_id"] == results[1]["job_id"]
+        assert [r["consume_coins"] for r in results] == [COST, 0]
+        assert reported(results) == charged(hitpaw_emulator)
+
+    def test_under_skip_a_retry_reports_what_its_first_try_paid(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """A retry reported its own first try's pairs as reused, for 0 coins: the run paid 60, said 20."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), overwrite="skip", poll_interval=1
+        )
+        fails_with_results(batch, task_context(store=store), "1 of 2 images")
+        again = fails_with_results(batch, task_context(store=store, try_number=2), "1 of 2 images")
+        assert again[0]["reused"] is False
+        assert again[0]["consume_coins"] == COST
+        assert reported(again) == charged(hitpaw_emulator) == 3 * COST
+
+    def test_overwrite_fail_refuses_results_already_there_before_paying(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """The check ran after paying: a re-run paid for every image, then failed."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        run_deferred(
+            SegmentImageBatchOperator(task_id="b", file_urls=inputs, output_path=str(tmp_path)),
+            task_context(),
+        )
+        paid = charged(hitpaw_emulator)
+        rerun = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), overwrite="fail", poll_interval=1
+        )
+        with pytest.raises(AirflowFailException, match="exists already and overwrite='fail' keeps it"):
+            rerun.execute(task_context())
+        assert charged(hitpaw_emulator) == paid
+
+    def test_overwrite_fail_lets_a_retry_keep_what_its_first_try_kept(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """A retry under fail refused the files its own first try kept, and could never succeed."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("broken.jpg")]
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), overwrite="fail", poll_interval=1
+        )
+        fails_with_results(batch, task_context(store=store), "1 of 2 images")
+        again = fails_with_results(batch, task_context(store=store, try_number=2), "1 of 2 images")
+        assert again[0]["status"] == "COMPLETED"
+        assert again[0]["error"] is None
+        assert again[0]["consume_coins"] == COST
+
+    def test_with_an_output_path_a_retry_finds_its_jobs_on_any_airflow(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """Without Airflow 3.3's store a retry refused to run at all; the ledger in the output folder
+        lets it wait for the jobs its first try paid for."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), poll_interval=1
+        )
+        with pytest.raises(TaskDeferred):
+            batch.execute(task_context())  # no task state store: Airflow before 3.3
+        results = run_deferred(batch, task_context(try_number=2))
+        assert [r["status"] for r in results] == ["COMPLETED"] * 2
+        assert len(jobs_of(hitpaw_emulator)) == 2
+        assert reported(results) == charged(hitpaw_emulator)
+        assert not (tmp_path / ".hitpaw-ledger").exists(), "a finished batch leaves its ledger behind"
