@@ -52,7 +52,8 @@ class Entry:
     job_id: str | None = None
     #: What HitPaw said the current job cost (None: it did not say).
     coins: int | None = None
-    #: Coins of this key's earlier jobs that ended in ERROR or were forgotten: paid all the same.
+    #: Coins of charges that are not the current job: earlier jobs that ended in ERROR or were forgotten,
+    #: answers refused for their job id. Paid all the same.
     earlier_coins: int = 0
     #: Answers lost after HitPaw may have charged (each may have cost a price).
     lost: int = 0
@@ -132,8 +133,10 @@ class Ledger:
         named = digest(made_for) if made_for is not None else entry.made_for if entry is not None else None
         self._set(key, Entry(State.SUBMITTED, job_id, coins, earlier, lost, made_for=named))
 
-    def answer_lost(self, key: str, made_for: str | None = None) -> None:
-        """A submission's answer was lost (or unusable) after HitPaw may have charged for it."""
+    def answer_lost(self, key: str, made_for: str | None = None, charged: int | None = None) -> None:
+        """A submission's answer was lost, or unusable, after HitPaw may have charged for it (``charged``:
+        the price an unusable answer named, so the charge is known). It is not sent again in this
+        clearing."""
         entry = self.entries.get(digest(key)) or Entry(State.LOST)
         if made_for is not None:
             entry.made_for = digest(made_for)
@@ -141,7 +144,10 @@ class Ledger:
             entry.earlier_coins += entry.coins if entry.coins is not None else _api.COINS_PER_JOB
             entry.job_id, entry.coins = None, None
         entry.state = State.LOST if entry.job_id is None else entry.state
-        entry.lost += 1
+        if charged is None:
+            entry.lost += 1
+        else:
+            entry.earlier_coins += charged
         self._set(key, entry)
 
     def ended(self, key: str, job_id: str, *, completed: bool) -> None:
@@ -216,6 +222,11 @@ class Ledger:
             paid[entry.made_for] = None if coins is None or before is None else before + coins
         return paid
 
+    def job_ids(self) -> dict[str, str]:
+        """Every job this ledger names, with the digest of its key: a new answer naming one of them is
+        not a new job."""
+        return {entry.job_id: name for name, entry in self.entries.items() if entry.job_id is not None}
+
     def highest_price(self) -> int | None:
         """The highest price HitPaw named for a job of this ledger; None when it named none."""
         prices = [entry.coins for entry in self.entries.values() if entry.coins is not None]
@@ -253,15 +264,19 @@ class Ledger:
     def has_changes(self) -> bool:
         return bool(self._changed)
 
-    def apply(self, changes: Any) -> None:
+    def apply(self, changes: Any) -> bool:
         """Read a saved payload of changes (later ones override earlier ones); unreadable entries are
-        skipped, as if their write had never happened."""
+        skipped, as if their write had never happened. False when anything was skipped."""
         if not isinstance(changes, dict):
-            return
+            return False
+        whole = True
         for name, value in changes.items():
             entry = Entry.from_payload(value)
             if entry is not None and isinstance(name, str):
                 self.entries[name] = entry
+            else:
+                whole = False
+        return whole
 
     def to_payload(self) -> dict[str, list[Any]]:
         return {name: entry.to_payload() for name, entry in self.entries.items()}

@@ -95,9 +95,19 @@ class LedgerStore:
                 f"the batch's ledger of what earlier tries paid for cannot be read from {self.where} "
                 f"({_words(err)}); not submitting anything rather than paying twice"
             ) from None
+        unreadable = 0
         for piece in pieces:
             if isinstance(piece, dict) and piece.get("version") == LEDGER_VERSION:
-                ledger.apply(piece.get("entries"))
+                unreadable += not ledger.apply(piece.get("entries"))
+            else:
+                unreadable += 1
+        if unreadable:
+            self._log.warning(
+                "%d piece(s) of the ledger in %s could not be read (a save cut off by a crash, or not "
+                "written by this version); what they held is taken as not paid for",
+                unreadable,
+                self.where,
+            )
         if len(pieces) > 1:
             try:  # one piece per save adds up over long tries: read as one from now on
                 self._backend.replace(_pieces(ledger.to_payload()))
@@ -196,7 +206,7 @@ class _FolderBackend:
 
         self.where = storage.storage_uri(self._folder)
 
-    def _names(self) -> list[str]:
+    def _names(self, every_clearing: bool = False) -> list[str]:
         fs, path = self._folder.fs, str(self._folder.path).rstrip("/")
         invalidate = getattr(fs, "invalidate_cache", None)
         if invalidate is not None:
@@ -206,7 +216,8 @@ class _FolderBackend:
         except FileNotFoundError:
             return []
         names = [str(item).rstrip("/").rsplit("/", 1)[-1] for item in found]
-        mine = [name for name in names if name.startswith(self._prefix) and name.endswith(".json")]
+        prefix = "c" if every_clearing else self._prefix
+        mine = [name for name in names if name.startswith(prefix) and name.endswith(".json")]
         return sorted(mine, key=_order)
 
     def read(self) -> list[Any]:
@@ -215,12 +226,17 @@ class _FolderBackend:
             try:
                 pieces.append(json.loads((self._folder / name).read_bytes()))
             except ValueError:  # a save cut off by a crash: as if it had not happened
-                continue
+                pieces.append(None)
         return pieces
 
     def append(self, piece: dict[str, Any]) -> None:
         from airflow_provider_hitpaw import storage
 
+        if self._sequence == 0:
+            # Another process may have saved in this try already (the deferring half of it): go on after
+            # its pieces, never over them.
+            saved = [_order(name) for name in self._names()]
+            self._sequence = max((seq for tried, seq in saved if tried == self._try), default=0)
         if storage.is_local(self._folder):
             self._folder.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
@@ -236,7 +252,7 @@ class _FolderBackend:
             (self._folder / name).unlink()
 
     def remove(self) -> None:
-        for name in self._names():
+        for name in self._names(every_clearing=True):
             (self._folder / name).unlink()
         from airflow_provider_hitpaw import storage
 

@@ -378,7 +378,9 @@ class SegmentImageBatchOperator(BaseOperator):
         those an earlier run kept, and under any policy those an earlier try of this clearing kept (paid
         by this run: reported with their coins, not as reused)."""
         output = self._output()
-        own = [i for i in inputs.identities if ledger.kept_by_this_clearing(inputs.key_of(i), i)]
+        # Pairs this clearing may have kept: the ledger says so, or it holds the job their record names
+        # (a crash can come between a pair landing and the ledger's next save).
+        own = [i for i in inputs.identities if ledger.live_job(inputs.key_of(i)) is not None]
         wanted = inputs.identities if output.reuses else own
         if output.path is None or not wanted:
             return
@@ -392,10 +394,14 @@ class SegmentImageBatchOperator(BaseOperator):
 
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-kept") as pool:
             for identity, kept in pool.map(look, wanted):
-                if kept is not None:
-                    inputs.kept[identity] = kept.as_result()
-                    if identity in own:
-                        inputs.own.add(identity)
+                if kept is None:
+                    continue
+                if kept.job_id == ledger.live_job(inputs.key_of(identity)):
+                    inputs.own.add(identity)
+                    ledger.kept(inputs.key_of(identity), identity)
+                elif not output.reuses:
+                    continue  # another job's pair: not this run's, and not to be reused
+                inputs.kept[identity] = kept.as_result()
 
     def _refuse_existing(self, inputs: _Inputs) -> None:
         """With ``overwrite="fail"``: inputs whose results are in ``output_path`` already (and not this
@@ -464,7 +470,11 @@ class SegmentImageBatchOperator(BaseOperator):
         if isinstance(err, SystemExit | KeyboardInterrupt | GeneratorExit):
             return err
         failure = task_failure(err) if isinstance(err, HitPawError) else err
-        if isinstance(failure, AirflowFailException) or store.durable(ledger):
+        if isinstance(failure, AirflowFailException):
+            return failure
+        if ledger.has_changes and not store.write_failed:
+            store.save(ledger)  # what this try learnt (a job HitPaw forgot, say) is for the retry to read
+        if store.durable(ledger):
             return failure
         if store.keeps and not ledger.paid_any:
             return failure
@@ -557,13 +567,22 @@ class SegmentImageBatchOperator(BaseOperator):
         progress = _SubmitProgress(self.log, len(to_submit))
         stopping: list[HitPawError] = []
         owner = {job: unique[index] for index, job in enumerate(jobs) if isinstance(job, str)}
+        #: Jobs of earlier tries (also those that failed): a submission answered with one made no new job.
+        earlier = ledger.job_ids()
         created: dict[str, int | None] = {}
         handled: set[int] = set()
 
         def submitted(position: int, result: SegmentationJob | HitPawError) -> None:
             index = to_submit[position][0]
             key = unique[index]
-            if not isinstance(result, HitPawError) and owner.setdefault(result.job_id, key) != key:
+            answered = result
+            if not isinstance(result, HitPawError) and result.job_id in earlier:
+                result = HitPawUntrustedAnswerError(
+                    f"HitPaw answered job id {result.job_id!r} for {_shown(shown_as[key])}, the id of a "
+                    "job an earlier try made: no new job can have it; this image may have been charged and "
+                    "is not submitted again in this run"
+                )
+            elif not isinstance(result, HitPawError) and owner.setdefault(result.job_id, key) != key:
                 result = HitPawUntrustedAnswerError(
                     f"HitPaw answered job id {result.job_id!r} for {_shown(shown_as[key])} too, "
                     f"after {_shown(shown_as[owner[result.job_id]])}: one job cannot be two images; this "
@@ -576,7 +595,9 @@ class SegmentImageBatchOperator(BaseOperator):
             if isinstance(result, HitPawError):
                 jobs[index] = _error_dict(result)
                 if first_time and _api.submission_ended_maybe_charged(type(result).__name__):
-                    ledger.answer_lost(key, made_for=shown_as[key])
+                    # An answer refused for its job id still named the price HitPaw charged.
+                    price = None if isinstance(answered, HitPawError) else answered.consume_coins
+                    ledger.answer_lost(key, made_for=shown_as[key], charged=price)
                 if isinstance(result, BATCH_STOPPING_ERRORS):
                     stopping.append(result)
             else:
@@ -795,10 +816,19 @@ class SegmentImageBatchOperator(BaseOperator):
         jobs, inputs = carried.get("jobs"), carried.get("inputs")
         if isinstance(jobs, list) and isinstance(inputs, list):
             # The jobs the submitting try carried are paid for, whatever the ledger lacks.
-            judged = _Inputs.from_xcom(inputs, carried.get("rejected") or {}, carried.get("identities"))
-            for key, job in zip(judged.unique, jobs, strict=False):
-                if isinstance(job, str) and ledger.entry(key) is None:
-                    ledger.submitted(key, job, None)
+            judged = _Inputs.from_xcom(
+                inputs,
+                carried.get("rejected") or {},
+                carried.get("identities"),
+                carried.get("fingerprints"),
+                carried.get("kept"),
+                carried.get("own"),
+            )
+            known = ledger.job_ids()
+            if len(judged.unique) == len(jobs):
+                for key, job in zip(judged.unique, jobs, strict=True):
+                    if isinstance(job, str) and job not in known:
+                        ledger.submitted(key, job, None)
         store.save(ledger)
         return store, ledger
 
@@ -847,9 +877,17 @@ class SegmentImageBatchOperator(BaseOperator):
             status = statuses.get(job) if isinstance(job, str) else None
             result = _result(shown_as[key], job, failed, pending, status)
             if isinstance(job, str) and job in unreadable:
+                # A poll that failed is not a job that failed: the ledger keeps the job for a retry.
+                kind, _, text = unreadable[job].partition(": ")
+                known = kind.isidentifier() and kind.startswith("HitPaw")
+                said = text if known else unreadable[job]
                 result.update(
                     status="UNKNOWN",
-                    error={"type": "HitPawUnreadableStatusError", "code": None, "message": unreadable[job]},
+                    error={
+                        "type": kind if known else "HitPawError",
+                        "code": None,
+                        "message": f"the job's status could not be read: {said}",
+                    },
                 )
             if isinstance(job, str):
                 if result["status"] == "COMPLETED":
@@ -870,7 +908,7 @@ class SegmentImageBatchOperator(BaseOperator):
             else:
                 by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
-            self._keep_results(hook, inputs, by_input, ledger)
+            self._keep_results(hook, inputs, by_input, ledger, store)
         self._price_results(inputs, by_input, ledger)
         self._count_ends(inputs, by_input, ledger)
         store.save(ledger)
@@ -957,7 +995,12 @@ class SegmentImageBatchOperator(BaseOperator):
         push_links(context, {"folder": folder_address(folder)})
 
     def _keep_results(
-        self, hook: HitPawHook, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger
+        self,
+        hook: HitPawHook,
+        inputs: _Inputs,
+        by_input: dict[str, dict[str, Any]],
+        ledger: Ledger,
+        store: LedgerStore,
     ) -> None:
         """Copy every completed image's files to ``output_path``, ``max_in_flight`` at a time, on the worker.
         A copy that fails marks its image as failed; the others are kept, and the ledger says so."""
@@ -990,11 +1033,15 @@ class SegmentImageBatchOperator(BaseOperator):
             for source, r in by_input.items()
             if r["status"] == "COMPLETED" and source not in inputs.kept
         ]
+        kept: list[str] = []
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
-            list(pool.map(keep, completed))
-        kept = [source for source, result in completed if not result.get("error")]
-        for source in kept:
-            ledger.kept(inputs.key_of(source), source)
+            # As each pair lands, the ledger says so (saved every few seconds): a crash midway leaves a
+            # retry knowing which files are this run's own.
+            for (source, result), _ in zip(completed, pool.map(keep, completed), strict=True):
+                if not result.get("error"):
+                    kept.append(source)
+                    ledger.kept(inputs.key_of(source), source)
+                    store.save_if_due(ledger)
         self.log.info("Kept %d cut-outs and masks in %s", len(kept), _shown(self.output_path))
         if len(inputs.kept) > len(inputs.own):
             self.log.info(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawTimeoutError
+from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawError, HitPawTimeoutError
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
 from tests.conftest import run_deferred
 from tests.unit.fakes import TIMED_OUT, FakeStateStore, task_context
@@ -260,3 +260,169 @@ class TestWhatARunPays:
         assert len(jobs_of(hitpaw_emulator)) == 2
         assert reported(results) == charged(hitpaw_emulator)
         assert not (tmp_path / ".hitpaw-ledger").exists(), "a finished batch leaves its ledger behind"
+
+    def test_a_status_poll_that_failed_is_not_a_job_that_failed(self, hitpaw_emulator: Any) -> None:
+        """One over-large status answer ended the job as ERROR (HitPaw could not segment the image) and
+        counted it failed while HitPaw said COMPLETED; a retry now waits for the same job."""
+        hitpaw_emulator.set_faults(["huge_json:first_n=1,size_bytes=3000000,paths=/api/task-status"])
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg")]
+        store = FakeStateStore()
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=inputs, poll_interval=1)
+        [first] = fails_with_results(batch, task_context(store=store), "1 of 1 images")
+        assert first["status"] == "UNKNOWN"
+        assert first["error"]["type"] != "HitPawJobFailedError"
+        assert "could not be read" in first["error"]["message"]
+        [again] = run_deferred(batch, task_context(store=store, try_number=2))
+        assert again["status"] == "COMPLETED"
+        assert again["job_id"] == first["job_id"]
+        assert len(jobs_of(hitpaw_emulator)) == 1
+
+
+# --- what a hostile review of the ledger found (each failed on eca81af) -----------------------------------
+
+
+class Killed(BaseException):
+    """SIGKILL, as seen from inside the process: nothing after it runs."""
+
+
+def kill_at_nth_keep(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    from airflow_provider_hitpaw import storage
+
+    real = storage.persist_job_results
+    calls = {"n": 0}
+
+    def persist(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "persist_job_results", persist)
+
+
+@pytest.mark.usefixtures("quick_retries")
+class TestWhatAHostileReviewFound:
+    """Each of these failed on eca81af, the ledger's first version."""
+
+    def test_a_lost_answer_is_not_paid_again_with_the_ledger_in_the_output_folder(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """Resuming wrote its piece of the ledger over the first one, and the lost answer was forgotten."""
+        hitpaw_emulator.set_faults(["drop:first_n=2,after_commit=true,paths=/api/image-segmentation"])
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), poll_interval=1, max_in_flight=1
+        )
+        fails_with_results(batch, task_context(), "1 of 2 images")
+        paid = charged(hitpaw_emulator)
+        fails_with_results(batch, task_context(try_number=2), "1 of 2 images")
+        assert charged(hitpaw_emulator) == paid
+
+    @pytest.mark.parametrize("output", ["local", "memory"])
+    def test_a_deferral_ended_by_airflow_keeps_the_ledger_for_the_retry(
+        self,
+        hitpaw_emulator: Any,
+        tmp_path: Path,
+        memory_root: str,
+        monkeypatch: pytest.MonkeyPatch,
+        output: str,
+    ) -> None:
+        """Compacting the ledger on resuming unlinked the piece it had just written: the retry paid again."""
+        from airflow_provider_hitpaw._ledger_store import LedgerStore
+        from tests.unit.fakes import TIMED_OUT
+
+        monkeypatch.setattr(LedgerStore, "FLUSH_SECONDS", 0.0)  # a long submission: one piece per save
+        hitpaw_emulator.configure(job_seconds=60)
+        inputs = [hitpaw_emulator.sample_url(n) for n in ("shoe.jpg", "mug.jpg", "portrait.png")]
+        folder = str(tmp_path) if output == "local" else f"{memory_root}/out"
+        kwargs = {"task_id": "b", "file_urls": inputs, "output_path": folder, "max_in_flight": 1}
+        context = task_context()
+        with pytest.raises(TaskDeferred):
+            SegmentImageBatchOperator(**kwargs).execute(context)
+        with pytest.raises(HitPawTimeoutError):
+            SegmentImageBatchOperator(**kwargs).resume_execution("__fail__", TIMED_OUT, context)
+        paid = charged(hitpaw_emulator)
+        with pytest.raises(TaskDeferred):
+            SegmentImageBatchOperator(**kwargs).execute(task_context(try_number=2))
+        assert charged(hitpaw_emulator) == paid
+
+    def test_resuming_a_batch_of_sources_adds_no_unpriced_jobs(
+        self, hitpaw_emulator: Any, tmp_path: Path, log_text: Any
+    ) -> None:
+        """Resuming rebuilt the keys without the fingerprints and recorded every job twice, unpriced."""
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        batch = SegmentImageBatchOperator(
+            task_id="b", source_paths=sources, output_path=str(tmp_path / "out"), poll_interval=1
+        )
+        results = run_deferred(batch, task_context(store=FakeStateStore()))
+        assert reported(results) == charged(hitpaw_emulator) == 2 * COST
+        assert "whose price HitPaw did not name" not in log_text()
+        assert "no longer in the batch" not in log_text()
+
+    @pytest.mark.parametrize(("overwrite", "deferrable"), [("fail", True), ("fail", False), ("skip", True)])
+    def test_a_kill_while_keeping_leaves_the_retry_its_own_files(
+        self,
+        hitpaw_emulator: Any,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        overwrite: str,
+        deferrable: bool,
+    ) -> None:
+        """The ledger learnt of kept pairs only after all were kept: a kill midway left files a retry under
+        fail refused as another run's (never succeeding), and under skip reported as reused for 0 coins."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        kwargs = {
+            "task_id": "b",
+            "file_urls": inputs,
+            "output_path": str(tmp_path),
+            "overwrite": overwrite,
+            "max_in_flight": 1,
+            "deferrable": deferrable,
+        }
+        with monkeypatch.context() as patched:
+            kill_at_nth_keep(patched, 2)
+            batch = SegmentImageBatchOperator(**kwargs)
+            with pytest.raises(Killed):
+                run_deferred(batch, task_context()) if deferrable else batch.execute(task_context())
+        paid = charged(hitpaw_emulator)
+        retry = SegmentImageBatchOperator(**kwargs)
+        context = task_context(try_number=2)
+        results = run_deferred(retry, context) if deferrable else retry.execute(context)
+        assert [r["status"] for r in results] == ["COMPLETED"] * 2
+        assert charged(hitpaw_emulator) == paid
+        assert reported(results) == paid
+
+    def test_a_passing_outage_while_reattaching_leaves_the_retries_to_airflow(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """A job HitPaw forgot left an unsaved change; a 5xx then failed the batch for good, blaming a
+        save that never failed."""
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        kwargs = {"task_id": "b", "file_urls": inputs, "output_path": str(tmp_path), "max_in_flight": 1}
+        with pytest.raises(TaskDeferred):
+            SegmentImageBatchOperator(**kwargs).execute(task_context())  # ... and the worker dies
+        first, _ = jobs_of(hitpaw_emulator)
+        hitpaw_emulator.expire_job(first["job_id"])
+        hitpaw_emulator.set_faults(
+            [
+                "slow:first_n=1,delay_s=0.01,paths=/api/task-status",  # job 1: HitPaw says it is unknown
+                "500:first_n=1000,paths=/api/task-status",  # job 2: an outage
+            ]
+        )
+        with pytest.raises(HitPawError, match="500"):  # not AirflowFailException: Airflow retries it
+            SegmentImageBatchOperator(**kwargs).execute(task_context(try_number=2))
+
+    def test_a_resubmission_answered_with_the_failed_jobs_id_is_reported_as_charged(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """HitPaw charged for the resubmission, whose answer named the job that had failed: the run
+        reported one job's coins and a later try would have paid again."""
+        hitpaw_emulator.set_faults(["same_job_id:paths=/api/image-segmentation"])
+        inputs = [hitpaw_emulator.sample_url("broken.jpg")]
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=inputs, output_path=str(tmp_path))
+        fails_with_results(batch, task_context(), "1 of 1 images")
+        [again] = fails_with_results(batch, task_context(try_number=2), "1 of 1 images")
+        assert again["error"]["type"] == "HitPawUntrustedAnswerError"
+        assert reported([again]) == charged(hitpaw_emulator) == 2 * COST
+        fails_with_results(batch, task_context(try_number=3), "1 of 1 images")
+        assert charged(hitpaw_emulator) == 2 * COST
