@@ -101,6 +101,10 @@ class JobEvent:
     #: When the trigger saw the job end (epoch seconds): the job's end for ``hitpaw.job_duration``, not
     #: the moment the resumed task ran.
     seen_at: float | None = None
+    #: True when the wait ended on a status poll no retry of the poll could read (see
+    #: :meth:`unreadable_poll`): the job itself has not failed. Payload key ``"unreadable"``, sent only
+    #: when True; an event without it (an older trigger) reads as False.
+    unreadable: bool = False
 
     @classmethod
     def completed(cls, status: TaskStatus) -> JobEvent:
@@ -131,6 +135,17 @@ class JobEvent:
         return cls(Outcome.ERROR, job_id, str(err), last_status, error=ErrorInfo.of(err))
 
     @classmethod
+    def unreadable_poll(cls, job_id: str, err: HitPawError, last_status: str | None) -> JobEvent:
+        """A poll whose failure says nothing of the job (a gateway's bare 404, an answer over the cap):
+        the real error crosses, with words that the job has not failed and still holds its coins."""
+        seen = f"last seen {last_status}" if last_status else "not yet seen"
+        message = (
+            f"polling HitPaw job {job_id!r} failed ({type(err).__name__}: {err.detail}); the job itself "
+            f"has not failed ({seen}): it is paid for and may still complete"
+        )
+        return cls(Outcome.ERROR, job_id, message, last_status, error=ErrorInfo.of(err), unreadable=True)
+
+    @classmethod
     def timed_out(cls, job_id: str, last_status: str | None) -> JobEvent:
         return cls(
             Outcome.TIMEOUT,
@@ -153,6 +168,8 @@ class JobEvent:
             payload["seen_at"] = self.seen_at
         if self.error is not None:
             payload.update(self.error.to_payload())
+        if self.unreadable:
+            payload["unreadable"] = True
         return payload
 
     @classmethod
@@ -179,6 +196,7 @@ class JobEvent:
             text("original_url"),
             ErrorInfo.from_payload(payload) if has_error else None,
             _float_or_none(payload.get("seen_at")),
+            payload.get("unreadable") is True and has_error,
         )
 
     def status_fields(self) -> dict[str, Any]:
@@ -195,11 +213,16 @@ class JobEvent:
         """The job's status fields when it completed; the error the event reports otherwise."""
         if self.outcome is Outcome.SUCCESS:
             return self.status_fields()
+        raise self.failure()
+
+    def failure(self) -> HitPawError:
+        """The error an event that is no success reports: of the family the trigger met, so that a
+        permanent error stays permanent (an unreadable poll keeps its real family and code)."""
         if self.outcome is Outcome.TIMEOUT:
-            raise HitPawTimeoutError(self.message)
+            return HitPawTimeoutError(self.message)
         if self.job_status == _api.JobStatus.ERROR and self.error is None:
-            raise HitPawJobFailedError.for_job(self.job_id)
-        raise (self.error or ErrorInfo()).rebuild(self.message)
+            return HitPawJobFailedError.for_job(self.job_id)
+        return (self.error or ErrorInfo()).rebuild(self.message)
 
 
 @dataclass(frozen=True)
@@ -207,7 +230,14 @@ class BatchEvent:
     """The one event of :class:`~airflow_provider_hitpaw.triggers.hitpaw.SegmentationBatchTrigger`.
 
     It stays small for thousands of jobs: a count of the completed ones, and only the failed ones (with
-    a short reason) and, at a deadline, the ones still open. The task fetches the result URLs itself.
+    a short reason), the unreadable ones and, at a deadline, the ones still open. The task fetches the
+    result URLs itself.
+
+    ``failed`` holds the jobs that ended: HitPaw said ``ERROR``, or said it does not know the job.
+    ``unreadable`` (payload key ``"unreadable"``, ``{job_id: reason}``) holds the jobs whose status poll
+    failed in a way no retry of the poll mends and that says nothing of the job (a gateway's bare 404, an
+    answer over the size cap): they have not failed, and may still complete. An event without the key (an
+    older trigger) reads as none.
     """
 
     outcome: Outcome
@@ -216,6 +246,7 @@ class BatchEvent:
     failed: dict[str, str] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         error = self.error or ErrorInfo()
@@ -224,6 +255,7 @@ class BatchEvent:
             "message": self.message,
             "completed": self.completed,
             "failed": dict(self.failed),
+            "unreadable": dict(self.unreadable),
             "pending": list(self.pending) if self.outcome is not Outcome.SUCCESS else [],
             **error.to_payload(),
         }
@@ -232,9 +264,15 @@ class BatchEvent:
     def from_payload(cls, payload: Any) -> BatchEvent:
         outcome = _outcome_of(payload, "HitPaw batch trigger")
         failed = payload.get("failed") or {}
+        unreadable = payload.get("unreadable") or {}
         pending = payload.get("pending") or []
         completed = payload.get("completed") or 0
-        if not isinstance(failed, dict) or not isinstance(pending, list) or not isinstance(completed, int):
+        if (
+            not isinstance(failed, dict)
+            or not isinstance(unreadable, dict)
+            or not isinstance(pending, list)
+            or not isinstance(completed, int)
+        ):
             raise HitPawResponseError(
                 f"the HitPaw batch trigger's event is malformed: {str(payload)[:200]!r}"
             )
@@ -246,6 +284,7 @@ class BatchEvent:
             {str(k): str(v) for k, v in failed.items()},
             [str(job) for job in pending],
             ErrorInfo.from_payload(payload) if has_error else None,
+            {str(k): str(v) for k, v in unreadable.items()},
         )
 
     def raise_if_stopped(self) -> None:

@@ -12,13 +12,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_hitpaw._api import JobStatus
+from airflow_provider_hitpaw._api import JobStatus, says_job_unknown
 from airflow_provider_hitpaw._events import BatchEvent, ErrorInfo, JobEvent, Outcome
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
     HitPawConfigurationError,
     HitPawError,
     HitPawInsufficientCoinsError,
+    HitPawJobFailedError,
+    HitPawTimeoutError,
     HitPawTLSError,
 )
 
@@ -63,7 +65,13 @@ class JobWatch:
         return None
 
     def fault(self, err: HitPawError) -> JobEvent | None:
-        """The event, when this fault ends the wait (it cannot pass by itself)."""
+        """The event, when this fault ends the wait (it cannot pass by itself). A poll that failed is not
+        a job that failed: such an event says so (:meth:`JobEvent.unreadable_poll`)."""
+        if is_unreadable_poll(err):
+            self.logger.warning(
+                "Polling HitPaw job %r failed (%s); the job itself has not failed", self.job_id, err
+            )
+            return JobEvent.unreadable_poll(self.job_id, err, self.last_status)
         if not err.retryable:
             return JobEvent.failed(self.job_id, err, self.last_status)
         if type(err).__name__ != self._last_fault:
@@ -90,6 +98,17 @@ BATCH_STOPPING_ERRORS: Final[tuple[type[HitPawError], ...]] = (
     HitPawTLSError,
 )
 _REASON_LIMIT: Final = 200
+#: What a wait raises about the job itself, never about a poll.
+_JOB_ENDINGS: Final = (HitPawJobFailedError, HitPawTimeoutError)
+
+
+def is_unreadable_poll(err: HitPawError) -> bool:
+    """Whether a status poll's failure, which no retry of the poll mends, says nothing of the job (a
+    gateway's bare 404, an answer over the size cap, an undocumented code): not HitPaw saying it does
+    not know the job (it is gone), nor the account or the connection (those stop everything)."""
+    return not (
+        err.retryable or isinstance(err, (*BATCH_STOPPING_ERRORS, *_JOB_ENDINGS)) or says_job_unknown(err)
+    )
 
 
 @dataclass
@@ -102,6 +121,10 @@ class BatchWatch:
 
     :meth:`take` hands out the jobs whose poll is due (the caller bounds how many run at once);
     :meth:`absorb` takes each poll's outcome back.
+
+    A poll that fails for good without HitPaw saying the job is unknown (:func:`is_unreadable_poll`) ends
+    that job's wait at once, in ``unreadable``, not in ``failed``: the job has not failed, but polling it
+    again in this wait would most likely meet the same fault until the deadline.
     """
 
     job_ids: list[str]
@@ -110,6 +133,8 @@ class BatchWatch:
     start: float
     completed: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    #: The jobs whose status could not be read (job id -> the error's type and text): not failed.
+    unreadable: dict[str, str] = field(default_factory=dict)
     #: The error that stops the whole batch, when one came.
     stopped_by: HitPawError | None = None
     _schedule: list[tuple[float, int, str]] = field(default_factory=list, repr=False)
@@ -156,6 +181,10 @@ class BatchWatch:
             self.stopped_by = outcome
         elif outcome is None or (isinstance(outcome, HitPawError) and outcome.retryable):
             pass  # the poll failed, not the job: poll it again
+        elif isinstance(outcome, HitPawError) and is_unreadable_poll(outcome):
+            self.unreadable[job_id] = f"{type(outcome).__name__}: {outcome}"[:_REASON_LIMIT]
+            self._open.discard(job_id)
+            return
         elif isinstance(outcome, HitPawError):
             self._end(job_id, str(outcome)[:_REASON_LIMIT])
             return
@@ -183,11 +212,22 @@ class BatchWatch:
                 dict(self.failed),
                 self.open_jobs,
                 ErrorInfo.of(stop),
+                dict(self.unreadable),
             )
+        unreadable = f", {len(self.unreadable)} unreadable" if self.unreadable else ""
         if not self._open:
-            message = f"{self.completed} of {self.total} completed, {len(self.failed)} failed"
-            return BatchEvent(Outcome.SUCCESS, message, self.completed, dict(self.failed))
+            message = f"{self.completed} of {self.total} completed, {len(self.failed)} failed{unreadable}"
+            return BatchEvent(
+                Outcome.SUCCESS, message, self.completed, dict(self.failed), unreadable=dict(self.unreadable)
+            )
         if now >= self.end_time:
             message = f"{len(self._open)} of {self.total} jobs were still open at the deadline"
-            return BatchEvent(Outcome.TIMEOUT, message, self.completed, dict(self.failed), self.open_jobs)
+            return BatchEvent(
+                Outcome.TIMEOUT,
+                message,
+                self.completed,
+                dict(self.failed),
+                self.open_jobs,
+                unreadable=dict(self.unreadable),
+            )
         return None

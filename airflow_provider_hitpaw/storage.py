@@ -39,7 +39,7 @@ import re
 import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw._png import PngChecker, PngError
@@ -48,6 +48,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawError,
     HitPawResponseError,
     HitPawStorageError,
+    HitPawUntrustedAnswerError,
 )
 from airflow_provider_hitpaw.validation import validate_overwrite
 
@@ -328,6 +329,87 @@ def input_identity(source: Any, conn_id: str | None = None) -> str:
     return storage_uri(as_storage_path(source, conn_id, field="source_path"))
 
 
+def same_image_url(submitted: str, original: str) -> bool:
+    """Same scheme, host, port, percent-decoded path; queries only if both have one and ours is unsigned."""
+    try:
+        ours, theirs = urlsplit(submitted.strip()), urlsplit(original.strip())
+        ours_port, theirs_port = _port(ours), _port(theirs)
+    except ValueError:
+        return False
+    if (
+        ours.scheme.lower() != theirs.scheme.lower()
+        or _host(ours.hostname) != _host(theirs.hostname)
+        or ours_port != theirs_port
+        or _canonical_path(ours.path) != _canonical_path(theirs.path)
+    ):
+        return False
+    if not ours.query or not theirs.query or _is_signed(ours.query):
+        return True  # HitPaw may drop a query, and may re-encode a signature: the path names the object
+    return _canonical_query(ours.query) == _canonical_query(theirs.query)
+
+
+def check_answered_for(job_id: str, original_url: str | None, submitted: str) -> None:
+    """Refuse the results of a job whose ``original_url`` is not the image this task submitted
+    (:func:`same_image_url`): one job id answered for two images (a broken or hostile base URL) must not
+    give one input another's cut-out. A status without ``original_url`` is let through, and logged."""
+    if not original_url:
+        log.warning("HitPaw did not say which image job %r segmented; it cannot be checked", job_id)
+        return
+    if same_image_url(submitted, original_url):
+        return
+    raise HitPawUntrustedAnswerError(
+        f"job {job_id!r} is HitPaw's answer for {_api.url_without_query(original_url)!r}, but this task "
+        f"submitted {_api.url_without_query(submitted)!r}: one job cannot be two images (a broken or "
+        "hostile base URL?); its results are not kept. The image this task sent may have been charged"
+    )
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+#: Query parameters that make a URL signed: its query is then a credential, which HitPaw may re-encode.
+_SIGNED_PARAMETER: Final = re.compile(
+    r"(?i)(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|[\w-]*token|[\w-]*key"
+    r"|[\w-]*keyid|[\w-]*secret|[\w-]*credential)"
+)
+
+
+def _port(parts: Any) -> int | None:
+    return parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme.lower())
+
+
+def _host(hostname: str | None) -> str:
+    """A host name as DNS compares it: lower case, an internationalised name in its ASCII form."""
+    name = (hostname or "").rstrip(".").lower()
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
+def _canonical_part(text: str) -> str:
+    """One path segment or query item with every byte but the unreserved ones percent-encoded, so that
+    ``é``, ``%C3%A9`` and ``%c3%a9`` are one, while ``%2F`` stays apart from a ``/``."""
+    return quote(unquote_to_bytes(text), safe="")
+
+
+def _canonical_path(path: str) -> str:
+    return "/".join(_canonical_part(segment) for segment in (path or "/").split("/"))
+
+
+def _canonical_query(query: str) -> list[tuple[str, str]]:
+    items = []
+    for item in query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            items.append((_canonical_part(key), _canonical_part(value)))
+    return sorted(items)
+
+
+def _is_signed(query: str) -> bool:
+    return any(
+        _SIGNED_PARAMETER.fullmatch(unquote(item.partition("=")[0])) for item in query.split("&") if item
+    )
+
+
 def result_names(source: str) -> tuple[str, str]:
     """The file names of an input's cut-out and mask: ``<stem>-<hash>.png`` and ``<stem>-<hash>_mask.png``.
 
@@ -399,7 +481,9 @@ def persist_job_results(
         record says it was made from this input (``fingerprint``) and downloads nothing, replaces a pair
         whose record says it was made from an older version of this input (stale), and writes a pair
         without such a record anew (nothing proves it is this input's); ``"fail"`` raises
-        :class:`HitPawConfigurationError` naming ``output_path`` when either file exists. Under ``fail``
+        :class:`HitPawConfigurationError` naming ``output_path`` when either file exists, unless they are
+        the pair this very job kept for this input (its record names the job: a retry must not fail on
+        its own files). Under ``fail``
         and ``skip`` the files are created exclusively: a writer that loses a race for the names gets an
         error (``skip``: keeps the winner's complete pair), never another writer's file swapped.
     :param hook: the hook whose connection's limits and address rules the downloads follow.
@@ -420,14 +504,19 @@ def persist_job_results(
     directory = as_storage_path(output_path, conn_id, field="output_path")
     targets = [directory / name for name in result_names(source)]
     result = {"res_path": storage_uri(targets[0]), "mask_path": storage_uri(targets[1])}
+    names = (str(targets[0].name), str(targets[1].name))
     existing = [target for target in targets if exists(target)]
     for target in existing:
         if _is_folder(target):
             raise HitPawStorageError(f"{storage_uri(target)} is a folder, not a file", retryable=False)
     if existing and policy == "fail":
+        if job_id and _kept_by_job(directory, source, fingerprint, names, job_id):
+            log.info(
+                "%s and its mask were kept by job %r already; kept as they are", result["res_path"], job_id
+            )
+            return result
         raise _exists_error(existing[0], policy)
     commit = policy
-    names = (str(targets[0].name), str(targets[1].name))
     if policy == "skip" and len(existing) == len(targets):
         if _kept.find_kept(directory, source, fingerprint, names) is not None:
             log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
@@ -467,6 +556,68 @@ def persist_job_results(
     return result
 
 
+def refuse_existing_results(
+    output_path: str | ObjectStoragePath,
+    source: str,
+    *,
+    conn_id: str | None = None,
+    fingerprint: str | None = None,
+    own_job_id: str | None = None,
+) -> None:
+    """Under ``overwrite="fail"``, refuse an input whose cut-out or mask is in ``output_path`` already,
+    before anything is paid for (the same :class:`HitPawConfigurationError` the write would raise later).
+
+    Files whose record says job ``own_job_id`` kept them for this input (``source``, ``fingerprint``) are
+    accepted: they are what an earlier try of the same task kept of the job it is about to wait for again.
+    """
+    directory = as_storage_path(output_path, conn_id, field="output_path")
+    names = result_names(source)
+    existing = [directory / name for name in names if exists(directory / name)]
+    if not existing:
+        return
+    if own_job_id and _kept_by_job(directory, source, fingerprint, names, own_job_id):
+        log.info(
+            "%s and its mask are what job %r, of an earlier try of this task, kept; accepted",
+            storage_uri(existing[0]),
+            own_job_id,
+        )
+        return
+    raise _exists_error(existing[0], "fail")
+
+
+def _kept_by_job(
+    directory: ObjectStoragePath, source: str, fingerprint: str | None, names: tuple[str, str], job_id: str
+) -> bool:
+    """Whether the pair in ``directory`` is the one ``job_id`` kept for this input, unchanged since (its
+    record says so, and both files still have the sizes it recorded)."""
+    from airflow_provider_hitpaw import _kept
+
+    found = _storage_call(lambda: _kept.find_kept(directory, source, fingerprint, names), directory)
+    return found is not None and found.job_id == job_id
+
+
+def not_kept_error(err: BaseException, job_id: str, status: Mapping[str, Any]) -> HitPawStorageError:
+    """The failure of a completed (paid) job whose results could not be kept: it says which job, that it
+    completed, and where its results still are (HitPaw's links without their query, which may be their
+    credential), so that nothing paid for is lost with the try. As retryable as the storage's failure."""
+    said = err.message if isinstance(err, HitPawError) else store_words(err)
+    retryable = err.retryable if isinstance(err, HitPawError) else not is_permanent(err)
+    links = [
+        f"{name} {_api.url_without_query(value)}"
+        for name in ("res_url", "mask_url")
+        if isinstance(value := status.get(name), str) and value
+    ]
+    where = (
+        f"its results stay at HitPaw for 8 days ({', '.join(links)}; poll the job for the full links)"
+        if links
+        else "HitPaw keeps its results for 8 days (poll the job for their links)"
+    )
+    return HitPawStorageError(
+        f"job {job_id!r} completed, but its results could not be kept in output_path: {said}; {where}",
+        retryable=retryable,
+    )
+
+
 def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> ObjectStoragePath:
     """Download ``url`` into a hidden sibling of ``target``, retried as one request is; return the sibling
     once it holds a whole, well-formed PNG. A failure leaves no sibling behind."""
@@ -479,16 +630,22 @@ def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> 
         partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
         checker = PngChecker()
         try:
-            with _storage_call(lambda: partial.open("wb"), partial) as out:
+            out = _storage_call(lambda: partial.open("wb"), partial)
 
-                def write(piece: bytes) -> None:
-                    try:
-                        checker.feed(piece)
-                    except PngError as err:
-                        raise HitPawResponseError(f"{shown} is not a PNG: {err}") from None
-                    _storage_call(lambda: out.write(piece), partial)
+            def write(piece: bytes) -> None:
+                try:
+                    checker.feed(piece)
+                except PngError as err:
+                    raise HitPawResponseError(f"{shown} is not a PNG: {err}") from None
+                _storage_call(lambda: out.write(piece), partial)
 
+            try:
                 size = hook.download_once(url, write, attempts)
+            except BaseException:
+                _close_quietly(out)
+                raise
+            # An object store uploads on close: a bucket that vanished, a write refused, says so here.
+            _storage_call(out.close, partial)
             try:
                 checker.finish()
             except PngError as err:
@@ -500,6 +657,14 @@ def _download_checked(hook: HitPawHook, url: str, target: ObjectStoragePath) -> 
         return partial
 
     return retry_sync(attempt, attempts)
+
+
+def _close_quietly(stream: Any) -> None:
+    """Close a partial download after a failure; the failure matters more than what closing says."""
+    try:
+        stream.close()
+    except Exception:
+        log.debug("Closing a partial download failed too", exc_info=True)
 
 
 def _commit_pair(

@@ -14,15 +14,16 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._addresses import internal_host_reason
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
-from airflow_provider_hitpaw._events import JobEvent
-from airflow_provider_hitpaw._failures import task_failure
+from airflow_provider_hitpaw._events import ErrorInfo, JobEvent, Outcome
+from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._lineage import lineage
 from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, push_links, result_links
+from airflow_provider_hitpaw._wait import is_unreadable_poll
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
-    HitPawInvalidRequestError,
     HitPawJobFailedError,
+    HitPawStorageError,
     HitPawTimeoutError,
 )
 from airflow_provider_hitpaw.validation import (
@@ -65,8 +66,11 @@ class SegmentImageOperator(BaseOperator):
     Returns (XCom) ``job_id``, ``consume_coins`` (None when HitPaw did not say) and ``file_url``; when it
     waited, also ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
     ``res_path``, ``mask_path`` and ``reused``. What HitPaw could not take fails the task before a coin is
-    spent, without retries; on Airflow 3.3 a retry waits for the job an earlier try submitted instead of
-    paying again.
+    spent, without retries; so do result files already in ``output_path`` under ``overwrite="fail"``. On
+    Airflow 3.3 a retry waits for the job an earlier try submitted instead of paying again; a status poll
+    that fails for good (a gateway's bare 404, an answer over the cap) fails the try with a retry there,
+    and without one where a retry would pay again. A completed job whose ``original_url`` is not the image
+    submitted is refused (``HitPawUntrustedAnswerError``), nothing kept.
 
     :param file_url: public http(s) URL of the image (templated).
     :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (templated),
@@ -162,6 +166,9 @@ class SegmentImageOperator(BaseOperator):
                 file_url, source = self._checked_input(hook)
                 fingerprint = fingerprint_of(self.source_path, self.source_conn_id)
                 kept = self._output().find_kept(self._input_key(), fingerprint)
+                if kept is None:
+                    earlier = self._earlier_job(context)
+                    self._refuse_existing_results(fingerprint, earlier["job_id"] if earlier else None)
             except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
                 raise task_failure(err) from err
             if kept is not None:
@@ -176,10 +183,19 @@ class SegmentImageOperator(BaseOperator):
                 if not self.deferrable:
                     # Counted from the start of the try, as the deferrable wait counts it.
                     remaining = _deferral.try_started_at(context) + self.timeout - time.time()
-                    status = hook.wait_for_completion(
-                        submission["job_id"], poll_interval=self.poll_interval, timeout=max(0.0, remaining)
-                    )
+                    try:
+                        status = hook.wait_for_completion(
+                            submission["job_id"],
+                            poll_interval=self.poll_interval,
+                            timeout=max(0.0, remaining),
+                        )
+                    except HitPawError as err:
+                        if is_unreadable_poll(err):
+                            raise _PollFailed(submission["job_id"], err) from err
+                        raise
                     return self._finish(context, submission, status.to_dict(), hook)
+            except _PollFailed as failed:
+                raise self._poll_failed(failed.error, context, failed.job_id) from failed.error
             except HitPawJobFailedError as err:
                 raise self._job_failed(err, context, submission) from err
             except HitPawError as err:
@@ -197,6 +213,33 @@ class SegmentImageOperator(BaseOperator):
         from airflow_provider_hitpaw import storage
 
         return None, storage.read_source(self.source_path, conn_id=self.source_conn_id)
+
+    def _refuse_existing_results(self, fingerprint: str | None, own_job_id: str | None) -> None:
+        """Under ``overwrite="fail"``, refuse result files already in ``output_path`` before paying, not
+        after: except the pair ``own_job_id`` (the job of this task's earlier try, which Airflow 3.3
+        remembers) kept, which is what this try is about to wait for again."""
+        if self.output_path is None or self.overwrite != "fail":
+            return
+        from airflow_provider_hitpaw import storage
+
+        storage.refuse_existing_results(
+            self.output_path,
+            self._input_key(),
+            conn_id=self.output_conn_id,
+            fingerprint=fingerprint,
+            own_job_id=own_job_id,
+        )
+
+    def _earlier_job(self, context: Context) -> dict[str, Any] | None:
+        """The job an earlier try of this task submitted for this very input, where Airflow kept it."""
+        earlier = _state_store.recall(context, _SUBMITTED_JOB_KEY)
+        if (
+            isinstance(earlier, dict)
+            and earlier.get("input") == self._input_key()
+            and _api.is_usable_job_id(earlier.get("job_id"))
+        ):
+            return earlier
+        return None
 
     def _upload(self, hook: HitPawHook, source: Any) -> str:
         """Upload the source through HitPaw's pre-signed upload; return the URL to submit."""
@@ -240,17 +283,17 @@ class SegmentImageOperator(BaseOperator):
     ) -> tuple[dict[str, Any], TaskStatus | None]:
         """Return the job to wait for: the one an earlier try submitted when it can still end well,
         else a new one."""
-        earlier = _state_store.recall(context, _SUBMITTED_JOB_KEY)
-        if (
-            isinstance(earlier, dict)
-            and earlier.get("input") == self._input_key()
-            and _api.is_usable_job_id(earlier.get("job_id"))
-        ):
+        earlier = self._earlier_job(context)
+        if earlier is not None:
             try:
                 status = hook.get_task_status(earlier["job_id"])
-            except HitPawInvalidRequestError as err:
+            except HitPawError as err:
+                if is_unreadable_poll(err):
+                    # A gateway's bare 404 or 409 says nothing of the job: better fail than pay twice.
+                    worded = JobEvent.unreadable_poll(earlier["job_id"], err, None).failure()
+                    raise _PollFailed(earlier["job_id"], worded) from err
                 if not _api.says_job_unknown(err):
-                    raise  # a gateway's bare 404 or 409 says nothing of the job: better fail than pay twice
+                    raise
                 # HitPaw no longer knows the job (expired): only then is a new submission no double.
                 self.log.info("The job of the earlier try is gone (%s); submitting again", err)
             else:
@@ -262,6 +305,9 @@ class SegmentImageOperator(BaseOperator):
                     )
                     return _public_submission(earlier), status
                 self.log.info("The job of the earlier try ended in ERROR; submitting the image again")
+        if earlier is not None:
+            # The earlier job's own files no longer excuse a new submission's: judged again, before paying.
+            self._refuse_existing_results(fingerprint, None)
         if _state_store.retry_without_memory(context, int(self.retries or 0)):
             self.log.warning(
                 "This Airflow keeps nothing across tries (the task state store came with 3.3): this retry "
@@ -330,7 +376,11 @@ class SegmentImageOperator(BaseOperator):
         try:
             parsed = JobEvent.from_payload(event)
             seen_at = parsed.seen_at
+            if parsed.unreadable and parsed.outcome is Outcome.ERROR:
+                raise _PollFailed(parsed.job_id, parsed.failure())
             status = parsed.raise_unless_completed()
+        except _PollFailed as failed:
+            raise self._poll_failed(failed.error, context, failed.job_id) from failed.error
         except HitPawJobFailedError as err:
             raise self._job_failed(err, context, submission, seen_at) from err
         except HitPawError as err:
@@ -381,6 +431,27 @@ class SegmentImageOperator(BaseOperator):
         _metrics.count_end_once(context, err.job_id, False, _metrics.seconds_since(submitted_at, seen_at))
         return HitPawJobFailedError.for_job(err.job_id, self._shown_input())
 
+    def _poll_failed(self, err: HitPawError, context: Context, job_id: str) -> Exception:
+        """A poll of a paid job that failed for good is not the job failing: where Airflow keeps the job
+        across tries, a plain failure that Airflow retries (the retry waits for the same job); elsewhere
+        a retry would pay again, so the failure is final and says which job holds the coins."""
+        try:
+            durable = (self._earlier_job(context) or {}).get("job_id") == job_id
+        except Exception:  # the store is Airflow's: unknown counts as not kept
+            durable = False
+        if durable:
+            retried = ErrorInfo.of(err).rebuild(
+                f"{err.message}; a retry of this task waits for job {job_id!r} instead of paying again"
+            )
+            self.log.warning("%s", retried)
+            return retried
+        return fail_without_retry(
+            f"{err}; not retried automatically: job {job_id!r} for {self._shown_input()} is paid for, and "
+            "this Airflow keeps no record of it across tries (the task state store came with 3.3, or its "
+            "write failed), so a retry would pay for the image again. Wait for it with "
+            "SegmentationSensor(job_id=...)"
+        )
+
     def _shown_input(self) -> str:
         if self.source_path is not None:
             return str(self.source_path)
@@ -399,16 +470,40 @@ class SegmentImageOperator(BaseOperator):
         to keep them leaves the count to the retry that does."""
         source = self._input_key()
         fingerprint = submission.get("source_fingerprint")
+        job_id = str(status.get("job_id") or submission.get("job_id"))
         try:
+            self._check_bound_to_input(job_id, status, submission)
             result = self._output().persist(
                 context, {**submission, **status, "reused": False}, source, hook, fingerprint
             )
+        except HitPawStorageError as err:
+            failure = not_kept_failure(err, job_id, status)
+            raise failure from failure.__cause__
         except HitPawError as err:
             raise task_failure(err) from err
+        except Exception as err:  # a store's own error escaped: say what was paid for, and where it is
+            if self.output_path is None:
+                raise
+            failure = not_kept_failure(err, job_id, status)
+            raise failure from failure.__cause__
         duration = _metrics.seconds_since(submission.get("submitted_at"), seen_at)
         _metrics.count_end_once(context, str(result["job_id"]), True, duration)
         self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
         return result
+
+    def _check_bound_to_input(self, job_id: str, status: dict[str, Any], submission: dict[str, Any]) -> None:
+        """Refuse a job whose ``original_url`` is not the URL this task submitted, before anything of it is
+        kept or returned (see :func:`~airflow_provider_hitpaw.storage.same_image_url`)."""
+        submitted = submission.get("file_url")
+        if not isinstance(submitted, str) or not submitted:
+            self.log.warning(
+                "The URL submitted for job %r is not known on resuming; its original_url is not checked",
+                job_id,
+            )
+            return
+        from airflow_provider_hitpaw import storage
+
+        storage.check_answered_for(job_id, status.get("original_url"), submitted)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The input image as input dataset and the persisted files as outputs (openlineage provider)."""
@@ -417,3 +512,26 @@ class SegmentImageOperator(BaseOperator):
 
 def _public_submission(remembered: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in remembered.items() if key != "input"}
+
+
+def not_kept_failure(err: Exception, job_id: str, status: dict[str, Any]) -> Exception:
+    """The failure of a paid job whose results the storage refused: a :class:`HitPawStorageError` that
+    says so (raised itself, or as the cause of a failure without retries), chained to the store's error."""
+    from airflow_provider_hitpaw import storage
+
+    kept = storage.not_kept_error(err, job_id, status)
+    kept.__cause__ = err
+    failure = task_failure(kept)
+    if failure is not kept:
+        failure.__cause__ = kept
+    return failure
+
+
+class _PollFailed(Exception):
+    """A status poll of a paid job that failed for good, saying nothing of the job: carried past the
+    handlers that turn HitPaw's errors into task failures, to :meth:`SegmentImageOperator._poll_failed`."""
+
+    def __init__(self, job_id: str, error: HitPawError) -> None:
+        super().__init__(str(error))
+        self.job_id = job_id
+        self.error = error

@@ -14,10 +14,18 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_hitpaw import _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
-from airflow_provider_hitpaw._events import JobEvent
+from airflow_provider_hitpaw._events import JobEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
-from airflow_provider_hitpaw.exceptions import HitPawError, HitPawJobFailedError, HitPawTimeoutError
+from airflow_provider_hitpaw._wait import is_unreadable_poll
+from airflow_provider_hitpaw.exceptions import (
+    HitPawConfigurationError,
+    HitPawError,
+    HitPawJobFailedError,
+    HitPawStorageError,
+    HitPawTimeoutError,
+)
+from airflow_provider_hitpaw.operators.segment_image import not_kept_failure
 from airflow_provider_hitpaw.validation import (
     validate_event_hold,
     validate_job_id,
@@ -46,9 +54,15 @@ class SegmentationSensor(BaseSensorOperator):
     current try's start counts. Not deferrable, it is a classic sensor, timed by Airflow's own sensor
     timeout, which starts again with each try.
 
-    A job that ended in ``ERROR`` fails the sensor without retries: that job will never change.
+    A job that ended in ``ERROR`` fails the sensor without retries: that job will never change. A status
+    poll that fails for good without HitPaw saying the job is unknown (a gateway's bare 404, an answer
+    over the cap) fails the try with Airflow's retries: the job has not failed, and a retry polls it again.
 
     :param job_id: the job to wait for (templated), usually ``SegmentImageOperator``'s XCom.
+    :param file_url: the image that was submitted as ``job_id`` (templated), when known: the completed
+        job's ``original_url`` must then be that image (else ``HitPawUntrustedAnswerError``, nothing
+        kept), and results are named after it, as ``SegmentImageOperator`` names them. Without it, the
+        sensor cannot check which image the job is, and says so.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param poll_interval: seconds between two status polls; also the poke interval when not deferrable.
     :param min_deferred_seconds: the task stays deferred at least this long, however fast the job: on
@@ -56,12 +70,14 @@ class SegmentationSensor(BaseSensorOperator):
         0 turns the hold off; None (the default) holds ``[hitpaw] min_deferred_seconds`` (10 s).
     :param deferrable: wait in the triggerer (True) or as a classic sensor in ``mode`` poke/reschedule.
     :param output_path: where to keep the cut-out and the mask, as ``SegmentImageOperator`` does (named
-        after the job's original URL); adds ``res_path`` and ``mask_path`` to the result.
+        after ``file_url`` when given, else the job's original URL); adds ``res_path`` and ``mask_path``
+        to the result.
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
-    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already.
+    :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already; ``fail``
+        refuses at the first look, not once the job completed (files this very job kept are accepted).
     """
 
-    template_fields: Sequence[str] = ("job_id", "output_path")
+    template_fields: Sequence[str] = ("job_id", "file_url", "output_path")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -75,9 +91,12 @@ class SegmentationSensor(BaseSensorOperator):
         output_path: Any = None,
         output_conn_id: str | None = None,
         overwrite: str = "overwrite",
+        file_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
+        if file_url is not None and not isinstance(file_url, str):
+            raise HitPawConfigurationError("file_url", f"must be a URL, got {type(file_url).__name__}")
         # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
         poll_interval = validate_poll_interval(poll_interval)
         kwargs.setdefault("poke_interval", poll_interval)
@@ -94,23 +113,74 @@ class SegmentationSensor(BaseSensorOperator):
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
+        self.file_url = file_url
+        self._looked_for_results = False
 
     operator_extra_links = result_links()
 
     def _output(self) -> ResultOutput:
         return ResultOutput.checked(self.output_path, self.output_conn_id, self.overwrite, waits=True)
 
+    def _submitted_url(self) -> str | None:
+        """The image submitted as this job, when the DAG said (a template may render to nothing)."""
+        return self.file_url.strip() if isinstance(self.file_url, str) and self.file_url.strip() else None
+
+    def _source(self, status: dict[str, Any]) -> str:
+        """What the kept files are named after: the submitted image when known, else the job's own."""
+        return self._submitted_url() or str(status.get("original_url") or status.get("job_id") or "")
+
+    def _refuse_existing_results(self, status: dict[str, Any]) -> None:
+        """Under ``overwrite="fail"``, refuse result files already there at the first look, instead of
+        after the whole wait; files this very job kept (an earlier try's) are accepted."""
+        if self.output_path is None or self.overwrite != "fail" or self._looked_for_results:
+            return
+        if self._submitted_url() is None and not status.get("original_url"):
+            return  # the names are not known yet: judged when the job completes
+        from airflow_provider_hitpaw import storage
+
+        storage.refuse_existing_results(
+            self.output_path,
+            self._source(status),
+            conn_id=self.output_conn_id,
+            own_job_id=str(status.get("job_id") or self.job_id),
+        )
+        self._looked_for_results = True
+
     def _finish(self, context: Context, status: dict[str, Any]) -> dict[str, Any]:
-        """Keep the results where asked (on this worker, never in the triggerer) and show their links."""
-        source = status.get("original_url") or status.get("job_id") or ""
+        """Keep the results where asked (on this worker, never in the triggerer) and show their links,
+        once the job is known to be the image submitted (where the DAG said which)."""
+        job_id = str(status.get("job_id") or self.job_id)
         try:
+            self._check_bound_to_input(job_id, status)
             with self._hook() as hook:
-                result = self._output().persist(context, status, str(source), hook)
+                result = self._output().persist(context, status, self._source(status), hook)
+        except HitPawStorageError as err:
+            failure = not_kept_failure(err, job_id, status)
+            raise failure from failure.__cause__
         except HitPawError as err:
             raise task_failure(err) from err
+        except Exception as err:  # a store's own error escaped: say what completed, and where it is
+            if self.output_path is None:
+                raise
+            failure = not_kept_failure(err, job_id, status)
+            raise failure from failure.__cause__
         # Counted once the results are kept; the sensor does not know when the job was submitted.
         _metrics.count_end_once(context, str(status.get("job_id")), True)
         return result
+
+    def _check_bound_to_input(self, job_id: str, status: dict[str, Any]) -> None:
+        """The job's ``original_url`` must be the image submitted, when ``file_url`` says which."""
+        submitted = self._submitted_url()
+        if submitted is None:
+            self.log.info(
+                "Job %r is taken as it is: given only its id (no file_url), the sensor cannot check "
+                "which image it segmented",
+                job_id,
+            )
+            return
+        from airflow_provider_hitpaw import storage
+
+        storage.check_answered_for(job_id, status.get("original_url"), submitted)
 
     def _hook(self) -> HitPawHook:
         from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -132,6 +202,9 @@ class SegmentationSensor(BaseSensorOperator):
             if err.retryable:
                 self.log.warning("Could not poll HitPaw job %r (%s); poking again later", job_id, err)
                 return False
+            if is_unreadable_poll(err):
+                # The poll failed, not the job: a plain failure, which Airflow's retries poll again.
+                raise JobEvent.unreadable_poll(job_id, err, None).failure() from err
             raise fail_without_retry(err) from err
         self.log.info("HitPaw job %r is %s", job_id, status.status)
         if status.is_failed:
@@ -139,6 +212,10 @@ class SegmentationSensor(BaseSensorOperator):
             raise fail_without_retry(HitPawJobFailedError.for_job(job_id, status.original_url))
         if status.is_completed:
             return PokeReturnValue(is_done=True, xcom_value=self._finish(context, status.to_dict()))
+        try:
+            self._refuse_existing_results(status.to_dict())
+        except HitPawError as err:
+            raise task_failure(err) from err
         return False
 
     def execute(self, context: Context) -> Any:
@@ -197,7 +274,14 @@ class SegmentationSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Turn the trigger's event into the task's result, or into the right kind of failure."""
         try:
-            status = JobEvent.from_payload(event).raise_unless_completed()
+            parsed = JobEvent.from_payload(event)
+        except HitPawError as err:
+            raise fail_without_retry(err) from err
+        if parsed.unreadable and parsed.outcome is Outcome.ERROR:
+            # The poll failed, not the job: a plain failure, which Airflow's retries poll again.
+            raise parsed.failure()
+        try:
+            status = parsed.raise_unless_completed()
         except HitPawTimeoutError as err:
             if self.soft_fail:
                 raise AirflowSkipException(f"{err} (soft_fail)") from err

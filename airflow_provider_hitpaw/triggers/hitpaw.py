@@ -80,7 +80,9 @@ class SegmentationTrigger(_HitPawTrigger):
         does not extend the wait.
     :param not_before: fire no event before this Unix time (the job is still polled meanwhile).
 
-    The event is a :class:`~airflow_provider_hitpaw._events.JobEvent`'s payload.
+    The event is a :class:`~airflow_provider_hitpaw._events.JobEvent`'s payload. A poll that fails for
+    good without HitPaw saying anything of the job ends the wait with an error event marked
+    ``unreadable``, carrying the real error: the job itself has not failed.
     """
 
     def __init__(
@@ -142,7 +144,8 @@ class SegmentationBatchTrigger(_HitPawTrigger):
     whose polls hang delays nobody else. Every poll is bounded by the time left to ``end_time``.
 
     The event is a :class:`~airflow_provider_hitpaw._events.BatchEvent`'s payload: small for thousands of
-    jobs, because the waiting task fetches the result URLs of the completed jobs itself.
+    jobs, because the waiting task fetches the result URLs of the completed jobs itself. Jobs whose poll
+    failed for good without HitPaw saying anything of them are in its ``unreadable``, not in ``failed``.
     """
 
     def __init__(
@@ -202,13 +205,13 @@ class SegmentationBatchTrigger(_HitPawTrigger):
                     for task in done:
                         job_id, started = polls.pop(task)
                         watch.absorb(job_id, task.result(), started)
-                    progress.report(watch.completed, len(watch.failed))
+                    progress.report(watch.completed, len(watch.failed), len(watch.unreadable))
                 else:
                     await asyncio.sleep(timeout)
         finally:
             for task in polls:
                 task.cancel()
-        progress.report(watch.completed, len(watch.failed), final=True)
+        progress.report(watch.completed, len(watch.failed), len(watch.unreadable), final=True)
         return event.to_payload()
 
     @staticmethod
@@ -230,11 +233,18 @@ class _Progress:
         self._last_time = _monotonic()
         self._last_done = -1
 
-    def report(self, completed: int, failed: int, *, final: bool = False) -> None:
-        done = completed + failed
+    def report(self, completed: int, failed: int, unreadable: int = 0, *, final: bool = False) -> None:
+        """Log progress when enough changed; jobs whose status could not be read count as done here,
+        named apart from the failed ones (they have not failed)."""
+        done = completed + failed + unreadable
         now = _monotonic()
         if done == self._last_done:
             return  # nothing new: the last line still holds (also at the end)
         if final or done - max(0, self._last_done) >= self._step or now - self._last_time >= self._every:
-            self._log.info("%d/%d completed, %d failed", completed, self._total, failed)
+            if unreadable:
+                self._log.info(
+                    "%d/%d completed, %d failed, %d unreadable", completed, self._total, failed, unreadable
+                )
+            else:
+                self._log.info("%d/%d completed, %d failed", completed, self._total, failed)
             self._last_done, self._last_time = done, now

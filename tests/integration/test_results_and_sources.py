@@ -16,7 +16,7 @@ from airflow_provider_hitpaw.links import LINKS_XCOM_KEY
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 from airflow_provider_hitpaw.storage import input_identity, result_names
-from tests.conftest import RecordingTaskInstance, run_deferred
+from tests.conftest import FakeStateStore, RecordingTaskInstance, run_deferred, task_context
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -98,6 +98,7 @@ def test_overwrite_policy(hitpaw_emulator: Any, tmp_path: Path, policy: str) -> 
         with pytest.raises(AirflowFailException, match="output_path"):
             operator.execute(context())
         assert (tmp_path / res).read_bytes() == b"older"
+        assert hitpaw_emulator.state()["jobs"] == [], "refused only after the image was paid for"
         return
     operator.execute(context())
     # Under skip too: no record says these files were made from this input, so they are written anew.
@@ -225,3 +226,99 @@ def test_what_could_only_fail_after_paying_is_refused_when_the_dag_is_parsed(opt
     if field != "output_path":
         with pytest.raises(HitPawConfigurationError, match=field):
             SegmentationSensor(task_id="w", job_id="job-1", **options)
+
+
+# --- overwrite="fail" on a retry of the same task -------------------------------------------------------
+
+
+def test_fail_lets_a_retry_keep_what_its_own_earlier_try_kept(hitpaw_emulator: Any, tmp_path: Path) -> None:
+    """The first try kept the pair and was lost after (a worker gone before it reported success): the
+    retry waits for the same job (Airflow 3.3's task state store) and does not fail on its own files."""
+    store = FakeStateStore()
+    url = hitpaw_emulator.sample_url("shoe.jpg")
+
+    def make() -> SegmentImageOperator:
+        return SegmentImageOperator(
+            task_id="t", file_url=url, output_path=str(tmp_path), overwrite="fail", poll_interval=1
+        )
+
+    first = run_deferred(make(), task_context(store=store))
+    again = make().execute(task_context(store=store))  # the job is done: no deferral this time
+    assert again["job_id"] == first["job_id"]
+    assert again["res_path"] == first["res_path"]
+    assert len(hitpaw_emulator.state()["jobs"]) == 1
+    with pytest.raises(AirflowFailException, match="already exists"):  # another run: another task
+        make().execute(task_context(store=FakeStateStore()))
+    assert len(hitpaw_emulator.state()["jobs"]) == 1
+
+
+# --- one job id for two images ---------------------------------------------------------------------------
+
+
+def test_one_job_id_answered_for_two_images_keeps_nothing_for_the_second(
+    hitpaw_emulator: Any, tmp_path: Path
+) -> None:
+    """Two mapped tasks, one base URL that answers every submission with the first job's id: the second
+    image's folder once got the first image's cut-out."""
+    from airflow_provider_hitpaw.exceptions import HitPawUntrustedAnswerError
+
+    hitpaw_emulator.set_faults(["same_job_id"])
+    first_url, second_url = hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")
+    first_out, second_out = tmp_path / "0", tmp_path / "1"
+    first = run_deferred(
+        SegmentImageOperator(task_id="t", file_url=first_url, output_path=str(first_out), poll_interval=1),
+        context(),
+    )
+    assert first["status"] == "COMPLETED"
+    with pytest.raises(AirflowFailException, match="one job cannot be two images") as raised:
+        run_deferred(
+            SegmentImageOperator(
+                task_id="t", file_url=second_url, output_path=str(second_out), poll_interval=1
+            ),
+            context(),
+        )
+    assert isinstance(raised.value.__cause__, HitPawUntrustedAnswerError)
+    assert "/samples/shoe.jpg" in str(raised.value)
+    assert not second_out.exists() or list(second_out.iterdir()) == []
+
+
+def test_the_sensor_told_the_submitted_image_refuses_another(hitpaw_emulator: Any, tmp_path: Path) -> None:
+    with SegmentImageOperator(task_id="s", file_url=hitpaw_emulator.sample_url("mug.jpg"))._hook() as hook:
+        job = hook.submit_segmentation(hitpaw_emulator.sample_url("mug.jpg"))
+    sensor = SegmentationSensor(
+        task_id="w",
+        job_id=job.job_id,
+        file_url=hitpaw_emulator.sample_url("shoe.jpg"),
+        output_path=str(tmp_path),
+        poll_interval=1,
+    )
+    with pytest.raises(AirflowFailException, match="one job cannot be two images"):
+        run_deferred(sensor, context())
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- a poll that failed is not a job that failed ---------------------------------------------------------
+
+
+def test_a_poll_that_fails_for_good_is_retried_and_the_retry_waits_for_the_same_job(
+    hitpaw_emulator: Any, tmp_path: Path
+) -> None:
+    """A status answer over the cap once ended the task for good, the job paid for and running on."""
+    from airflow_provider_hitpaw.exceptions import HitPawUntrustedAnswerError
+
+    hitpaw_emulator.set_faults([f"huge_json:first_n=1,paths=/api/task-status,size_bytes={8 * 1024 * 1024}"])
+    store = FakeStateStore()
+
+    def make() -> SegmentImageOperator:
+        return SegmentImageOperator(
+            task_id="t",
+            file_url=hitpaw_emulator.sample_url("shoe.jpg"),
+            output_path=str(tmp_path),
+            poll_interval=1,
+        )
+
+    with pytest.raises(HitPawUntrustedAnswerError, match="the job itself has not failed"):
+        run_deferred(make(), task_context(store=store))
+    result = run_deferred(make(), task_context(store=store))
+    assert result["status"] == "COMPLETED"
+    assert len(hitpaw_emulator.state()["jobs"]) == 1, "the retry paid for the image again"

@@ -563,7 +563,147 @@ def test_fail_refuses_an_existing_file_before_downloading(
 def test_fail_writes_when_nothing_is_there(hook: HitPawHook, server: str, memory_root: str) -> None:
     keep(hook, completed(server), memory_root, overwrite="fail")
     with pytest.raises(HitPawConfigurationError):
-        keep(hook, completed(server), memory_root, overwrite="fail")
+        keep(hook, {**completed(server), "job_id": "another-job"}, memory_root, overwrite="fail")
+
+
+def test_fail_accepts_the_pair_this_very_job_kept_without_downloading_it_again(
+    hook: HitPawHook, server: str, out_dir: Path
+) -> None:
+    """A retry that waits for the job its earlier try paid for, and whose results that try kept: its own
+    files are no reason to fail."""
+    first = keep(hook, completed(server), out_dir, overwrite="fail")
+    hits = dict(Handler.hits)
+    assert keep(hook, completed(server), out_dir, overwrite="fail") == first
+    assert Handler.hits == hits
+    (out_dir / MASK_NAME).write_bytes(b"changed since")  # no longer what the record describes
+    with pytest.raises(HitPawConfigurationError, match="already exists"):
+        keep(hook, completed(server), out_dir, overwrite="fail")
+
+
+class TestRefuseExistingResults:
+    """overwrite="fail" is judged before paying: ``refuse_existing_results``."""
+
+    def test_nothing_there_passes(self, out_dir: Path) -> None:
+        storage.refuse_existing_results(str(out_dir), SOURCE)
+
+    @pytest.mark.parametrize("name", [RES, MASK_NAME])
+    def test_either_file_is_refused_naming_it(self, out_dir: Path, name: str) -> None:
+        out_dir.mkdir()
+        (out_dir / name).write_bytes(b"older")
+        with pytest.raises(HitPawConfigurationError, match="already exists") as raised:
+            storage.refuse_existing_results(str(out_dir), SOURCE, own_job_id="f5007c0b")
+        assert raised.value.field == "output_path"
+        assert name in str(raised.value)
+
+    def test_the_pair_the_tasks_own_job_kept_is_accepted(
+        self, hook: HitPawHook, server: str, out_dir: Path
+    ) -> None:
+        keep(hook, completed(server), out_dir, overwrite="fail")
+        storage.refuse_existing_results(str(out_dir), SOURCE, own_job_id="f5007c0b")
+        with pytest.raises(HitPawConfigurationError, match="already exists"):
+            storage.refuse_existing_results(str(out_dir), SOURCE, own_job_id="another-job")
+        with pytest.raises(HitPawConfigurationError, match="already exists"):
+            storage.refuse_existing_results(str(out_dir), SOURCE)
+        with pytest.raises(HitPawConfigurationError, match="already exists"):  # another version of it
+            storage.refuse_existing_results(
+                str(out_dir), SOURCE, fingerprint="sha256:1", own_job_id="f5007c0b"
+            )
+
+
+# --- a store that refuses once the job was paid for -----------------------------------------------------
+
+
+def test_a_store_that_refuses_the_upload_on_close_is_a_storage_error(
+    hook: HitPawHook, server: str, memory_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object store's file uploads when closed: a bucket gone since the probe once escaped as a raw
+    FileNotFoundError, past every handler that says what was paid for."""
+    from fsspec.implementations.memory import MemoryFile
+
+    def close(self: Any) -> None:
+        if ".partial-" in str(self.path) and self.getbuffer().nbytes:
+            raise FileNotFoundError("The specified bucket does not exist")
+
+    monkeypatch.setattr(MemoryFile, "close", close)
+    with pytest.raises(HitPawStorageError, match="The specified bucket does not exist") as raised:
+        keep(hook, completed(server), memory_root, overwrite="overwrite")
+    assert not raised.value.retryable
+
+
+def test_what_could_not_be_kept_says_which_job_completed_and_where_its_results_are() -> None:
+    status = {
+        "job_id": "f5007c0b",
+        "res_url": "https://r.example.com/c.png?Signature=SIGNED-SECRET",
+        "mask_url": "https://r.example.com/m.png?Signature=SIGNED-SECRET",
+    }
+    refused = storage.not_kept_error(
+        HitPawStorageError("the storage refused x", retryable=False), "f5007c0b", status
+    )
+    assert str(refused) == (
+        "HitPaw: job 'f5007c0b' completed, but its results could not be kept in output_path: the storage "
+        "refused x; its results stay at HitPaw for 8 days (res_url https://r.example.com/c.png, mask_url "
+        "https://r.example.com/m.png; poll the job for the full links)"
+    )
+    assert not refused.retryable
+    raw = storage.not_kept_error(ConnectionResetError(104, "reset sig=SIGNED-SECRET"), "f5007c0b", {})
+    assert raw.retryable
+    assert "SIGNED-SECRET" not in str(raw)
+    assert "ConnectionResetError" in str(raw)
+
+
+# --- which image a job is ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("submitted", "answered"),
+    [
+        ("https://cdn.example.com/a/b.jpg", "https://cdn.example.com/a/b.jpg"),
+        ("https://cdn.example.com/a/my photo.jpg", "https://cdn.example.com/a/my%20photo.jpg"),
+        ("https://cdn.example.com/été.jpg", "https://CDN.example.com:443/%c3%a9t%C3%A9.jpg"),
+        ("https://cdn.example.com/a%2bb.jpg", "https://cdn.example.com/a+b.jpg"),
+        ("https://bücher.example/a.jpg", "https://xn--bcher-kva.example/a.jpg"),
+        ("https://cdn.example.com/img?id=1&w=2", "https://cdn.example.com/img?w=2&id=1"),
+        ("https://cdn.example.com/img?id=1", "https://cdn.example.com/img"),
+        (
+            "https://b.example.com/k.jpg?X-Amz-Signature=a%2Bb&X-Amz-Credential=c",
+            "https://b.example.com/k.jpg?X-Amz-Signature=a+b",
+        ),
+        ("https://user:pw@cdn.example.com/a.jpg", "https://cdn.example.com/a.jpg"),
+    ],
+)
+def test_the_same_image_written_otherwise_is_the_same(submitted: str, answered: str) -> None:
+    assert storage.same_image_url(submitted, answered)
+
+
+@pytest.mark.parametrize(
+    ("submitted", "answered"),
+    [
+        ("https://cdn.example.com/a/b.jpg", "https://cdn.example.com/a/c.jpg"),
+        ("https://cdn.example.com/a/b.jpg", "https://cdn.example.org/a/b.jpg"),
+        ("https://cdn.example.com/a/b.jpg", "http://cdn.example.com/a/b.jpg"),
+        ("https://cdn.example.com:8443/a/b.jpg", "https://cdn.example.com/a/b.jpg"),
+        ("https://cdn.example.com/a%2Fb.jpg", "https://cdn.example.com/a/b.jpg"),
+        ("https://cdn.example.com/img?id=1", "https://cdn.example.com/img?id=2"),
+        ("https://cdn.example.com/a.jpg", "not a url at all"),
+        ("http://127.0.0.1:99999/a.jpg", "http://127.0.0.1/a.jpg"),
+    ],
+)
+def test_another_image_is_another(submitted: str, answered: str) -> None:
+    assert not storage.same_image_url(submitted, answered)
+
+
+def test_a_job_of_another_image_is_refused_without_any_query(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(HitPawUntrustedAnswerError, match="one job cannot be two images") as raised:
+        storage.check_answered_for(
+            "job-1",
+            "https://cdn.example.com/b.jpg?sig=SIGNED-B",
+            "https://cdn.example.com/a.jpg?sig=SIGNED-A",
+        )
+    assert not raised.value.retryable
+    assert "SIGNED" not in str(raised.value)
+    assert "https://cdn.example.com/b.jpg" in str(raised.value)
+    storage.check_answered_for("job-1", None, "https://cdn.example.com/a.jpg")
+    assert "cannot be checked" in caplog.text
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])

@@ -7,13 +7,16 @@ import logging
 import pytest
 
 from airflow_provider_hitpaw._api import TaskStatus
-from airflow_provider_hitpaw._events import Outcome
+from airflow_provider_hitpaw._events import ErrorInfo, Outcome
 from airflow_provider_hitpaw._wait import BatchWatch, JobWatch
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
+    HitPawError,
     HitPawInsufficientCoinsError,
     HitPawInvalidRequestError,
+    HitPawJobFailedError,
     HitPawServerError,
+    HitPawUntrustedAnswerError,
 )
 
 log = logging.getLogger("test")
@@ -154,3 +157,79 @@ def test_an_outcome_for_a_job_that_already_ended_changes_nothing() -> None:
     watch.absorb("a", TaskStatus("a", "COMPLETED"), 0.0)
     watch.absorb("a", TaskStatus("a", "ERROR"), 0.0)
     assert (watch.completed, watch.failed) == (1, {})
+
+
+# --- a poll that failed is not a job that failed -------------------------------------------------------
+
+#: Poll failures that no retry of the poll mends and that say nothing of the job.
+UNREADABLE = {
+    "bare-404": HitPawInvalidRequestError("Not Found", http_status=404),
+    "over-the-cap": HitPawUntrustedAnswerError("the answer is larger than 1 MiB"),
+    "undocumented-code": HitPawError("Something", code=123456, http_status=200),
+}
+JOB_UNKNOWN = HitPawInvalidRequestError("Bad Request", code=100400002, http_status=400)
+
+
+@pytest.mark.parametrize("err", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_job_watch_an_unreadable_poll_ends_the_wait_without_failing_the_job(err: HitPawError) -> None:
+    watch = JobWatch("j", 100.0, 3.0, log)
+    watch.observe(TaskStatus("j", "CONVERTING"))
+    event = watch.fault(err)
+    assert event is not None
+    assert event.unreadable
+    assert event.job_status == "CONVERTING"
+    assert event.error == ErrorInfo.of(err)
+    failure = event.failure()
+    assert type(failure) is type(err)
+    assert (failure.code, failure.http_status) == (err.code, err.http_status)
+    assert not isinstance(failure, HitPawJobFailedError)
+    assert "the job itself has not failed" in str(failure)
+    assert "could not segment" not in str(failure)
+
+
+def test_job_watch_hitpaw_saying_the_job_is_unknown_still_ends_it() -> None:
+    event = JobWatch("j", 100.0, 3.0, log).fault(JOB_UNKNOWN)
+    assert event is not None
+    assert not event.unreadable
+    assert isinstance(event.failure(), HitPawInvalidRequestError)
+
+
+def test_batch_watch_keeps_unreadable_polls_out_of_failed() -> None:
+    """A bare 404 once put a COMPLETED job into failed: reported as "HitPaw could not segment the image"."""
+    jobs = [*UNREADABLE, "gone", "done"]
+    watch = BatchWatch(jobs, poll_interval=5.0, end_time=100.0, start=0.0)
+    assert watch.take(10.0, limit=10) == jobs
+    for job, err in UNREADABLE.items():
+        watch.absorb(job, err, 10.0)
+    watch.absorb("gone", JOB_UNKNOWN, 10.0)
+    watch.absorb("done", TaskStatus("done", "COMPLETED"), 10.0)
+    assert watch.failed == {"gone": "HitPaw (code 100400002, HTTP 400): Bad Request"}
+    assert watch.unreadable == {
+        "bare-404": "HitPawInvalidRequestError: HitPaw (HTTP 404): Not Found",
+        "over-the-cap": "HitPawUntrustedAnswerError: HitPaw: the answer is larger than 1 MiB",
+        "undocumented-code": "HitPawError: HitPaw (code 123456, HTTP 200): Something",
+    }
+    # Ended at once, not polled again: a fault no retry of the poll mends would repeat to the deadline.
+    assert watch.open_jobs == []
+    event = watch.event(10.0)
+    assert event is not None
+    assert event.outcome is Outcome.SUCCESS
+    assert (event.completed, event.failed, event.unreadable) == (1, watch.failed, watch.unreadable)
+    assert event.message == "1 of 5 completed, 1 failed, 3 unreadable"
+    assert event.to_payload()["unreadable"] == watch.unreadable
+
+
+def test_batch_watch_reports_unreadable_jobs_at_a_deadline_and_a_stop_too() -> None:
+    watch = BatchWatch(["a", "b"], poll_interval=1.0, end_time=10.0, start=0.0)
+    watch.absorb("a", UNREADABLE["bare-404"], 0.0)
+    timed_out = watch.event(10.0)
+    assert timed_out is not None
+    assert (timed_out.outcome, timed_out.pending, list(timed_out.unreadable)) == (
+        Outcome.TIMEOUT,
+        ["b"],
+        ["a"],
+    )
+    watch.absorb("b", HitPawAuthenticationError("api_key is not valid", code=110400000), 1.0)
+    stopped = watch.event(1.0)
+    assert stopped is not None
+    assert (stopped.outcome, list(stopped.unreadable)) == (Outcome.ERROR, ["a"])

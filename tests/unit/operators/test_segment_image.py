@@ -417,3 +417,275 @@ def test_a_deployment_sets_the_hold_for_every_task(
     with pytest.raises(TaskDeferred) as deferred:
         operator().execute(task_context())
     assert deferred.value.trigger.not_before == clock.now + 10
+
+
+# --- results already in output_path under overwrite="fail" --------------------------------------------
+
+
+def tiny_png() -> bytes:
+    """A whole, well-formed 1x1 PNG: what a download of a result must be."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    pixels = zlib.compress(b"\0\0\0\0\0")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def downloads(hook: Any) -> Any:
+    """The hook double downloads a result link as the real one does: a PNG, in one attempt."""
+    from airflow_provider_hitpaw import _api
+    from airflow_provider_hitpaw.hooks import _transport
+
+    def download_once(url: str, write: Any, attempts: Any) -> int:
+        write(tiny_png())
+        return len(tiny_png())
+
+    hook.download_attempts.side_effect = lambda what: _transport.Attempts(
+        _api.RetryPolicy(max_attempts=1), what=what
+    )
+    hook.download_once.side_effect = download_once
+    return hook
+
+
+class TestFailOnExistingResults:
+    """overwrite="fail" once submitted, paid and waited, and only then refused to keep."""
+
+    def test_existing_results_are_refused_before_any_coin(self, hook: Any, tmp_path: Any) -> None:
+        from airflow_provider_hitpaw.storage import result_names
+
+        cutout, _ = result_names(URL)
+        (tmp_path / cutout).write_bytes(b"an earlier run's cut-out")
+        with pytest.raises(AirflowFailException, match="already exists") as raised:
+            operator(output_path=str(tmp_path), overwrite="fail").execute(task_context())
+        assert "output_path" in str(raised.value)
+        hook.submit_segmentation.assert_not_called()
+        hook.presign_upload.assert_not_called()
+        assert (tmp_path / cutout).read_bytes() == b"an earlier run's cut-out"
+
+    def test_a_retry_accepts_what_its_own_job_kept(self, downloads: Any, tmp_path: Any) -> None:
+        """The first try kept the pair, then failed (a crash, a lost heartbeat): on Airflow 3.3 the retry
+        waits for the same job, and its own files are no reason to fail."""
+        store = FakeStateStore()
+        downloads.wait_for_completion.return_value = COMPLETED
+        first = operator(output_path=str(tmp_path), overwrite="fail", deferrable=False)
+        kept = first.execute(task_context(store=store))
+        downloads.get_task_status.return_value = COMPLETED
+        again = operator(output_path=str(tmp_path), overwrite="fail", deferrable=False)
+        result = again.execute(task_context(store=store))
+        assert downloads.submit_segmentation.call_count == 1
+        assert (result["res_path"], result["mask_path"]) == (kept["res_path"], kept["mask_path"])
+
+    def test_a_retry_whose_job_is_gone_is_refused_before_paying_again(
+        self, downloads: Any, tmp_path: Any
+    ) -> None:
+        """The earlier job's files excuse only that job: a new submission's would be refused after paying."""
+        store = FakeStateStore()
+        downloads.wait_for_completion.return_value = COMPLETED
+        operator(output_path=str(tmp_path), overwrite="fail", deferrable=False).execute(
+            task_context(store=store)
+        )
+        downloads.get_task_status.side_effect = HitPawInvalidRequestError(
+            "Bad Request", code=100400002, http_status=400
+        )
+        with pytest.raises(AirflowFailException, match="already exists"):
+            operator(output_path=str(tmp_path), overwrite="fail").execute(task_context(store=store))
+        assert downloads.submit_segmentation.call_count == 1
+
+    def test_a_new_run_is_refused_what_another_job_kept(self, downloads: Any, tmp_path: Any) -> None:
+        downloads.wait_for_completion.return_value = COMPLETED
+        operator(output_path=str(tmp_path), overwrite="fail", deferrable=False).execute(task_context())
+        with pytest.raises(AirflowFailException, match="already exists"):
+            operator(output_path=str(tmp_path), overwrite="fail").execute(
+                task_context(store=FakeStateStore())
+            )
+        assert downloads.submit_segmentation.call_count == 1
+
+
+# --- storage that fails after the job was paid for ----------------------------------------------------
+
+SIGNED_RESULT = TaskStatus(
+    job_id=JOB,
+    status="COMPLETED",
+    res_url="https://results.example.test/out/c.png?Signature=SIGNED-SECRET&Expires=1",
+    mask_url="https://results.example.test/out/m.png?Signature=SIGNED-SECRET&Expires=1",
+    original_url=URL,
+)
+
+
+@pytest.mark.parametrize("failure", ["bucket-vanished-on-upload", "write-refused"])
+def test_storage_that_fails_after_paying_says_which_job_completed_and_where_its_results_are(
+    downloads: Any, memory_root: str, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """An object store uploads on close: a bucket gone since the probe once escaped as a bare
+    FileNotFoundError; a refused write said nothing of the job paid for."""
+    from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+
+    from airflow_provider_hitpaw.exceptions import HitPawStorageError
+
+    downloads.wait_for_completion.return_value = SIGNED_RESULT
+    if failure == "bucket-vanished-on-upload":
+
+        def close(self: Any) -> None:
+            if ".partial-" in str(self.path) and self.getbuffer().nbytes:
+                raise FileNotFoundError("The specified bucket does not exist")
+
+        monkeypatch.setattr(MemoryFile, "close", close)
+    else:
+        real_open = MemoryFileSystem._open
+
+        def refusing_open(self: Any, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            if ".partial-" in path and "w" in mode:
+                raise PermissionError("Access Denied")
+            return real_open(self, path, mode, **kwargs)
+
+        monkeypatch.setattr(MemoryFileSystem, "_open", refusing_open)
+    with pytest.raises(Exception, match="could not be kept") as raised:
+        operator(output_path=f"{memory_root}/out", deferrable=False).execute(task_context())
+    failure_raised = raised.value
+    error = failure_raised if isinstance(failure_raised, HitPawStorageError) else failure_raised.__cause__
+    assert isinstance(error, HitPawStorageError), repr(failure_raised)
+    said = str(failure_raised)
+    assert f"job {JOB!r} completed" in said
+    assert "https://results.example.test/out/c.png" in said
+    assert "https://results.example.test/out/m.png" in said
+    assert "SIGNED-SECRET" not in said
+    assert "Signature" not in said
+    assert downloads.submit_segmentation.call_count == 1
+
+
+# --- a job that is another image's ---------------------------------------------------------------------
+
+OTHER_IMAGE = "https://images.example.test/someone-else.jpg"
+
+
+class TestBoundToItsInput:
+    """One job id answered for two images (a broken or hostile base URL) gave the second image's folder
+    the first image's cut-out."""
+
+    def test_a_job_of_another_image_is_refused_and_nothing_is_kept(
+        self, downloads: Any, tmp_path: Any
+    ) -> None:
+        from airflow_provider_hitpaw.exceptions import HitPawUntrustedAnswerError
+
+        downloads.wait_for_completion.return_value = TaskStatus(
+            job_id=JOB,
+            status="COMPLETED",
+            res_url="http://h/r.png",
+            mask_url="http://h/m.png",
+            original_url=OTHER_IMAGE + "?token=SIGNED-SECRET",
+        )
+        with pytest.raises(AirflowFailException) as raised:
+            operator(output_path=str(tmp_path), deferrable=False).execute(task_context())
+        assert isinstance(raised.value.__cause__, HitPawUntrustedAnswerError)
+        assert OTHER_IMAGE in str(raised.value)
+        assert "SIGNED-SECRET" not in str(raised.value)
+        assert list(tmp_path.iterdir()) == []
+        downloads.download_once.assert_not_called()
+
+    def test_a_resumed_task_refuses_an_event_of_another_image(self, tmp_path: Any) -> None:
+        event = TestExecuteComplete().event(original_url=OTHER_IMAGE)
+        with pytest.raises(AirflowFailException, match="one job cannot be two images"):
+            operator(output_path=str(tmp_path)).execute_complete(task_context(), event, submission=SUBMISSION)
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        ("submitted", "answered"),
+        [
+            ("https://images.example.test/my photo.jpg", "https://images.example.test/my%20photo.jpg"),
+            ("https://images.example.test/été.jpg", "https://IMAGES.example.test:443/%c3%a9t%C3%A9.jpg"),
+            ("https://b.example.test/k.jpg?X-Amz-Signature=a%2Bb", "https://b.example.test/k.jpg"),
+        ],
+        ids=["encoded-space", "encoded-letters-and-default-port", "signature-dropped"],
+    )
+    def test_the_same_image_written_otherwise_is_accepted(self, submitted: str, answered: str) -> None:
+        event = TestExecuteComplete().event(original_url=answered)
+        result = operator(file_url=submitted).execute_complete(
+            task_context(), event, submission={**SUBMISSION, "file_url": submitted}
+        )
+        assert result["status"] == "COMPLETED"
+
+
+# --- a poll that failed is not a job that failed -------------------------------------------------------
+
+#: What the trigger sends when a poll failed for good without HitPaw saying anything of the job: a
+#: gateway's bare 404 (an event of this shape, ``unreadable`` aside, once failed the task for good).
+UNREADABLE_EVENT = {
+    "status": "error",
+    "job_id": JOB,
+    "message": (
+        "polling HitPaw job 'job-1' failed (HitPawInvalidRequestError: (HTTP 404) Not Found); the job "
+        "itself has not failed (last seen CONVERTING): it is paid for and may still complete"
+    ),
+    "job_status": "CONVERTING",
+    "res_url": None,
+    "mask_url": None,
+    "original_url": None,
+    "code": None,
+    "http_status": 404,
+    "error_type": "HitPawInvalidRequestError",
+    "unreadable": True,
+}
+
+
+class TestAPollThatFailedIsNotAJobThatFailed:
+    def test_with_a_store_the_failure_is_retried_and_the_retry_waits_for_the_same_job(
+        self, hook: Any
+    ) -> None:
+        store = FakeStateStore()
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(task_context(store=store))
+        with pytest.raises(Exception, match="the job itself has not failed") as raised:
+            operator().execute_complete(task_context(store=store), UNREADABLE_EVENT, **deferred.value.kwargs)
+        assert not isinstance(raised.value, AirflowFailException | HitPawJobFailedError)
+        assert type(raised.value).__name__ == "HitPawInvalidRequestError"
+        assert "HTTP 404" in str(raised.value)
+        assert "waits for job 'job-1' instead of paying again" in str(raised.value)
+        hook.get_task_status.return_value = CONVERTING
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
+        assert hook.submit_segmentation.call_count == 1
+
+    def test_without_a_store_the_failure_is_final_and_names_the_paid_job(self, hook: Any) -> None:
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(task_context())
+        with pytest.raises(AirflowFailException) as raised:
+            operator().execute_complete(task_context(), UNREADABLE_EVENT, **deferred.value.kwargs)
+        said = str(raised.value)
+        assert "not retried automatically: job 'job-1'" in said
+        assert "a retry would pay for the image again" in said
+        assert "HTTP 404" in said
+        assert "ended with status ERROR" not in said
+
+    @pytest.mark.parametrize("store", [True, False], ids=["store", "no-store"])
+    def test_the_blocking_wait_follows_the_same_rule(self, hook: Any, store: bool) -> None:
+        from airflow_provider_hitpaw.exceptions import HitPawUntrustedAnswerError
+
+        hook.wait_for_completion.side_effect = HitPawUntrustedAnswerError("the answer is over the 1 MiB cap")
+        context = task_context(store=FakeStateStore() if store else None)
+        with pytest.raises(Exception, match="over the 1 MiB cap") as raised:
+            operator(deferrable=False).execute(context)
+        assert isinstance(raised.value, AirflowFailException) is not store
+        assert "over the 1 MiB cap" in str(raised.value)
+        assert not isinstance(raised.value, HitPawJobFailedError)
+        if store:
+            assert "a retry of this task waits for job 'job-1' instead of paying again" in str(raised.value)
+        else:
+            assert "a retry would pay for the image again" in str(raised.value)
+
+    @pytest.mark.parametrize("http_status", [404, 409])
+    def test_a_retry_whose_look_at_the_earlier_job_fails_is_retried_again(
+        self, hook: Any, http_status: int
+    ) -> None:
+        store = FakeStateStore()
+        operator(wait_for_completion=False).execute(task_context(store=store))
+        hook.get_task_status.side_effect = HitPawInvalidRequestError(
+            f"HTTP {http_status} without a HitPaw answer", http_status=http_status
+        )
+        with pytest.raises(HitPawInvalidRequestError, match=f"HTTP {http_status}"):
+            operator(wait_for_completion=False).execute(task_context(store=store))
+        assert hook.submit_segmentation.call_count == 1

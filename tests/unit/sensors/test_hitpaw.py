@@ -14,7 +14,11 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_hitpaw._api import TaskStatus
-from airflow_provider_hitpaw.exceptions import HitPawAuthenticationError, HitPawServerError
+from airflow_provider_hitpaw.exceptions import (
+    HitPawAuthenticationError,
+    HitPawInvalidRequestError,
+    HitPawServerError,
+)
 from airflow_provider_hitpaw.sensors.hitpaw import SegmentationSensor
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
 from tests.conftest import SECRET_KEY
@@ -262,3 +266,104 @@ class TestDeferralEndedByAirflow:
         sensor = SegmentationSensor(task_id="w", job_id=JOB)
         with pytest.raises(AirflowSensorTimeout, match="airflow triggerer"):
             sensor.resume_execution("__fail__", TIMED_OUT, task_context())
+
+
+# --- results already in output_path under overwrite="fail" --------------------------------------------
+
+
+def test_fail_refuses_existing_results_at_the_first_look_not_after_the_wait(
+    fake_hook: Any, mocker: Any, tmp_path: Any
+) -> None:
+    from airflow_provider_hitpaw.storage import result_names
+
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    fake_hook.get_task_status.return_value = CONVERTING
+    (tmp_path / result_names("http://h/a.jpg")[1]).write_bytes(b"an earlier run's mask")
+    sensor = SegmentationSensor(task_id="w", job_id=JOB, output_path=str(tmp_path), overwrite="fail")
+    with pytest.raises(AirflowFailException, match="already exists"):
+        sensor.execute(task_context(started_at=time.time()))
+
+
+# --- storage that fails once the job completed ---------------------------------------------------------
+
+
+def test_a_storage_failure_says_which_job_completed_and_where_its_results_are(
+    fake_hook: Any, mocker: Any, tmp_path: Any
+) -> None:
+    from airflow_provider_hitpaw import storage
+    from airflow_provider_hitpaw.exceptions import HitPawStorageError
+
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    mocker.patch.object(storage, "persist_job_results", side_effect=FileNotFoundError("bucket is gone"))
+    sensor = SegmentationSensor(task_id="w", job_id=JOB, output_path=str(tmp_path))
+    event = success_event(res_url="http://h/r.png?sig=SIGNED-SECRET")
+    with pytest.raises(AirflowFailException, match=f"job {JOB!r} completed") as raised:
+        sensor.execute_complete(task_context(), event)
+    assert isinstance(raised.value.__cause__, HitPawStorageError)
+    assert "res_url http://h/r.png" in str(raised.value)
+    assert "SIGNED-SECRET" not in str(raised.value)
+
+
+# --- a job that is another image's ---------------------------------------------------------------------
+
+
+def test_given_the_submitted_url_a_job_of_another_image_is_refused(fake_hook: Any, mocker: Any) -> None:
+    from airflow_provider_hitpaw.exceptions import HitPawUntrustedAnswerError
+
+    mocker.patch.object(SegmentationSensor, "_hook", return_value=fake_hook)
+    sensor = SegmentationSensor(task_id="w", job_id=JOB, file_url="http://h/b.jpg")
+    with pytest.raises(AirflowFailException, match="one job cannot be two images") as raised:
+        sensor.execute_complete(task_context(), success_event())
+    assert isinstance(raised.value.__cause__, HitPawUntrustedAnswerError)
+    assert (
+        SegmentationSensor(task_id="w", job_id=JOB, file_url="http://h/a.jpg").execute_complete(
+            task_context(), success_event()
+        )
+        == COMPLETED.to_dict()
+    )
+
+
+def test_given_only_the_job_id_the_sensor_says_it_cannot_check(
+    sensor: SegmentationSensor, log_text: Any
+) -> None:
+    assert sensor.execute_complete(task_context(), success_event()) == COMPLETED.to_dict()
+    assert "the sensor cannot check which image it segmented" in log_text()
+
+
+def test_file_url_is_templated() -> None:
+    assert "file_url" in SegmentationSensor.template_fields
+
+
+# --- a poll that failed is not a job that failed -------------------------------------------------------
+
+
+def test_a_poll_that_failed_for_good_fails_the_try_with_retries(sensor: SegmentationSensor) -> None:
+    """A gateway's bare 404 once failed the sensor for good, while the job went on."""
+    event = success_event(
+        status="error",
+        job_status="CONVERTING",
+        message="polling HitPaw job 'job-1' failed (HitPawInvalidRequestError: (HTTP 404) Not Found)",
+        error_type="HitPawInvalidRequestError",
+        http_status=404,
+        unreadable=True,
+    )
+    with pytest.raises(HitPawInvalidRequestError, match="HTTP 404"):
+        sensor.execute_complete(task_context(), event)
+
+
+def test_a_poke_whose_poll_failed_for_good_fails_the_try_with_retries(
+    sensor: SegmentationSensor, fake_hook: Any
+) -> None:
+    fake_hook.get_task_status.side_effect = HitPawInvalidRequestError("Not Found", http_status=404)
+    with pytest.raises(HitPawInvalidRequestError, match="the job itself has not failed"):
+        sensor.execute(task_context(started_at=time.time()))
+
+
+def test_hitpaw_saying_the_job_is_unknown_still_fails_for_good(
+    sensor: SegmentationSensor, fake_hook: Any
+) -> None:
+    fake_hook.get_task_status.side_effect = HitPawInvalidRequestError(
+        "Bad Request", code=100400002, http_status=400
+    )
+    with pytest.raises(AirflowFailException, match="100400002"):
+        sensor.execute(task_context(started_at=time.time()))

@@ -29,6 +29,7 @@ from tests.conftest import SECRET_KEY
 from tests.unit.fakes import (
     Answer,
     FakeAsyncClient,
+    FakeAsyncResponse,
     TimedClient,
     VirtualTimeLoop,
     envelope,
@@ -451,3 +452,69 @@ def test_progress_is_logged_at_a_cadence(
     progress = [line for line in log_text().splitlines() if " completed, " in line]
     assert any("100/100 completed, 0 failed" in line for line in progress)
     assert len(progress) <= 2 * 12, "a progress line per poll, not per tenth of the batch"
+
+
+# === a poll that failed is not a job that failed =======================================================
+
+
+def test_a_poll_that_fails_for_good_is_not_reported_as_a_failed_job(
+    fake_client: FakeAsyncClient, loop: VirtualTimeLoop
+) -> None:
+    """A gateway's bare 404 once ended the wait as if the job had failed, while HitPaw went on with it."""
+    fake_client.answers = [
+        Answer(body=status_body(JOB, "CONVERTING")),
+        Answer(status=404, body=b"<html>Not Found</html>"),
+    ]
+    (event,) = loop.run(collect(make_trigger()))
+    payload = event.payload
+    assert payload["status"] == "error"
+    assert payload["unreadable"] is True
+    assert (payload["error_type"], payload["http_status"], payload["code"]) == (
+        "HitPawInvalidRequestError",
+        404,
+        None,
+    )
+    assert payload["job_status"] == "CONVERTING"
+    assert "the job itself has not failed" in payload["message"]
+    failure = JobEvent.from_payload(payload).failure()
+    assert type(failure).__name__ == "HitPawInvalidRequestError"
+    assert len(fake_client.requests) == 2
+    assert SECRET_KEY not in json.dumps(payload)
+
+
+def test_hitpaw_saying_the_job_is_unknown_is_no_unreadable_poll(
+    fake_client: FakeAsyncClient, loop: VirtualTimeLoop
+) -> None:
+    fake_client.answers = [Answer(status=400, body=envelope(code=100400002, message="Bad Request"))]
+    (event,) = loop.run(collect(make_trigger()))
+    assert event.payload["status"] == "error"
+    assert "unreadable" not in event.payload
+    assert event.payload["code"] == 100400002
+
+
+class GatewayClient(TimedClient):
+    """A :class:`TimedClient` whose script also knows ``HTTP-404``: a gateway's bare refusal."""
+
+    def post(self, url: str, json: dict[str, Any], **kwargs: Any) -> Any:
+        statuses = self.script[json["job_id"]]
+        if statuses[0] != "HTTP-404":
+            return super().post(url, json, **kwargs)
+        if len(statuses) > 1:
+            statuses.pop(0)
+        self.requests.append((url, json))
+        return FakeAsyncResponse(Answer(status=404, body=b"<html>Not Found</html>"))
+
+
+def test_a_batch_keeps_jobs_whose_poll_failed_for_good_out_of_failed(
+    client: dict[str, Any], loop: VirtualTimeLoop, log_text: Any
+) -> None:
+    client["client"] = GatewayClient({"a": ["COMPLETED"], "b": ["ERROR"], "c": ["CONVERTING", "HTTP-404"]})
+    payload = run(loop, batch_trigger(["a", "b", "c"], interval=0.05))
+    assert payload["status"] == "success"
+    assert payload["completed"] == 1
+    assert payload["failed"] == {"b": "ended with status ERROR"}
+    assert payload["unreadable"] == {
+        "c": "HitPawInvalidRequestError: HitPaw (HTTP 404): HTTP 404 without a HitPaw answer: "
+        "'<html>Not Found</html>'"
+    }
+    assert any("1/3 completed, 1 failed, 1 unreadable" in line for line in log_text().splitlines())
