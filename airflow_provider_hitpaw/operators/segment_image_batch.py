@@ -75,6 +75,8 @@ class _Inputs:
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Of those, the ones an earlier try of this clearing kept: paid for by this run, not reused.
     own: set[str] = field(default_factory=set)
+    #: The URL each key's upload was submitted as (what its job's ``original_url`` must name).
+    uploaded: dict[str, str] = field(default_factory=dict)
 
     @property
     def identities(self) -> list[str]:
@@ -119,6 +121,8 @@ class _Inputs:
             carried["kept"] = self.kept
         if self.own:
             carried["own"] = sorted(self.own)
+        if self.uploaded:
+            carried["uploaded"] = [self.uploaded.get(key) for key in self.unique]
         return carried
 
     @classmethod
@@ -130,10 +134,11 @@ class _Inputs:
         fingerprints: Any = None,
         kept: Any = None,
         own: Any = None,
+        uploaded: Any = None,
     ) -> _Inputs:
         if not isinstance(identities, dict):  # carried by an earlier version: inputs were their identity
             identities = {item: item for item in inputs if item not in rejected}
-        return cls(
+        judged = cls(
             list(inputs),
             dict(rejected),
             dict(identities),
@@ -141,6 +146,9 @@ class _Inputs:
             kept=dict(kept) if isinstance(kept, dict) else {},
             own={str(item) for item in own} if isinstance(own, list) else set(),
         )
+        if isinstance(uploaded, list) and len(uploaded) == len(judged.unique):
+            judged.uploaded = {key: url for key, url in zip(judged.unique, uploaded, strict=True) if url}
+        return judged
 
 
 #: Why a batch that paid nothing still fails for good where no ledger is kept across tries.
@@ -564,6 +572,8 @@ class SegmentImageBatchOperator(BaseOperator):
                 jobs[index] = _error_dict(url)
             else:
                 to_submit.append((index, url))
+                if self.source_paths is not None:
+                    inputs.uploaded[unique[index]] = url
         progress = _SubmitProgress(self.log, len(to_submit))
         stopping: list[HitPawError] = []
         owner = {job: unique[index] for index, job in enumerate(jobs) if isinstance(job, str)}
@@ -791,6 +801,7 @@ class SegmentImageBatchOperator(BaseOperator):
             carried.get("fingerprints"),
             carried.get("kept"),
             carried.get("own"),
+            carried.get("uploaded"),
         )
         with self._hook() as hook:
             try:
@@ -889,6 +900,9 @@ class SegmentImageBatchOperator(BaseOperator):
                         "message": f"the job's status could not be read: {said}",
                     },
                 )
+            refusal = self._answered_for_another(job, key, status, inputs)
+            if refusal is not None:
+                result.update(res_url=None, mask_url=None, error=_error_dict(refusal))
             if isinstance(job, str):
                 if result["status"] == "COMPLETED":
                     ledger.ended(key, job, completed=True)
@@ -924,6 +938,24 @@ class SegmentImageBatchOperator(BaseOperator):
                 result["source_path"] = item
             results.append(result)
         return self._report(context, results, ledger, store)
+
+    def _answered_for_another(
+        self, job: Any, key: str, status: Any, inputs: _Inputs
+    ) -> HitPawUntrustedAnswerError | None:
+        """A completed job is this input's only if its ``original_url`` names what was submitted for it:
+        the URL, or the upload (unknown when an earlier try uploaded: then it is not checked)."""
+        if not isinstance(job, str) or not getattr(status, "is_completed", False):
+            return None
+        submitted = key if self.source_paths is None else inputs.uploaded.get(key)
+        if submitted is None:
+            return None
+        from airflow_provider_hitpaw import storage
+
+        try:
+            storage.check_answered_for(job, status.original_url, submitted)
+        except HitPawUntrustedAnswerError as err:
+            return err
+        return None
 
     def _price_results(self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
         """Each key's coins on the first of its inputs (the others 0, with the same job), as this run
@@ -1031,7 +1063,7 @@ class SegmentImageBatchOperator(BaseOperator):
         completed = [
             (source, r)
             for source, r in by_input.items()
-            if r["status"] == "COMPLETED" and source not in inputs.kept
+            if r["status"] == "COMPLETED" and not r.get("error") and source not in inputs.kept
         ]
         kept: list[str] = []
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:

@@ -261,6 +261,26 @@ class TestWhatARunPays:
         assert reported(results) == charged(hitpaw_emulator)
         assert not (tmp_path / ".hitpaw-ledger").exists(), "a finished batch leaves its ledger behind"
 
+    @pytest.mark.parametrize("given", ["file_urls", "source_paths"])
+    def test_one_job_id_answered_for_two_batches_keeps_nothing_for_the_second(
+        self, hitpaw_emulator: Any, tmp_path: Path, given: str
+    ) -> None:
+        """Two mapped batches, one base URL answering every submission with the first job's id: the
+        second batch's folder got the first image's cut-out."""
+        hitpaw_emulator.set_faults(["same_job_id"])
+        if given == "file_urls":
+            first, second = [[hitpaw_emulator.sample_url(name)] for name in ("shoe.jpg", "mug.jpg")]
+        else:
+            first, second = [[path] for path in photos(hitpaw_emulator, tmp_path / "raw", 2)]
+        for inputs, folder in ((first, "0"), (second, "1")):
+            batch = SegmentImageBatchOperator(
+                task_id="b", **{given: inputs}, output_path=str(tmp_path / folder), fail_on_error=False
+            )
+            [result] = run_deferred(batch, task_context())
+        assert result["error"]["type"] == "HitPawUntrustedAnswerError"
+        assert result["res_url"] is None
+        assert not list((tmp_path / "1").glob("*.png"))
+
     def test_a_status_poll_that_failed_is_not_a_job_that_failed(self, hitpaw_emulator: Any) -> None:
         """One over-large status answer ended the job as ERROR (HitPaw could not segment the image) and
         counted it failed while HitPaw said COMPLETED; a retry now waits for the same job."""
