@@ -418,3 +418,19 @@ def memory_root() -> Iterator[str]:
     fs = MemoryFileSystem()
     if fs.exists(f"/{bucket}"):
         fs.rm(f"/{bucket}", recursive=True)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hooks back off in hundredths of seconds: tests that meet 429s and 5xx look at what is retried,
+    not at how long the back-off is."""
+    from airflow_provider_hitpaw import _api
+    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+
+    real = hooks._HitPawHookBase.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.02, max_delay=0.2))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)

@@ -18,18 +18,7 @@ from tests.integration.catalogue import unique_copy
 SAMPLES = ["shoe.jpg", "portrait.png", "product.webp", "mug.jpg"]
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-off in tenths of seconds, so that the 429 scenarios take a moment, not minutes."""
-    from airflow_provider_hitpaw.hooks import hitpaw as hooks
-
-    real = hooks._HitPawHookBase.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.05, max_delay=0.3))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 def urls(emulator: Any, count: int) -> list[str]:

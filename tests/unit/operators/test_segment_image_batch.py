@@ -68,21 +68,6 @@ def test_a_timeout_that_leaves_no_wait_is_refused_when_the_dag_is_parsed(timeout
 COST = 20
 
 
-@pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-off in hundredths of seconds: the hook's retries are not what these tests look at."""
-    from airflow_provider_hitpaw import _api
-    from airflow_provider_hitpaw.hooks import hitpaw as hooks
-
-    real = hooks._HitPawHookBase.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.01, max_delay=0.05))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)
-
-
 def jobs_of(emulator: Any) -> list[dict[str, Any]]:
     return list(emulator.state()["jobs"])
 
@@ -116,7 +101,7 @@ def photos(emulator: Any, folder: Path, count: int) -> list[str]:
     return paths
 
 
-@pytest.mark.usefixtures("quick_retries")
+@pytest.mark.usefixtures("fast_retries")
 class TestWhatARunPays:
     def test_a_lost_answer_is_not_paid_for_again_by_a_retry(self, hitpaw_emulator: Any) -> None:
         """Each retry once submitted (and paid for) an image whose answer was lost again."""
@@ -320,7 +305,7 @@ def kill_at_nth_keep(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     monkeypatch.setattr(storage, "persist_job_results", persist)
 
 
-@pytest.mark.usefixtures("quick_retries")
+@pytest.mark.usefixtures("fast_retries")
 class TestWhatAHostileReviewFound:
     """Each of these failed on eca81af, the ledger's first version."""
 
