@@ -5,6 +5,9 @@ The ledger is saved as a series of small appended pieces, the changes since the 
 save costs one small write however large the batch; loading reads them in order and then rewrites them
 as one. Saves happen at most every :attr:`LedgerStore.FLUSH_SECONDS` while submitting, at once when
 the task is being stopped, and at every end: a crash loses at most the last seconds of answers.
+
+A ledger stays after its task ended well (a few hundred bytes per input): a worker lost between the
+task's end and Airflow hearing of it leaves a retry that must still find what was paid and kept.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ class _Backend(Protocol):
     def append(self, piece: dict[str, Any]) -> None: ...
 
     def replace(self, pieces: list[dict[str, Any]]) -> None: ...
-
-    def remove(self) -> None: ...
 
 
 class LedgerStore:
@@ -156,15 +157,6 @@ class LedgerStore:
     def write_failed(self) -> bool:
         return self._write_failed
 
-    def discard(self) -> None:
-        """Remove the ledger of a batch that ended: its kept records say the rest. Best effort."""
-        if self._backend is None:
-            return
-        try:
-            self._backend.remove()
-        except Exception as err:
-            self._log.warning("The ledger in %s could not be removed (%s)", self.where, _words(err))
-
 
 def _pieces(entries: dict[str, Any]) -> list[dict[str, Any]]:
     names = list(entries)
@@ -206,7 +198,7 @@ class _FolderBackend:
 
         self.where = storage.storage_uri(self._folder)
 
-    def _names(self, every_clearing: bool = False) -> list[str]:
+    def _names(self) -> list[str]:
         fs, path = self._folder.fs, str(self._folder.path).rstrip("/")
         invalidate = getattr(fs, "invalidate_cache", None)
         if invalidate is not None:
@@ -216,8 +208,7 @@ class _FolderBackend:
         except FileNotFoundError:
             return []
         names = [str(item).rstrip("/").rsplit("/", 1)[-1] for item in found]
-        prefix = "c" if every_clearing else self._prefix
-        mine = [name for name in names if name.startswith(prefix) and name.endswith(".json")]
+        mine = [name for name in names if name.startswith(self._prefix) and name.endswith(".json")]
         return sorted(mine, key=_order)
 
     def read(self) -> list[Any]:
@@ -250,18 +241,6 @@ class _FolderBackend:
             self.append(piece)
         for name in old:
             (self._folder / name).unlink()
-
-    def remove(self) -> None:
-        for name in self._names(every_clearing=True):
-            (self._folder / name).unlink()
-        from airflow_provider_hitpaw import storage
-
-        if storage.is_local(self._folder):
-            try:
-                self._folder.rmdir()
-                self._folder.parent.rmdir()  # the ledger folder, when no other task has one
-            except OSError:
-                pass
 
 
 def _order(name: str) -> tuple[int, int]:
@@ -310,8 +289,3 @@ class _StateStoreBackend:
 
     def replace(self, pieces: list[dict[str, Any]]) -> None:
         self._write(pieces, first=self._head()[1])
-
-    def remove(self) -> None:
-        end = self._head()[1]
-        _state_store.remember(self._context, _STORE_KEY, {"first": end, "end": end})
-        self._range = (end, end)

@@ -209,10 +209,14 @@ class FakeTaskInstance:
     """The part of a task instance the operators and the sensor use: when its try started, its tries,
     and its XCom (JSON only, as Airflow keeps it)."""
 
-    def __init__(self, start: Any = None, max_tries: int = 2, try_number: int = 1) -> None:
+    def __init__(
+        self, start: Any = None, max_tries: int = 2, try_number: int = 1, run_id: str = "run-1"
+    ) -> None:
         self.start_date = start
         self.try_number = try_number
         self.max_tries = max_tries
+        self.dag_id = "dag"
+        self.run_id = run_id
         self.task_id = "task"
         self.map_index = -1
         self.xcom: dict[str, Any] = {}
@@ -229,12 +233,14 @@ def task_context(
     store: FakeStateStore | None = None,
     max_tries: int = 2,
     try_number: int = 1,
+    run_id: str = "run-1",
 ) -> dict[str, Any]:
-    """The part of a task's context that the operators and the sensor read."""
+    """The part of a task's context that the operators and the sensor read (the tries of one DAG run,
+    unless ``run_id`` says which other run)."""
     from datetime import datetime
 
     start = datetime.fromtimestamp(started_at, tz=UTC) if started_at is not None else None
-    context: dict[str, Any] = {"ti": FakeTaskInstance(start, max_tries, try_number)}
+    context: dict[str, Any] = {"ti": FakeTaskInstance(start, max_tries, try_number, run_id)}
     if store is not None:
         context["task_state_store"] = store
     return context

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
 from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._addresses import internal_host_reason
@@ -18,12 +18,14 @@ from airflow_provider_hitpaw._events import ErrorInfo, JobEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._lineage import lineage
 from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, push_links, result_links
+from airflow_provider_hitpaw._state_store import first_try_of_clearing
 from airflow_provider_hitpaw._wait import is_unreadable_poll
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
     HitPawJobFailedError,
     HitPawStorageError,
+    HitPawSubmissionUnknownError,
     HitPawTimeoutError,
 )
 from airflow_provider_hitpaw.validation import (
@@ -40,12 +42,20 @@ if TYPE_CHECKING:
 
     from airflow_provider_hitpaw._api import TaskStatus
     from airflow_provider_hitpaw._kept import KeptResult
+    from airflow_provider_hitpaw._ledger import Ledger
+    from airflow_provider_hitpaw._ledger_store import LedgerStore
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
-#: Where a try keeps the job it submitted, so that the next try waits for it instead of paying again.
+#: Where versions before the ledger kept the job a try submitted (Airflow 3.3's task state store): read
+#: once, when the ledger holds nothing for the input, so that a retry across an upgrade does not pay again.
 _SUBMITTED_JOB_KEY = "hitpaw_submitted_job"
 #: Where the submission travels across a deferral, on every Airflow line (the XCom of the same try).
 SUBMISSION_XCOM_KEY = "hitpaw_submission"
+#: Why a failure after paying is final where no ledger is kept (see SegmentImageOperator._failure).
+_NO_RECORD = (
+    "this task keeps no record of it across tries (no output_path, and no task state store before "
+    "Airflow 3.3)"
+)
 
 
 def coins_text(coins: int | None) -> str:
@@ -63,14 +73,16 @@ class SegmentImageOperator(BaseOperator):
     """Submit one image to HitPaw's segmentation and, by default, wait for the cut-out (README: "One task
     per image", "Keep the results, take inputs from any storage").
 
-    Returns (XCom) ``job_id``, ``consume_coins`` (None when HitPaw did not say) and ``file_url``; when it
-    waited, also ``status``, ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also
-    ``res_path``, ``mask_path`` and ``reused``. What HitPaw could not take fails the task before a coin is
-    spent, without retries; so do result files already in ``output_path`` under ``overwrite="fail"``. On
-    Airflow 3.3 a retry waits for the job an earlier try submitted instead of paying again; a status poll
-    that fails for good (a gateway's bare 404, an answer over the cap) fails the try with a retry there,
-    and without one where a retry would pay again. A completed job whose ``original_url`` is not the image
-    submitted is refused (``HitPawUntrustedAnswerError``), nothing kept.
+    Returns (XCom) ``job_id``, ``consume_coins`` (what this clearing of the task paid for the image: every
+    job of it; None when HitPaw did not say) and ``file_url``; when it waited, also ``status``,
+    ``res_url``, ``mask_url`` and ``original_url``; with ``output_path``, also ``res_path``, ``mask_path``
+    and ``reused``. What HitPaw could not take fails the task before a coin is spent, without retries; so
+    do result files already in ``output_path`` under ``overwrite="fail"``. What it paid for is kept in the
+    batch's ledger (in ``output_path`` on every Airflow line, else in Airflow 3.3's task state store): a
+    retry waits for the job an earlier try submitted instead of paying again, does not send again a
+    submission whose answer was lost, and a failure after paying (a time-out, a status poll that failed
+    for good) is retried only where the ledger was saved, and final elsewhere. A completed job whose
+    ``original_url`` is not the image submitted is refused (``HitPawUntrustedAnswerError``), nothing kept.
 
     :param file_url: public http(s) URL of the image (templated).
     :param source_path: instead of ``file_url``: an image in any storage Airflow reaches (templated),
@@ -94,6 +106,8 @@ class SegmentImageOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("file_url", "source_path", "output_path")
     ui_color = "#aed6f1"
+    #: The ledger of this try, once loaded: its store, the ledger, and this input's key in it.
+    _paid: tuple[LedgerStore, Ledger, str] | None = None
 
     def __init__(
         self,
@@ -157,18 +171,66 @@ class SegmentImageOperator(BaseOperator):
 
         return storage.input_identity(self.source_path, self.source_conn_id)
 
+    def _ledger_key(self, fingerprint: str | None) -> str:
+        """The input's key in the ledger, by the batch's rule: the URL, or a stored source's content (so
+        that a source edited between tries is a new image, paid for again, and reported)."""
+        return f"content:{fingerprint}" if fingerprint else self._input_key()
+
+    def _ledger_store(self, context: Context) -> LedgerStore:
+        """The ledger lives beside the results where there are any (every Airflow line), else in
+        Airflow's task state store (3.3), else nowhere."""
+        from airflow_provider_hitpaw._ledger_store import LedgerStore
+
+        folder = None
+        if self.output_path is not None:
+            from airflow_provider_hitpaw import storage
+
+            folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
+        return LedgerStore.for_task(context, folder, self.log)
+
+    def _load_ledger(self, context: Context, key: str) -> tuple[LedgerStore, Ledger]:
+        """What earlier tries of this clearing paid for (and what this try pays for from now on: the
+        failure rule reads it). A ledger that cannot be read fails the try before anything is paid."""
+        store = self._ledger_store(context)
+        ledger = store.load()
+        self._adopt_old_record(context, ledger, key)
+        self._paid = (store, ledger, key)
+        return store, ledger
+
+    def _adopt_old_record(self, context: Context, ledger: Ledger, key: str) -> None:
+        """A job an earlier try recorded the way versions before the ledger did (Airflow 3.3's task state
+        store), read once: only while the ledger holds nothing for this input."""
+        if ledger.entry(key) is not None:
+            return
+        try:
+            earlier = _state_store.recall(context, _SUBMITTED_JOB_KEY)
+        except Exception:  # the store is Airflow's: an old record unread is the old version's miss
+            return
+        if (
+            isinstance(earlier, dict)
+            and earlier.get("input") == self._input_key()
+            and _api.is_usable_job_id(earlier.get("job_id"))
+        ):
+            price = _price(earlier.get("consume_coins"))
+            ledger.submitted(key, earlier["job_id"], price, made_for=self._input_key())
+
     def execute(self, context: Context) -> dict[str, Any]:
         # The links are resolved whenever the try ends (a refusal, a submit-only task, a deferral too):
         # they find a value from the start instead of logging a missing XCom.
         push_links(context, {"cutout": "", "mask": ""})
+        self._paid = None
         with self._hook() as hook:
             try:
                 file_url, source = self._checked_input(hook)
                 fingerprint = fingerprint_of(self.source_path, self.source_conn_id)
+                _, ledger = self._load_ledger(context, self._ledger_key(fingerprint))
+                own_job = ledger.live_job(self._ledger_key(fingerprint))
                 kept = self._output().find_kept(self._input_key(), fingerprint)
+                if kept is not None and own_job is not None and kept.job_id == own_job:
+                    # This clearing's own pair (kept, then the try failed): paid by this run, not reused.
+                    kept = None
                 if kept is None:
-                    earlier = self._earlier_job(context)
-                    self._refuse_existing_results(fingerprint, earlier["job_id"] if earlier else None)
+                    self._refuse_existing_results(fingerprint, own_job)
             except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
                 raise task_failure(err) from err
             if kept is not None:
@@ -199,7 +261,7 @@ class SegmentImageOperator(BaseOperator):
             except HitPawJobFailedError as err:
                 raise self._job_failed(err, context, submission) from err
             except HitPawError as err:
-                raise task_failure(err) from err
+                raise self._failure(err) from err
         self._defer_until_done(submission, context)
         raise AssertionError("defer() always raises")  # pragma: no cover
 
@@ -216,8 +278,8 @@ class SegmentImageOperator(BaseOperator):
 
     def _refuse_existing_results(self, fingerprint: str | None, own_job_id: str | None) -> None:
         """Under ``overwrite="fail"``, refuse result files already in ``output_path`` before paying, not
-        after: except the pair ``own_job_id`` (the job of this task's earlier try, which Airflow 3.3
-        remembers) kept, which is what this try is about to wait for again."""
+        after: except the pair ``own_job_id`` (the job of this task's earlier try, which the ledger
+        holds) kept, which is what this try is about to wait for again."""
         if self.output_path is None or self.overwrite != "fail":
             return
         from airflow_provider_hitpaw import storage
@@ -229,17 +291,6 @@ class SegmentImageOperator(BaseOperator):
             fingerprint=fingerprint,
             own_job_id=own_job_id,
         )
-
-    def _earlier_job(self, context: Context) -> dict[str, Any] | None:
-        """The job an earlier try of this task submitted for this very input, where Airflow kept it."""
-        earlier = _state_store.recall(context, _SUBMITTED_JOB_KEY)
-        if (
-            isinstance(earlier, dict)
-            and earlier.get("input") == self._input_key()
-            and _api.is_usable_job_id(earlier.get("job_id"))
-        ):
-            return earlier
-        return None
 
     def _upload(self, hook: HitPawHook, source: Any) -> str:
         """Upload the source through HitPaw's pre-signed upload; return the URL to submit."""
@@ -281,42 +332,62 @@ class SegmentImageOperator(BaseOperator):
         fingerprint: str | None,
         context: Context,
     ) -> tuple[dict[str, Any], TaskStatus | None]:
-        """Return the job to wait for: the one an earlier try submitted when it can still end well,
-        else a new one."""
-        earlier = self._earlier_job(context)
+        """Return the job to wait for: the one the ledger holds from an earlier try when it can still end
+        well, else a new one, recorded in the ledger before anything else happens."""
+        key = self._ledger_key(fingerprint)
+        store, ledger = self._load_ledger(context, key)
+        earlier = ledger.live_job(key)
         if earlier is not None:
             try:
-                status = hook.get_task_status(earlier["job_id"])
+                status = hook.get_task_status(earlier)
             except HitPawError as err:
                 if is_unreadable_poll(err):
                     # A gateway's bare 404 or 409 says nothing of the job: better fail than pay twice.
-                    worded = JobEvent.unreadable_poll(earlier["job_id"], err, None).failure()
-                    raise _PollFailed(earlier["job_id"], worded) from err
+                    worded = JobEvent.unreadable_poll(earlier, err, None).failure()
+                    raise _PollFailed(earlier, worded) from err
                 if not _api.says_job_unknown(err):
                     raise
                 # HitPaw no longer knows the job (expired): only then is a new submission no double.
                 self.log.info("The job of the earlier try is gone (%s); submitting again", err)
+                ledger.forgotten(key, earlier)
             else:
                 if not status.is_failed:
                     self.log.info(
                         "Waiting for job %r, submitted by an earlier try (now %s), instead of paying again",
-                        earlier["job_id"],
+                        earlier,
                         status.status,
                     )
-                    return _public_submission(earlier), status
+                    return self._reattached(earlier, ledger, key, file_url, fingerprint), status
                 self.log.info("The job of the earlier try ended in ERROR; submitting the image again")
-        if earlier is not None:
+                ledger.ended(key, earlier, completed=False)
             # The earlier job's own files no longer excuse a new submission's: judged again, before paying.
             self._refuse_existing_results(fingerprint, None)
-        if _state_store.retry_without_memory(context, int(self.retries or 0)):
+        if ledger.answer_was_lost(key):
+            raise fail_without_retry(
+                HitPawSubmissionUnknownError(
+                    f"an earlier try's submission of {self._shown_input()} lost its answer after HitPaw may "
+                    "have charged for it: not submitted again in this clearing of the task; clear the task "
+                    "to submit it (and pay) again"
+                )
+            )
+        if not store.keeps and not first_try_of_clearing(context, int(self.retries or 0)):
             self.log.warning(
-                "This Airflow keeps nothing across tries (the task state store came with 3.3): this retry "
-                "cannot find the job an earlier try may have paid for, and submits (and pays for) the "
-                "image again"
+                "This task keeps no record across tries (no output_path, and no task state store before "
+                "Airflow 3.3): this retry cannot find the job an earlier try may have paid for, and submits "
+                "(and pays for) the image again"
             )
         if file_url is None:
             file_url = self._upload(hook, source)
-        job = hook.submit_segmentation(file_url)
+        try:
+            job = hook.submit_segmentation(file_url)
+        except HitPawError as err:
+            if _api.submission_ended_maybe_charged(type(err).__name__):
+                # HitPaw may have charged: a retry of this clearing must not send it again.
+                ledger.answer_lost(key, made_for=self._input_key())
+                store.save(ledger)
+            raise
+        ledger.submitted(key, job.job_id, job.consume_coins, made_for=self._input_key())
+        store.save(ledger)  # at once: a crash from here on must not make the retry pay again
         _metrics.count_submitted(job.consume_coins)
         submission: dict[str, Any] = {
             "job_id": job.job_id,
@@ -333,17 +404,30 @@ class SegmentImageOperator(BaseOperator):
             job.job_id,
             coins_text(job.consume_coins),
         )
-        try:
-            _state_store.remember(context, _SUBMITTED_JOB_KEY, {**submission, "input": self._input_key()})
-        except Exception as err:  # the store is Airflow's: its failure must not cost the job paid for
+        if store.keeps and not store.durable(ledger):
             self.log.warning(
-                "Airflow's task state store could not record job %r (%s: %s): this try goes on waiting for "
-                "it, but a retry would not find it and would pay for the image again",
+                "Job %r could not be recorded in %s: this try goes on waiting for it, but a retry would not "
+                "find it and would pay for the image again",
                 job.job_id,
-                type(err).__name__,
-                _api.server_text(str(err)),
+                store.where,
             )
         return submission, None
+
+    def _reattached(
+        self, job_id: str, ledger: Ledger, key: str, file_url: str | None, fingerprint: str | None
+    ) -> dict[str, Any]:
+        """The submission of a job an earlier try paid for, as far as the ledger knows it: its price, and
+        the URL it was made from for a URL input (an upload's URL is not kept: not checked again)."""
+        entry = ledger.entry(key)
+        submission: dict[str, Any] = {
+            "job_id": job_id,
+            "consume_coins": entry.coins if entry is not None else None,
+            "file_url": file_url,
+        }
+        if self.source_path is not None:
+            submission["source_path"] = str(self.source_path)
+            submission["source_fingerprint"] = fingerprint
+        return submission
 
     def _defer_until_done(self, submission: dict[str, Any], context: Context) -> None:
         from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
@@ -373,6 +457,10 @@ class SegmentImageOperator(BaseOperator):
         submission: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         seen_at: float | None = None
+        job_id = event.get("job_id") if isinstance(event, dict) else None
+        if not isinstance(submission, dict) and isinstance(job_id, str):
+            submission = self._pushed_submission(context, job_id)
+        self._resume_ledger(context, submission)
         try:
             parsed = JobEvent.from_payload(event)
             seen_at = parsed.seen_at
@@ -384,16 +472,39 @@ class SegmentImageOperator(BaseOperator):
         except HitPawJobFailedError as err:
             raise self._job_failed(err, context, submission, seen_at) from err
         except HitPawError as err:
-            raise task_failure(err) from err
+            raise self._failure(err) from err
         if not isinstance(submission, dict):
-            submission = self._recalled_submission(context, status["job_id"])
+            submission = self._recalled_submission(status["job_id"])
         with self._hook() as hook:
             return self._finish(context, submission, status, hook, seen_at)
 
+    def _resume_ledger(self, context: Context, submission: dict[str, Any] | None) -> None:
+        """The ledger as the deferring half of this try left it, with this try's job in it whatever the
+        store lacks (it is paid for): what the failure rule and the coins reported read."""
+        from airflow_provider_hitpaw._ledger import Ledger
+
+        self._paid = None
+        fingerprint = submission.get("source_fingerprint") if isinstance(submission, dict) else None
+        key = self._ledger_key(fingerprint if isinstance(fingerprint, str) else None)
+        try:
+            store, ledger = self._load_ledger(context, key)
+        except HitPawError as err:  # the job is paid for: go on, and let the failure rule judge a failure
+            self.log.warning("%s", err)
+            store = self._ledger_store(context)
+            ledger = Ledger()
+            self._paid = (store, ledger, key)
+        job_id = submission.get("job_id") if isinstance(submission, dict) else None
+        if _api.is_usable_job_id(job_id) and job_id not in ledger.job_ids():
+            price = _price(submission.get("consume_coins") if isinstance(submission, dict) else None)
+            ledger.submitted(key, str(job_id), price, made_for=self._input_key())
+        if ledger.has_changes:
+            store.save(ledger)
+
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral Airflow ended itself fails with a message that names the job (paid for) and the
-        likely cause, instead of a bare ``TaskDeferralTimeout``; a retry waits for that job where Airflow
-        keeps a task state store (3.3), and submits the image again elsewhere."""
+        likely cause, instead of a bare ``TaskDeferralTimeout``; by the failure rule, a retry waits for
+        that job where the ledger is kept, and the failure is final where it is not (the retry would pay
+        again)."""
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except AirflowException as err:
@@ -403,17 +514,28 @@ class SegmentImageOperator(BaseOperator):
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
             job = pushed.get("job_id") if isinstance(pushed, dict) else None
             what = f"HitPaw job {job!r} for {self._shown_input()} (already paid for)" if job else "The wait"
-            raise HitPawTimeoutError(_deferral.deferral_failure(err, what)) from err
+            self._resume_ledger(context, pushed if isinstance(pushed, dict) else None)
+            failure = self._failure(HitPawTimeoutError(_deferral.deferral_failure(err, what)))
+            raise failure from err
 
-    def _recalled_submission(self, context: Context, job_id: str) -> dict[str, Any]:
-        """The submission of this try, where the resumed call did not get it as a kwarg."""
+    def _pushed_submission(self, context: Context, job_id: str) -> dict[str, Any] | None:
+        """The submission of this try from its XCom, where the resumed call did not get it as a kwarg."""
         ti = context["ti"]
         pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
         if isinstance(pushed, dict) and pushed.get("job_id") == job_id:
             return pushed
-        remembered = _state_store.recall(context, _SUBMITTED_JOB_KEY)
-        if isinstance(remembered, dict) and remembered.get("job_id") == job_id:
-            return _public_submission(remembered)
+        return None
+
+    def _recalled_submission(self, job_id: str) -> dict[str, Any]:
+        """The submission of this try, where neither the kwargs nor the XCom kept it: what the ledger
+        knows (the job's price), else nothing of its cost."""
+        entry = None
+        if self._paid is not None:
+            _, ledger, key = self._paid
+            entry = ledger.entry(key)
+        if entry is not None and entry.job_id == job_id:
+            self.log.warning("The submission's details were lost on resuming; its price is the ledger's")
+            return {"job_id": job_id, "consume_coins": entry.coins, "file_url": self.file_url}
         self.log.warning("The submission's details were lost on resuming; the cost is unknown")
         return {"job_id": job_id, "consume_coins": None, "file_url": self.file_url}
 
@@ -424,21 +546,74 @@ class SegmentImageOperator(BaseOperator):
         submission: dict[str, Any] | None,
         seen_at: float | None = None,
     ) -> HitPawJobFailedError:
-        """The failure of a job that ended in ERROR, naming this task's input (and counted, once)."""
+        """The failure of a job that ended in ERROR, naming this task's input (and counted, once). The
+        ledger says so: a retry submits the image again (paid, and counted in what it reports)."""
         if err.job_id is None:
             return err
         submitted_at = submission.get("submitted_at") if isinstance(submission, dict) else None
-        _metrics.count_end_once(context, err.job_id, False, _metrics.seconds_since(submitted_at, seen_at))
+        if self._paid is not None:
+            store, ledger, key = self._paid
+            ledger.ended(key, err.job_id, completed=False)
+            store.save(ledger)
+        self._count_end(context, err.job_id, False, _metrics.seconds_since(submitted_at, seen_at))
         return HitPawJobFailedError.for_job(err.job_id, self._shown_input())
 
+    def _count_end(self, context: Context, job_id: str, completed: bool, duration: float | None) -> None:
+        """A job's end in the metrics, once per clearing: the ledger says whether a try before this one
+        counted it (on every line it is kept), and so does Airflow 3.3's task state store."""
+        if self._paid is None:
+            _metrics.count_end_once(context, job_id, completed, duration)
+            return
+        store, ledger, key = self._paid
+        entry = ledger.entry(key)
+        if entry is not None and entry.job_id == job_id and entry.counted:
+            return
+        _metrics.count_end_once(context, job_id, completed, duration)
+        ledger.count(key)
+        store.save(ledger)
+
+    def _failure(self, err: HitPawError) -> Exception:
+        """The one rule for a try that fails after paying (as the batch's): a retry is allowed only where
+        it would find the job this clearing paid for (the ledger is saved where a retry reads it), or
+        where nothing is at stake (nothing paid, or the job ended in ERROR); otherwise the failure is
+        final, and names the paid job."""
+        failure = task_failure(err)
+        if isinstance(failure, AirflowFailException) or self._paid is None:
+            return failure
+        store, ledger, key = self._paid
+        if ledger.has_changes and not store.write_failed:
+            store.save(ledger)
+        job = ledger.live_job(key)
+        if store.durable(ledger) or (job is None and not ledger.answer_was_lost(key)):
+            return failure
+        paid = (
+            f"job {job!r} for {self._shown_input()} is paid for"
+            if job is not None
+            else f"HitPaw may have charged for {self._shown_input()} without its answer arriving"
+        )
+        return fail_without_retry(
+            f"{err}; not retried automatically: {paid}, and {self._why_not_kept(store)}, so a retry would "
+            "pay for the image again"
+            + (". Wait for it with SegmentationSensor(job_id=...)" if job is not None else "")
+        )
+
+    @staticmethod
+    def _why_not_kept(store: LedgerStore | None) -> str:
+        if store is not None and store.keeps:
+            return f"saving its record to {store.where} failed"
+        return _NO_RECORD
+
     def _poll_failed(self, err: HitPawError, context: Context, job_id: str) -> Exception:
-        """A poll of a paid job that failed for good is not the job failing: where Airflow keeps the job
-        across tries, a plain failure that Airflow retries (the retry waits for the same job); elsewhere
-        a retry would pay again, so the failure is final and says which job holds the coins."""
-        try:
-            durable = (self._earlier_job(context) or {}).get("job_id") == job_id
-        except Exception:  # the store is Airflow's: unknown counts as not kept
-            durable = False
+        """A poll of a paid job that failed for good is not the job failing: where the ledger keeps the
+        job across tries, a plain failure that Airflow retries (the retry waits for the same job);
+        elsewhere a retry would pay again, so the failure is final and says which job holds the coins."""
+        durable = False
+        store: LedgerStore | None = None
+        if self._paid is not None:
+            store, ledger, key = self._paid
+            if ledger.has_changes and not store.write_failed:
+                store.save(ledger)
+            durable = ledger.live_job(key) == job_id and store.durable(ledger)
         if durable:
             retried = ErrorInfo.of(err).rebuild(
                 f"{err.message}; a retry of this task waits for job {job_id!r} instead of paying again"
@@ -447,8 +622,7 @@ class SegmentImageOperator(BaseOperator):
             return retried
         return fail_without_retry(
             f"{err}; not retried automatically: job {job_id!r} for {self._shown_input()} is paid for, and "
-            "this Airflow keeps no record of it across tries (the task state store came with 3.3, or its "
-            "write failed), so a retry would pay for the image again. Wait for it with "
+            f"{self._why_not_kept(store)}, so a retry would pay for the image again. Wait for it with "
             "SegmentationSensor(job_id=...)"
         )
 
@@ -456,6 +630,18 @@ class SegmentImageOperator(BaseOperator):
         if self.source_path is not None:
             return str(self.source_path)
         return _api.url_without_query(str(self.file_url))
+
+    def _coins_of_this_run(self, submission: dict[str, Any]) -> int | None:
+        """What this clearing paid HitPaw for the input: every job of it (one that ended in ERROR or that
+        HitPaw forgot, and the one that completed), and what an earlier try paid for the source before it
+        was edited. None where a price is unknown."""
+        if self._paid is None:
+            return _price(submission.get("consume_coins"))
+        _, ledger, key = self._paid
+        paid = ledger.coins_paid(key)
+        for earlier in ledger.paid_for_gone_keys([key]).values():
+            paid = None if paid is None or earlier is None else paid + earlier
+        return paid
 
     def _finish(
         self,
@@ -471,25 +657,45 @@ class SegmentImageOperator(BaseOperator):
         source = self._input_key()
         fingerprint = submission.get("source_fingerprint")
         job_id = str(status.get("job_id") or submission.get("job_id"))
+        if self._paid is not None:
+            _, ledger, key = self._paid
+            if job_id not in ledger.job_ids():  # resumed without its submission: its price is unknown
+                ledger.submitted(key, job_id, None, made_for=source)
+            ledger.ended(key, job_id, completed=True)
+        coins = self._coins_of_this_run(submission)
         try:
             self._check_bound_to_input(job_id, status, submission)
             result = self._output().persist(
-                context, {**submission, **status, "reused": False}, source, hook, fingerprint
+                context,
+                {**submission, **status, "consume_coins": coins, "reused": False},
+                source,
+                hook,
+                fingerprint,
             )
         except HitPawStorageError as err:
-            failure = not_kept_failure(err, job_id, status)
+            failure = self._paid_failure(not_kept_failure(err, job_id, status))
             raise failure from failure.__cause__
         except HitPawError as err:
-            raise task_failure(err) from err
+            raise self._failure(err) from err
         except Exception as err:  # a store's own error escaped: say what was paid for, and where it is
             if self.output_path is None:
                 raise
-            failure = not_kept_failure(err, job_id, status)
+            failure = self._paid_failure(not_kept_failure(err, job_id, status))
             raise failure from failure.__cause__
         duration = _metrics.seconds_since(submission.get("submitted_at"), seen_at)
-        _metrics.count_end_once(context, str(result["job_id"]), True, duration)
+        self._count_end(context, str(result["job_id"]), True, duration)
         self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
         return result
+
+    def _paid_failure(self, failure: Exception) -> Exception:
+        """A failure built for a paid job (its results not kept), judged by the failure rule: final
+        already, or retried only where the retry finds the job (then chained to the storage's error)."""
+        if not isinstance(failure, HitPawError):
+            return failure
+        judged = self._failure(failure)
+        if judged is not failure:
+            judged.__cause__ = failure
+        return judged
 
     def _check_bound_to_input(self, job_id: str, status: dict[str, Any], submission: dict[str, Any]) -> None:
         """Refuse a job whose ``original_url`` is not the URL this task submitted, before anything of it is
@@ -510,8 +716,9 @@ class SegmentImageOperator(BaseOperator):
         return lineage(self._lineage)
 
 
-def _public_submission(remembered: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in remembered.items() if key != "input"}
+def _price(value: Any) -> int | None:
+    """A price as HitPaw named it (carried in XCom or an old record), or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def not_kept_failure(err: Exception, job_id: str, status: dict[str, Any]) -> Exception:

@@ -1113,7 +1113,6 @@ class SegmentImageBatchOperator(BaseOperator):
         )
         self._log_failures(bad)
         if not bad or not self.fail_on_error or len(bad) <= self._allowed_failures(len(results)):
-            store.discard()  # the batch is over; its kept records say what it made
             return results
         context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=results)
         shown = "; ".join(f"{_shown(r.get('source_path') or r['file_url'])}: {r['status']}" for r in bad[:5])

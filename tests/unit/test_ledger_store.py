@@ -122,16 +122,6 @@ def test_without_a_folder_or_a_store_nothing_is_kept() -> None:
     assert not store.durable(ledger)
 
 
-def test_a_finished_batch_leaves_no_ledger_behind(tmp_path: Path) -> None:
-    store = folder_store(tmp_path)
-    ledger = store.load()
-    ledger.submitted("a", "job-1", 20)
-    store.save(ledger)
-    store.discard()
-    assert not (tmp_path / LEDGER_FOLDER).exists()
-    assert folder_store(tmp_path, try_number=2).load().entries == {}
-
-
 def test_two_tasks_writing_to_one_folder_keep_separate_ledgers(tmp_path: Path) -> None:
     from airflow_provider_hitpaw import storage
 

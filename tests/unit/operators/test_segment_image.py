@@ -179,11 +179,22 @@ class TestExecuteComplete:
                 task_context(), self.event(status="error", job_status="ERROR"), submission=SUBMISSION
             )
 
-    def test_timeout_fails_normally(self) -> None:
+    def test_timeout_fails_normally_where_the_retry_finds_the_job(self) -> None:
         with pytest.raises(HitPawTimeoutError):
+            operator().execute_complete(
+                task_context(store=FakeStateStore()),
+                self.event(status="timeout", job_status="CONVERTING"),
+                submission=SUBMISSION,
+            )
+
+    def test_timeout_is_final_where_a_retry_would_pay_again(self) -> None:
+        """Without a ledger a retry cannot find the paid job: it once retried, and paid again."""
+        with pytest.raises(AirflowFailException) as raised:
             operator().execute_complete(
                 task_context(), self.event(status="timeout", job_status="CONVERTING"), submission=SUBMISSION
             )
+        assert "not retried automatically: job 'job-1'" in str(raised.value)
+        assert "a retry would pay for the image again" in str(raised.value)
 
     def test_permanent_api_error_fails_without_retry(self) -> None:
         event = self.event(
@@ -197,7 +208,8 @@ class TestExecuteComplete:
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
         result = operator().execute_complete(task_context(store=store), self.event())
-        assert result == {**SENT, **COMPLETED.to_dict(), "reused": False}
+        # The ledger keeps the job and its price (not when it was sent: no duration is measured).
+        assert result == {**SUBMISSION, **COMPLETED.to_dict(), "reused": False}
 
     def test_without_kwargs_or_store_the_cost_is_unknown_not_invented(self) -> None:
         result = operator().execute_complete(task_context(), self.event())
@@ -205,17 +217,32 @@ class TestExecuteComplete:
 
     def test_missing_event(self) -> None:
         with pytest.raises(HitPawResponseError, match="no usable event"):
+            operator().execute_complete(task_context(store=FakeStateStore()), None, submission=SUBMISSION)
+        with pytest.raises(AirflowFailException, match="no usable event"):  # a retry would pay again
             operator().execute_complete(task_context(), None, submission=SUBMISSION)
 
 
 class TestRetryDoesNotPayTwice:
-    """A retry finds the job of the earlier try in Airflow's task state store (Airflow 3.3)."""
+    """A retry finds the job of the earlier try in the ledger, here in Airflow's task state store (3.3).
+
+    Each first try below defers and is never resumed (the worker, or the triggerer, died): a try that
+    ends well has no retry, and drops its ledger.
+    """
 
     def test_submission_is_remembered(self, hook: Any) -> None:
+        import logging
+
+        from airflow_provider_hitpaw._ledger import State
+        from airflow_provider_hitpaw._ledger_store import LedgerStore
+
         store = FakeStateStore()
         with pytest.raises(TaskDeferred):
             operator().execute(task_context(store=store))
-        assert [kept["value"] for kept in store.values.values()] == [{**SENT, "input": URL}]
+        ledger = LedgerStore.for_task(task_context(store=store), None, logging.getLogger()).load()
+        entry = ledger.entry(URL)
+        assert entry is not None
+        assert (entry.state, entry.job_id, entry.coins) == (State.SUBMITTED, JOB, 20)
+        assert URL not in repr(store.values), "the ledger names inputs by a digest only"
 
     def test_retry_waits_for_the_running_job(self, hook: Any) -> None:
         store = FakeStateStore()
@@ -225,14 +252,15 @@ class TestRetryDoesNotPayTwice:
         with pytest.raises(TaskDeferred) as deferred:
             operator().execute(task_context(store=store))
         assert hook.submit_segmentation.call_count == 1
-        assert deferred.value.kwargs == {"submission": SENT}
+        assert deferred.value.kwargs == {"submission": SUBMISSION}
 
     def test_retry_returns_a_finished_job_at_once(self, hook: Any) -> None:
         store = FakeStateStore()
-        operator(wait_for_completion=False).execute(task_context(store=store))
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
         hook.get_task_status.return_value = COMPLETED
         assert operator().execute(task_context(store=store)) == {
-            **SENT,
+            **SUBMISSION,
             **COMPLETED.to_dict(),
             "reused": False,
         }
@@ -250,7 +278,8 @@ class TestRetryDoesNotPayTwice:
         self, hook: Any, earlier: dict[str, Any]
     ) -> None:
         store = FakeStateStore()
-        operator(wait_for_completion=False).execute(task_context(store=store))
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
         hook.get_task_status.configure_mock(**earlier)
         operator(wait_for_completion=False).execute(task_context(store=store))
         assert hook.submit_segmentation.call_count == 2
@@ -261,7 +290,8 @@ class TestRetryDoesNotPayTwice:
     ) -> None:
         """A bare 404 or 409 (a gateway, a deploy) once read as "HitPaw forgot the job": paid twice."""
         store = FakeStateStore()
-        operator(wait_for_completion=False).execute(task_context(store=store))
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
         hook.get_task_status.side_effect = HitPawInvalidRequestError(
             f"HTTP {http_status} without a HitPaw answer", http_status=http_status
         )
@@ -304,7 +334,8 @@ class TestRetryDoesNotPayTwice:
         assert result["status"] == "COMPLETED"
         logged = log_text()
         assert f"as job {SENT['job_id']!r}" in logged
-        assert f"could not record job {SENT['job_id']!r} (RuntimeError: API server answered 503)" in logged
+        assert "(RuntimeError: API server answered 503)" in logged
+        assert f"Job {SENT['job_id']!r} could not be recorded in Airflow's task state store" in logged
         assert "would pay for the image again" in logged
 
     def test_without_a_store_every_try_submits(self, hook: Any) -> None:
@@ -356,16 +387,19 @@ def test_emit_asset_declares_the_output_folder_on_this_airflow() -> None:
 
 
 class TestDeferralEndedByAirflow:
-    def test_names_the_paid_job_and_the_likely_cause(self) -> None:
-        """A forgotten triggerer once ended in a bare TaskDeferralTimeout, saying nothing of the job."""
-        context = task_context()
+    @pytest.mark.parametrize("store", [True, False], ids=["store", "no-store"])
+    def test_names_the_paid_job_and_the_likely_cause(self, store: bool) -> None:
+        """A forgotten triggerer once ended in a bare TaskDeferralTimeout, saying nothing of the job; and
+        where no ledger is kept, the retry it allowed paid for the image again."""
+        context = task_context(store=FakeStateStore() if store else None)
         context["ti"].xcom_push(key="hitpaw_submission", value=SUBMISSION)
-        with pytest.raises(HitPawTimeoutError) as raised:
+        with pytest.raises(HitPawTimeoutError if store else AirflowFailException) as raised:
             operator().resume_execution("__fail__", TIMED_OUT, context)
         message = str(raised.value)
         assert repr(JOB) in message
         assert "already paid for" in message
         assert "airflow triggerer" in message
+        assert ("a retry would pay for the image again" in message) is not store
 
     def test_a_failed_trigger_says_so(self) -> None:
         with pytest.raises(HitPawTimeoutError, match="its trigger failed"):
@@ -452,6 +486,40 @@ def downloads(hook: Any) -> Any:
     return hook
 
 
+class Killed(BaseException):
+    """SIGKILL, as seen from inside the process: nothing after it runs."""
+
+
+def crashed_after_keeping(task: SegmentImageOperator, context: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``task`` until its results are kept, then kill it (before it can say it ended well); return
+    what it kept."""
+    kept: dict[str, Any] = {}
+    real = task._output
+
+    def output() -> Any:
+        found = real()
+
+        class Keeping:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(found, name)
+
+            def persist(self, *args: Any, **kwargs: Any) -> Any:
+                kept.update(found.persist(*args, **kwargs))
+                raise Killed
+
+        return Keeping()
+
+    monkeypatch.setattr(task, "_output", output)
+    with pytest.raises(Killed):
+        task.execute(context)
+    return kept
+
+
+def outside_the_ledger(folder: Any) -> list[Any]:
+    """What a folder holds beside the ledger a failed try leaves for its retry."""
+    return [path for path in folder.iterdir() if path.name != ".hitpaw-ledger"]
+
+
 class TestFailOnExistingResults:
     """overwrite="fail" once submitted, paid and waited, and only then refused to keep."""
 
@@ -467,13 +535,15 @@ class TestFailOnExistingResults:
         hook.presign_upload.assert_not_called()
         assert (tmp_path / cutout).read_bytes() == b"an earlier run's cut-out"
 
-    def test_a_retry_accepts_what_its_own_job_kept(self, downloads: Any, tmp_path: Any) -> None:
-        """The first try kept the pair, then failed (a crash, a lost heartbeat): on Airflow 3.3 the retry
-        waits for the same job, and its own files are no reason to fail."""
+    def test_a_retry_accepts_what_its_own_job_kept(
+        self, downloads: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first try kept the pair, then failed (a crash, a lost heartbeat): the retry waits for the
+        same job, and its own files are no reason to fail."""
         store = FakeStateStore()
         downloads.wait_for_completion.return_value = COMPLETED
         first = operator(output_path=str(tmp_path), overwrite="fail", deferrable=False)
-        kept = first.execute(task_context(store=store))
+        kept = crashed_after_keeping(first, task_context(store=store), monkeypatch)
         downloads.get_task_status.return_value = COMPLETED
         again = operator(output_path=str(tmp_path), overwrite="fail", deferrable=False)
         result = again.execute(task_context(store=store))
@@ -481,14 +551,13 @@ class TestFailOnExistingResults:
         assert (result["res_path"], result["mask_path"]) == (kept["res_path"], kept["mask_path"])
 
     def test_a_retry_whose_job_is_gone_is_refused_before_paying_again(
-        self, downloads: Any, tmp_path: Any
+        self, downloads: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The earlier job's files excuse only that job: a new submission's would be refused after paying."""
         store = FakeStateStore()
         downloads.wait_for_completion.return_value = COMPLETED
-        operator(output_path=str(tmp_path), overwrite="fail", deferrable=False).execute(
-            task_context(store=store)
-        )
+        first = operator(output_path=str(tmp_path), overwrite="fail", deferrable=False)
+        crashed_after_keeping(first, task_context(store=store), monkeypatch)
         downloads.get_task_status.side_effect = HitPawInvalidRequestError(
             "Bad Request", code=100400002, http_status=400
         )
@@ -584,14 +653,14 @@ class TestBoundToItsInput:
         assert isinstance(raised.value.__cause__, HitPawUntrustedAnswerError)
         assert OTHER_IMAGE in str(raised.value)
         assert "SIGNED-SECRET" not in str(raised.value)
-        assert list(tmp_path.iterdir()) == []
+        assert outside_the_ledger(tmp_path) == []
         downloads.download_once.assert_not_called()
 
     def test_a_resumed_task_refuses_an_event_of_another_image(self, tmp_path: Any) -> None:
         event = TestExecuteComplete().event(original_url=OTHER_IMAGE)
         with pytest.raises(AirflowFailException, match="one job cannot be two images"):
             operator(output_path=str(tmp_path)).execute_complete(task_context(), event, submission=SUBMISSION)
-        assert list(tmp_path.iterdir()) == []
+        assert outside_the_ledger(tmp_path) == []
 
     @pytest.mark.parametrize(
         ("submitted", "answered"),
@@ -682,10 +751,199 @@ class TestAPollThatFailedIsNotAJobThatFailed:
         self, hook: Any, http_status: int
     ) -> None:
         store = FakeStateStore()
-        operator(wait_for_completion=False).execute(task_context(store=store))
+        with pytest.raises(TaskDeferred):
+            operator().execute(task_context(store=store))
         hook.get_task_status.side_effect = HitPawInvalidRequestError(
             f"HTTP {http_status} without a HitPaw answer", http_status=http_status
         )
         with pytest.raises(HitPawInvalidRequestError, match=f"HTTP {http_status}"):
             operator(wait_for_completion=False).execute(task_context(store=store))
         assert hook.submit_segmentation.call_count == 1
+
+
+# --- what a run pays across its tries: the ledger, against the emulator's books ------------------------
+
+COST = 20
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-off in hundredths of seconds: the hook's retries are not what these tests look at."""
+    from airflow_provider_hitpaw import _api
+    from airflow_provider_hitpaw.hooks import hitpaw as hooks
+
+    real = hooks._HitPawHookBase.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", _api.RetryPolicy(base_delay=0.01, max_delay=0.05))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(hooks._HitPawHookBase, "__init__", init)
+
+
+class Books:
+    """What HitPaw (the emulator) charged since the test began: its coins are the truth, also for a job
+    it has forgotten since."""
+
+    def __init__(self, emulator: Any) -> None:
+        self.emulator = emulator
+        self.start = emulator.state()["coins"]
+
+    @property
+    def charged(self) -> int:
+        return int(self.start - self.emulator.state()["coins"])
+
+    @property
+    def jobs(self) -> int:
+        return self.charged // COST
+
+
+def one_image(emulator: Any, **kwargs: Any) -> SegmentImageOperator:
+    return SegmentImageOperator(
+        **{"task_id": "segment", "file_url": emulator.sample_url("shoe.jpg"), "poll_interval": 1, **kwargs}
+    )
+
+
+def deferred_job(task: SegmentImageOperator, context: Any) -> str:
+    """A first try that submits and defers; its worker, or the triggerer, then dies."""
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    return str(deferred.value.trigger.job_id)
+
+
+@pytest.mark.usefixtures("quick_retries")
+class TestWhatARetryPays:
+    @pytest.mark.parametrize("store", [False, True], ids=["before-3.3", "3.3"])
+    def test_with_an_output_path_a_retry_finds_its_job_on_any_airflow(
+        self, hitpaw_emulator: Any, tmp_path: Any, store: bool
+    ) -> None:
+        """Before Airflow 3.3 a retry submitted (and paid for) the image again: no task state store; the
+        ledger in the output folder is found on every line."""
+        from tests.conftest import run_deferred
+
+        books = Books(hitpaw_emulator)
+        states = FakeStateStore() if store else None
+        task = one_image(hitpaw_emulator, output_path=str(tmp_path))
+        job = deferred_job(task, task_context(store=states))
+        result = run_deferred(task, task_context(store=states, try_number=2))
+        assert (result["status"], result["job_id"]) == ("COMPLETED", job)
+        assert books.jobs == 1
+        assert result["consume_coins"] == books.charged == COST
+        again = task.execute(task_context(store=states, try_number=3))  # lost after it ended well
+        assert again["job_id"] == job
+        assert books.jobs == 1
+
+    @pytest.mark.parametrize("where", ["output-path", "task-state-store"])
+    def test_a_lost_answer_is_not_sent_again_by_a_retry(
+        self, hitpaw_emulator: Any, tmp_path: Any, where: str
+    ) -> None:
+        """The hook sends a lost submission once more; each retry then sent it (and paid) again."""
+        hitpaw_emulator.set_faults(["drop:first_n=2,after_commit=true,paths=/api/image-segmentation"])
+        books = Books(hitpaw_emulator)
+        states = FakeStateStore() if where == "task-state-store" else None
+        output = str(tmp_path) if where == "output-path" else None
+        task = one_image(hitpaw_emulator, output_path=output)
+        with pytest.raises(AirflowFailException, match="may have accepted the image"):
+            task.execute(task_context(store=states))
+        paid = books.charged
+        assert paid == 2 * COST  # the lost answer, and the hook's one resend
+        for try_number in (2, 3):
+            with pytest.raises(AirflowFailException, match="not submitted again") as raised:
+                task.execute(task_context(store=states, try_number=try_number))
+            assert "clear the task" in str(raised.value)
+        assert books.charged == paid
+
+    def test_a_job_hitpaw_forgot_is_paid_again_and_both_are_reported(self, hitpaw_emulator: Any) -> None:
+        """A retry that submitted again reported the second job's coins alone: 20 said, 40 paid."""
+        from tests.conftest import run_deferred
+
+        books = Books(hitpaw_emulator)
+        store = FakeStateStore()
+        task = one_image(hitpaw_emulator)
+        job = deferred_job(task, task_context(store=store))
+        assert hitpaw_emulator.expire_job(job)
+        result = run_deferred(task, task_context(store=store, try_number=2))
+        assert result["status"] == "COMPLETED"
+        assert result["job_id"] != job
+        assert books.jobs == 2
+        assert result["consume_coins"] == books.charged == 2 * COST
+
+    def test_a_job_that_ended_in_error_fails_the_try_and_the_retry_reports_both(
+        self, hitpaw_emulator: Any
+    ) -> None:
+        """The try that saw ERROR fails (retried: a new job is no double charge); its retry pays again."""
+        from airflow_provider_hitpaw.exceptions import HitPawJobFailedError
+        from tests.conftest import run_deferred
+
+        books = Books(hitpaw_emulator)
+        store = FakeStateStore()
+        task = one_image(hitpaw_emulator)
+        job = deferred_job(task, task_context(store=store))
+        assert hitpaw_emulator.fail_job(job)
+        with pytest.raises(HitPawJobFailedError):
+            run_deferred(task, task_context(store=store))
+        result = run_deferred(task, task_context(store=store, try_number=2))
+        assert result["status"] == "COMPLETED"
+        assert result["consume_coins"] == books.charged == 2 * COST
+
+    def test_under_skip_a_retry_reports_what_its_first_try_paid(
+        self, hitpaw_emulator: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A retry took its own first try's pair for an earlier run's: reused, 0 coins, while it paid 20."""
+        books = Books(hitpaw_emulator)
+        task = one_image(hitpaw_emulator, output_path=str(tmp_path), overwrite="skip", deferrable=False)
+        crashed_after_keeping(task, task_context(), monkeypatch)
+        again = one_image(hitpaw_emulator, output_path=str(tmp_path), overwrite="skip", deferrable=False)
+        result = again.execute(task_context(try_number=2))
+        assert result["reused"] is False
+        assert result["consume_coins"] == books.charged == COST
+
+    def test_a_job_recorded_by_the_version_before_the_ledger_is_waited_for(
+        self, hitpaw_emulator: Any
+    ) -> None:
+        """A retry across an upgrade on Airflow 3.3 finds the job the older version recorded."""
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+        from tests.conftest import run_deferred
+
+        url = hitpaw_emulator.sample_url("shoe.jpg")
+        with HitPawHook() as hook:
+            job = hook.submit_segmentation(url)
+        books = Books(hitpaw_emulator)
+        store = FakeStateStore()
+        old = {"job_id": job.job_id, "consume_coins": job.consume_coins, "file_url": url, "input": url}
+        store.set("hitpaw_submitted_job", {"value": old, "max_tries": 2})
+        result = run_deferred(one_image(hitpaw_emulator), task_context(store=store, try_number=2))
+        assert result["job_id"] == job.job_id
+        assert books.charged == 0
+
+
+class TestTheFailureRuleAfterPaying:
+    """A try that fails after paying is retried only where its retry finds the job."""
+
+    def test_with_an_output_path_a_failure_after_paying_is_retried_on_any_airflow(
+        self, hook: Any, tmp_path: Any
+    ) -> None:
+        with pytest.raises(TaskDeferred) as deferred:
+            operator(output_path=str(tmp_path)).execute(task_context())
+        with pytest.raises(HitPawTimeoutError):
+            operator(output_path=str(tmp_path)).execute_complete(
+                task_context(),
+                TestExecuteComplete().event(status="timeout", job_status="CONVERTING"),
+                **deferred.value.kwargs,
+            )
+
+    def test_a_ledger_that_cannot_be_saved_makes_it_final(self, hook: Any, log_text: Any) -> None:
+        class FailingStore(FakeStateStore):
+            def set(self, key: str, value: Any, **kwargs: Any) -> None:
+                raise RuntimeError("API server answered 503")
+
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(task_context(store=FailingStore()))
+        with pytest.raises(AirflowFailException) as raised:
+            operator().execute_complete(
+                task_context(store=FailingStore()),
+                TestExecuteComplete().event(status="timeout", job_status="CONVERTING"),
+                **deferred.value.kwargs,
+            )
+        assert "saving its record to Airflow's task state store failed" in str(raised.value)
+        assert "not retried automatically: job 'job-1'" in str(raised.value)
