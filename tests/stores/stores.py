@@ -116,9 +116,11 @@ class Store:
         assert self.raw is not None
         return self.raw.get(bucket, key)
 
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+    def keys(self, bucket: str, prefix: str = "", *, ledgers: bool = False) -> list[str]:
+        """The objects under ``prefix``; without the tasks' ledgers (``.hitpaw-ledger/``) unless asked."""
         assert self.raw is not None
-        return sorted(self.raw.keys(bucket, prefix))
+        found = self.raw.keys(bucket, prefix)
+        return sorted(key for key in found if ledgers or "/.hitpaw-ledger/" not in f"/{key}")
 
     def on_write(
         self, bucket: str, key: str, action: Callable[[], None]

@@ -54,8 +54,11 @@ def completed(hitpaw_emulator: Any) -> dict[str, Any]:
 
 
 def context() -> Any:
-    """A task's context, as the operators read it (a fake task instance)."""
-    return task_context()
+    """A task's context, as the operators read it (a fake task instance), in a DAG run of its own: each
+    call is another night."""
+    import uuid
+
+    return task_context(run_id=f"run-{uuid.uuid4().hex[:8]}")
 
 
 def keep(store: Store, bucket: str, hook: HitPawHook, status: dict[str, Any], policy: str) -> dict[str, str]:
