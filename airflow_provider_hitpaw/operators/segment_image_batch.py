@@ -927,9 +927,14 @@ class SegmentImageBatchOperator(BaseOperator):
         self._count_ends(inputs, by_input, ledger)
         store.save(ledger)
         results = []
+        shown: set[str] = set()
         for item in inputs.given:
             if item in inputs.identity_of:
-                result = dict(by_input[inputs.identity_of[item]])
+                identity = inputs.identity_of[item]
+                result = dict(by_input[identity])
+                if identity in shown and result.get("consume_coins"):
+                    result["consume_coins"] = 0  # an input given twice: its coins on its first result
+                shown.add(identity)
             else:
                 result = _refused(item, inputs.rejected[item])
                 if self.source_paths is not None:  # refused before upload: there is no URL

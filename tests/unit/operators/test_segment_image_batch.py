@@ -182,6 +182,14 @@ class TestWhatARunPays:
         assert [r["consume_coins"] for r in results] == [COST, 0]
         assert reported(results) == charged(hitpaw_emulator)
 
+    def test_an_input_given_twice_reports_its_price_once(self, hitpaw_emulator: Any) -> None:
+        """The same URL listed twice is one job, and both results reported its 20 coins."""
+        url = hitpaw_emulator.sample_url("shoe.jpg")
+        batch = SegmentImageBatchOperator(task_id="b", file_urls=[url, url], poll_interval=1)
+        results = run_deferred(batch, task_context())
+        assert [r["consume_coins"] for r in results] == [COST, 0]
+        assert reported(results) == charged(hitpaw_emulator)
+
     def test_under_skip_a_retry_reports_what_its_first_try_paid(
         self, hitpaw_emulator: Any, tmp_path: Path
     ) -> None:
