@@ -201,8 +201,9 @@ class Ledger:
         return entry is not None and entry.state is State.KEPT and digest(identity) in entry.kept
 
     def coins_paid(self, key: str, unknown_price: int | None = None) -> int | None:
-        """What this clearing paid HitPaw for ``key``: its jobs' prices. None when a price is unknown
-        (HitPaw named none, or an answer was lost) and no ``unknown_price`` is given to count it at."""
+        """What this clearing paid HitPaw for ``key``: its jobs' prices as HitPaw named them; without an
+        ``unknown_price``, None when a job's price is unknown, and lost answers not counted (see
+        :meth:`maybe_charged`)."""
         entry = self.entry(key)
         return 0 if entry is None else _paid(entry, unknown_price)
 
@@ -226,6 +227,11 @@ class Ledger:
         """Every job this ledger names, with the digest of its key: a new answer naming one of them is
         not a new job."""
         return {entry.job_id: name for name, entry in self.entries.items() if entry.job_id is not None}
+
+    def maybe_charged(self, key: str) -> int:
+        """Submissions of ``key`` whose answer was lost: each may have cost a price, or nothing."""
+        entry = self.entry(key)
+        return entry.lost if entry is not None else 0
 
     def highest_price(self) -> int | None:
         """The highest price HitPaw named for a job of this ledger; None when it named none."""
@@ -288,8 +294,11 @@ class Ledger:
 
 
 def _paid(entry: Entry, unknown_price: int | None) -> int | None:
-    unknown = (1 if entry.job_id is not None and entry.coins is None else 0) + entry.lost
-    if unknown and unknown_price is None:
+    """What ``entry`` cost as HitPaw stated it (None when a job's price is unknown and no
+    ``unknown_price`` counts it); lost answers count only at an ``unknown_price`` (the budget's view):
+    reports name them apart, as what may have been charged."""
+    unpriced = 1 if entry.job_id is not None and entry.coins is None else 0
+    if unpriced and unknown_price is None:
         return None
     own = (entry.coins or 0) if entry.job_id is not None else 0
-    return own + entry.earlier_coins + unknown * (unknown_price or 0)
+    return own + entry.earlier_coins + (unpriced + entry.lost) * (unknown_price or 0)

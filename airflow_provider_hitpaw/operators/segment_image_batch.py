@@ -978,6 +978,8 @@ class SegmentImageBatchOperator(BaseOperator):
             else:
                 priced.add(key)
                 coins = ledger.coins_paid(key)
+                if ledger.maybe_charged(key):
+                    result["maybe_charged"] = ledger.maybe_charged(key)
             if digest(identity) in gone:
                 earlier = gone.pop(digest(identity))
                 coins = None if coins is None or earlier is None else coins + earlier

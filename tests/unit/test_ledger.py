@@ -40,7 +40,8 @@ def test_a_lost_answer_is_not_sent_again_and_counts_as_spent() -> None:
     loaded = saved_and_loaded(ledger)
     assert loaded.answer_was_lost("k")
     assert loaded.live_job("k") is None
-    assert loaded.coins_paid("k") is None  # unknown: it may or may not have been charged
+    assert loaded.coins_paid("k") == 0  # known to be paid: nothing; it may have been charged
+    assert loaded.maybe_charged("k") == 1
     assert loaded.coins_paid("k", unknown_price=20) == 20
     assert loaded.spent() == 20
     assert loaded.paid_any

@@ -114,6 +114,8 @@ class TestWhatARunPays:
             "HitPawSubmissionUnknownError",
             None,
         ]
+        # Known to be paid: nothing for the lost answer; said apart, what may have been charged.
+        assert (first[0]["consume_coins"], first[0]["maybe_charged"]) == (0, 1)
         paid = charged(hitpaw_emulator)
         for try_number in (2, 3):
             again = fails_with_results(
