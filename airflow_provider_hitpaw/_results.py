@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_hitpaw._kept import KeptResult
+    from airflow_provider_hitpaw._ledger_store import LedgerStore
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
 
 
@@ -52,6 +53,18 @@ class ResultOutput:
             storage.check_writable_folder(
                 storage.as_storage_path(self.path, self.conn_id, field="output_path")
             )
+
+    def ledger_store(self, context: Context, logger: Any) -> LedgerStore:
+        """Where a task's ledger lives: beside the results where there are any (every Airflow line), else
+        in Airflow's task state store (3.3), else nowhere."""
+        from airflow_provider_hitpaw._ledger_store import LedgerStore
+
+        folder = None
+        if self.path is not None:
+            from airflow_provider_hitpaw import storage
+
+            folder = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        return LedgerStore.for_task(context, folder, logger)
 
     def asset(self) -> Any:
         """The Asset (Dataset on Airflow 2) of the output folder, for ``outlets``."""

@@ -177,16 +177,7 @@ class SegmentImageOperator(BaseOperator):
         return f"content:{fingerprint}" if fingerprint else self._input_key()
 
     def _ledger_store(self, context: Context) -> LedgerStore:
-        """The ledger lives beside the results where there are any (every Airflow line), else in
-        Airflow's task state store (3.3), else nowhere."""
-        from airflow_provider_hitpaw._ledger_store import LedgerStore
-
-        folder = None
-        if self.output_path is not None:
-            from airflow_provider_hitpaw import storage
-
-            folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
-        return LedgerStore.for_task(context, folder, self.log)
+        return self._output().ledger_store(context, self.log)
 
     def _load_ledger(self, context: Context, key: str) -> tuple[LedgerStore, Ledger]:
         """What earlier tries of this clearing paid for (and what this try pays for from now on: the

@@ -317,16 +317,7 @@ class SegmentImageBatchOperator(BaseOperator):
         raise AssertionError("defer() always raises")  # pragma: no cover
 
     def _ledger_store(self, context: Context) -> LedgerStore:
-        """The ledger lives beside the results where there are any (every Airflow line), else in
-        Airflow's task state store (3.3), else nowhere."""
-        from airflow_provider_hitpaw._ledger_store import LedgerStore
-
-        folder = None
-        if self.output_path is not None:
-            from airflow_provider_hitpaw import storage
-
-            folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
-        return LedgerStore.for_task(context, folder, self.log)
+        return self._output().ledger_store(context, self.log)
 
     @property
     def _field(self) -> str:
