@@ -110,7 +110,7 @@ typecheck: venv
 # Independent of each other: `make -j2 lines` runs two at a time.
 $(addprefix line-,$(AIRFLOW_LINES)): line-%: $$(call venv_of,$$*)/.installed
 	$(call venv_of,$*)/bin/python -m pytest -q -p no:cacheprovider tests/unit \
-		tests/integration/test_hooks_against_emulator.py tests/integration/test_incremental.py tests/lines
+		tests/integration/test_hooks_against_emulator.py tests/integration/test_incremental.py tests/lines tests/invariants
 
 lines: $(addprefix line-,$(AIRFLOW_LINES))
 
