@@ -101,13 +101,18 @@ def list_folder(directory: ObjectStoragePath, wanted: set[str]) -> dict[str, int
     if storage.is_local(directory):
         return None
     fs, path = directory.fs, directory.path.rstrip("/")
+    nested = any("/" in name for name in wanted)
     # adlfs ignores refresh=True: a listing cached earlier in this process would be an old snapshot; and
     # s3fs and its kind would otherwise answer later existence checks from this one.
     invalidate = getattr(fs, "invalidate_cache", None)
     if invalidate is not None:
         invalidate(path)
     try:
-        entries = fs.ls(path, detail=True, refresh=True)
+        if nested:  # names below the folder's own folders (a mirrored catalogue): one listing of them all
+            found = fs.find(path, detail=True, withdirs=False)
+            entries = list(found.values()) if isinstance(found, dict) else []
+        else:
+            entries = fs.ls(path, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
     except Exception as err:  # a role that may read objects but not list them, a store that cannot list
@@ -118,8 +123,10 @@ def list_folder(directory: ObjectStoragePath, wanted: set[str]) -> dict[str, int
         if invalidate is not None:
             invalidate(path)
     sizes: dict[str, int] = {}
+    prefix = path.lstrip("/") + "/"
     for entry in entries:
-        name = str(entry.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
+        full = str(entry.get("name", "")).rstrip("/").lstrip("/")
+        name = full.removeprefix(prefix) if nested else full.rsplit("/", 1)[-1]
         if name in wanted and entry.get("type", "file") == "file" and entry.get("size") is not None:
             sizes[name] = int(entry["size"])
     return sizes

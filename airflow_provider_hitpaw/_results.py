@@ -6,9 +6,10 @@ Shared by the operators and the sensor, which all end with a completed job on a 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_hitpaw._names import FLAT, LAYOUTS, MIRROR, ResultLayout
 from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
 from airflow_provider_hitpaw.validation import validate_overwrite
 
@@ -22,16 +23,42 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ResultOutput:
-    """The ``output_path``, ``output_conn_id`` and ``overwrite`` of a task, checked."""
+    """The ``output_path``, ``output_conn_id``, ``overwrite`` and names of a task's results, checked."""
 
     path: Any
     conn_id: str | None
     overwrite: str
+    layout: ResultLayout = field(default_factory=ResultLayout)
 
     @classmethod
-    def checked(cls, path: Any, conn_id: str | None, overwrite: str, *, waits: bool) -> ResultOutput:
-        """Checks that need no storage and no template rendering, so they can run when the DAG is parsed."""
+    def checked(
+        cls,
+        path: Any,
+        conn_id: str | None,
+        overwrite: str,
+        *,
+        waits: bool,
+        output_layout: str = FLAT,
+        input_root: Any = None,
+        root_needed: bool = False,
+    ) -> ResultOutput:
+        """Checks that need no storage and no template rendering, so they can run when the DAG is parsed.
+
+        ``root_needed``: a task of one input has no common folder to mirror below, so it must name one.
+        """
         validate_overwrite(overwrite)
+        if output_layout not in LAYOUTS:
+            raise HitPawConfigurationError("output_layout", f"must be one of {', '.join(LAYOUTS)}")
+        if output_layout == MIRROR and path is None:
+            raise HitPawConfigurationError("output_layout", "'mirror' needs an output_path to mirror into")
+        if output_layout == MIRROR and root_needed and input_root is None:
+            raise HitPawConfigurationError(
+                "input_root", "output_layout='mirror' needs the folder below which the input's path is kept"
+            )
+        if input_root is not None and output_layout != MIRROR:
+            raise HitPawConfigurationError("input_root", "is only used with output_layout='mirror'")
+        if isinstance(input_root, str) and not input_root.strip():
+            raise HitPawConfigurationError("input_root", "is empty")
         if path is not None and not waits:
             raise HitPawConfigurationError(
                 "output_path", "results can only be kept when the task waits for them"
@@ -43,6 +70,21 @@ class ResultOutput:
         if isinstance(path, str) and not path.strip():
             raise HitPawConfigurationError("output_path", "is empty")
         return cls(path=path, conn_id=conn_id, overwrite=overwrite)
+
+    def laid_out(
+        self, output_layout: str, input_root: Any, root_conn_id: str | None, inputs: list[str]
+    ) -> ResultOutput:
+        """The same output with its names resolved (after rendering): flat, or mirroring ``inputs`` below
+        ``input_root`` (by default their deepest common folder)."""
+        if output_layout != MIRROR:
+            return self
+        from airflow_provider_hitpaw import _names, storage
+
+        if input_root is None:
+            root = _names.common_root(inputs)
+        else:
+            root = storage.input_identity(input_root, root_conn_id)
+        return replace(self, layout=ResultLayout.mirror(root))
 
     def check_storage(self) -> None:
         """Resolve the (rendered) path before anything is paid for: an unknown scheme, a relative path or
@@ -100,7 +142,13 @@ class ResultOutput:
         from airflow_provider_hitpaw import _kept, storage
 
         directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
-        return _kept.find_kept(directory, identity, fingerprint, storage.result_names(identity), listing)
+        folder, names = storage.result_folder(directory, identity, self.layout)
+        if listing is not None:
+            relative = storage.result_names(identity, self.layout)
+            below = relative[0][: len(relative[0]) - len(names[0])]
+            wanted = (*names, _kept.record_name(names[0]))
+            listing = {name: listing[below + name] for name in wanted if below + name in listing}
+        return _kept.find_kept(folder, identity, fingerprint, names, listing)
 
     def list_kept(self, identities: list[str]) -> dict[str, int] | None:
         """One listing of the output folder for these inputs' files (None: look each up alone)."""
@@ -111,7 +159,7 @@ class ResultOutput:
         directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
         wanted: set[str] = set()
         for identity in identities:
-            cutout, mask = storage.result_names(identity)
+            cutout, mask = storage.result_names(identity, self.layout)
             wanted.update((cutout, mask, _kept.record_name(cutout)))
         return _kept.list_folder(directory, wanted)
 
@@ -126,7 +174,7 @@ class ResultOutput:
         listing = self.list_kept(identities)
         found: dict[str, str] = {}
         for identity in identities:
-            for name in storage.result_names(identity):
+            for name in storage.result_names(identity, self.layout):
                 target = directory / name
                 if (name in listing) if listing is not None else target.exists():
                     found[identity] = storage.storage_uri(target)
@@ -158,6 +206,7 @@ class ResultOutput:
                 overwrite=self.overwrite,
                 conn_id=self.conn_id,
                 fingerprint=fingerprint,
+                layout=self.layout,
             )
             result = {**result, **persisted}
         push_links(context, links_value(result, persisted, folder))

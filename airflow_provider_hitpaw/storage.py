@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import importlib.metadata
 import itertools
 import logging
 import os
 import re
-import unicodedata
 import uuid
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from airflow_provider_hitpaw import _api
+from airflow_provider_hitpaw._names import ResultLayout
 from airflow_provider_hitpaw._png import PngChecker, PngError
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
@@ -72,13 +71,6 @@ def is_local(path: ObjectStoragePath) -> bool:
 _HTTP_PROTOCOLS: Final = frozenset({"http", "https"})
 #: Bytes read from an input to recognise its format (WebP needs 12).
 _SNIFF_BYTES: Final = 12
-#: Hex digits of the input's hash in its result names: 48 bits, so that even a million inputs sharing one
-#: folder have a chance of about 2e-3 in a million of two sharing a hash (and a batch checks anyway).
-_HASH_DIGITS: Final = 12
-#: Bytes the readable stem keeps at most. With the hash, ``_mask.png`` and a temporary prefix, every name
-#: stays well under the 255 bytes most file systems allow, whatever the script (a CJK letter is 3 bytes).
-_MAX_STEM_BYTES: Final = 120
-_UNSAFE: Final = re.compile(r"[^\w.\-]+")
 #: File-system errors that a retry cannot mend.
 _PERMANENT_ERRNOS: Final = frozenset(
     {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
@@ -410,49 +402,25 @@ def _is_signed(query: str) -> bool:
     )
 
 
-def result_names(source: str) -> tuple[str, str]:
-    """The file names of an input's cut-out and mask: ``<stem>-<hash>.png`` and ``<stem>-<hash>_mask.png``.
-
-    ``source`` is the input's identity (:func:`input_identity`): the stem comes from its last path segment
-    without extension (letters of any script, digits, ``.``, ``-`` and ``_``; other characters become
-    ``_``; ``image`` when nothing usable is left), the hash from the whole of it. So ``a/photo.jpg``,
-    ``b/photo.jpg`` and ``photo.jpg?v=2`` all get names of their own, the same on every run; and a
-    cut-out's name, which ends in ``-<hash>.png``, can never be a mask's, which ends in ``_mask.png``.
-    """
-    identity = unicodedata.normalize("NFC", str(source).strip())
-    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:_HASH_DIGITS]
-    stem = _safe_stem(_base_name(identity)) or "image"
-    return f"{stem}-{digest}.png", f"{stem}-{digest}_mask.png"
+def result_names(source: str, layout: ResultLayout | None = None) -> tuple[str, str]:
+    """The names of an input's cut-out and mask below ``output_path`` (see :mod:`._names`): flat
+    ``<stem>-<hash>.png`` and ``<stem>-<hash>_mask.png`` unless ``layout`` mirrors the input's folders."""
+    return (layout or ResultLayout()).names(source)
 
 
-def check_unique_names(sources: list[str]) -> None:
+def result_folder(
+    directory: ObjectStoragePath, source: str, layout: ResultLayout | None = None
+) -> tuple[ObjectStoragePath, tuple[str, str]]:
+    """The folder an input's pair and record go in (``directory`` itself, or one below it), and the
+    pair's names there."""
+    cutout, mask = result_names(source, layout)
+    below, _, cutout_name = cutout.rpartition("/")
+    return (directory / below if below else directory), (cutout_name, mask.rpartition("/")[2])
+
+
+def check_unique_names(sources: list[str], layout: ResultLayout | None = None) -> None:
     """Refuse a set of inputs two of which would share a result file (before anything is paid for)."""
-    seen: dict[str, str] = {}
-    for source in dict.fromkeys(sources):
-        for name in result_names(source):
-            other = seen.setdefault(name, source)
-            if other != source:
-                raise HitPawConfigurationError(
-                    "output_path",
-                    f"{_api.url_without_query(other)} and {_api.url_without_query(source)} would both be "
-                    f"kept as {name}",
-                )
-
-
-def _base_name(text: str) -> str:
-    if "://" in text:
-        text = unquote(urlsplit(text).path)
-    return text.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _safe_stem(name: str) -> str:
-    dot = name.rfind(".")
-    if dot > 0:
-        name = name[:dot]
-    stem = _UNSAFE.sub("_", name).lstrip(".-_").rstrip(".")
-    encoded = stem.encode("utf-8")[:_MAX_STEM_BYTES]
-    stem = encoded.decode("utf-8", errors="ignore").rstrip(".")
-    return stem if any(ch.isalnum() for ch in stem) else ""
+    (layout or ResultLayout()).check_unique(sources)
 
 
 # --- results: download and keep ------------------------------------------------------------------------
@@ -467,11 +435,13 @@ def persist_job_results(
     overwrite: str = "overwrite",
     conn_id: str | None = None,
     fingerprint: str | None = None,
+    layout: ResultLayout | None = None,
 ) -> dict[str, str]:
     """Copy a completed job's cut-out and mask into the directory ``output_path``; return
     ``{"res_path": uri, "mask_path": uri}`` (plain URI strings, for XCom).
 
-    The files are named by :func:`result_names` after ``source``, the input's identity. Both are
+    The files are named by :func:`result_names` after ``source``, the input's identity, and ``layout``
+    (flat by default; or below the input's own folders). Both are
     downloaded and checked before either is moved into place, and either both land or neither does.
 
     A record of what made the pair is written beside it (see :mod:`~airflow_provider_hitpaw._kept`), so
@@ -501,16 +471,15 @@ def persist_job_results(
         if not isinstance(value, str) or not value:
             raise HitPawResponseError(f"job {job_id or '(unknown)'!r} has no {name} to copy")
         urls.append(value)
-    directory = as_storage_path(output_path, conn_id, field="output_path")
-    targets = [directory / name for name in result_names(source)]
+    folder, names = result_folder(as_storage_path(output_path, conn_id, field="output_path"), source, layout)
+    targets = [folder / name for name in names]
     result = {"res_path": storage_uri(targets[0]), "mask_path": storage_uri(targets[1])}
-    names = (str(targets[0].name), str(targets[1].name))
     existing = [target for target in targets if exists(target)]
     for target in existing:
         if _is_folder(target):
             raise HitPawStorageError(f"{storage_uri(target)} is a folder, not a file", retryable=False)
     if existing and policy == "fail":
-        if job_id and _kept_by_job(directory, source, fingerprint, names, job_id):
+        if job_id and _kept_by_job(folder, source, fingerprint, names, job_id):
             log.info(
                 "%s and its mask were kept by job %r already; kept as they are", result["res_path"], job_id
             )
@@ -518,13 +487,13 @@ def persist_job_results(
         raise _exists_error(existing[0], policy)
     commit = policy
     if policy == "skip" and len(existing) == len(targets):
-        if _kept.find_kept(directory, source, fingerprint, names) is not None:
+        if _kept.find_kept(folder, source, fingerprint, names) is not None:
             log.info("%s and its mask exist; kept as they are (overwrite='skip')", result["res_path"])
             return result
         log.warning(
             "%s and its mask %s",
             result["res_path"],
-            _kept.why_not_reused(directory, source, fingerprint, names),
+            _kept.why_not_reused(folder, source, fingerprint, names),
         )
         commit = "overwrite"
     elif policy == "skip" and existing:
@@ -533,13 +502,13 @@ def persist_job_results(
         log.warning("%s exists without its partner; writing the pair anew", storage_uri(existing[0]))
         commit = "overwrite"
     if is_local(targets[0]):
-        _storage_call(lambda: targets[0].parent.mkdir(parents=True, exist_ok=True), directory)
+        _storage_call(lambda: folder.mkdir(parents=True, exist_ok=True), folder)
     partials: list[ObjectStoragePath] = []
     try:
         for url, target in zip(urls, targets, strict=True):
             partials.append(_download_checked(hook, url, target))
         if commit == "overwrite":
-            _storage_call(lambda: _kept.forget_record(directory, names[0]), directory)
+            _storage_call(lambda: _kept.forget_record(folder, names[0]), folder)
         kept = _commit_pair(partials, targets, commit, policy)
     finally:
         for partial in partials:
@@ -550,7 +519,7 @@ def persist_job_results(
         )
         return result
     try:
-        _kept.write_record(directory, source, fingerprint, job_id, targets)
+        _kept.write_record(folder, source, fingerprint, job_id, targets)
     except Exception as err:  # the pair is kept; without its record a later run only segments it again
         log.warning("Could not write the record of %s (%s): a later run segments it again", names[0], err)
     return result
@@ -563,6 +532,7 @@ def refuse_existing_results(
     conn_id: str | None = None,
     fingerprint: str | None = None,
     own_job_id: str | None = None,
+    layout: ResultLayout | None = None,
 ) -> None:
     """Under ``overwrite="fail"``, refuse an input whose cut-out or mask is in ``output_path`` already,
     before anything is paid for (the same :class:`HitPawConfigurationError` the write would raise later).
@@ -570,8 +540,9 @@ def refuse_existing_results(
     Files whose record says job ``own_job_id`` kept them for this input (``source``, ``fingerprint``) are
     accepted: they are what an earlier try of the same task kept of the job it is about to wait for again.
     """
-    directory = as_storage_path(output_path, conn_id, field="output_path")
-    names = result_names(source)
+    directory, names = result_folder(
+        as_storage_path(output_path, conn_id, field="output_path"), source, layout
+    )
     existing = [directory / name for name in names if exists(directory / name)]
     if not existing:
         return

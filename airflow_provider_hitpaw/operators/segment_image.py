@@ -93,6 +93,10 @@ class SegmentImageOperator(BaseOperator):
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
     :param overwrite: when the results exist already: ``overwrite``, ``fail`` or ``skip`` (an input kept
         there is not submitted: ``consume_coins: 0``; a changed image behind the same URL is not noticed).
+    :param output_layout: ``flat`` (``<stem>-<hash>.png`` in ``output_path`` itself) or ``mirror`` (the
+        input's folders below ``input_root`` kept: ``raw/sku-1/main.jpg`` gives ``sku-1/main.png``).
+    :param input_root: with ``mirror``: the folder (or URL prefix) below which the input's path is
+        mirrored (templated).
     :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2); needs a fixed path.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param wait_for_completion: wait for the job to end (True) or return right after submitting.
@@ -104,7 +108,7 @@ class SegmentImageOperator(BaseOperator):
         ``CONVERTING`` for more than 15 minutes under load.
     """
 
-    template_fields: Sequence[str] = ("file_url", "source_path", "output_path")
+    template_fields: Sequence[str] = ("file_url", "source_path", "output_path", "input_root")
     ui_color = "#aed6f1"
     #: The ledger of this try, once loaded: its store, the ledger, and this input's key in it.
     _paid: tuple[LedgerStore, Ledger, str] | None = None
@@ -118,6 +122,8 @@ class SegmentImageOperator(BaseOperator):
         output_path: Any = None,
         output_conn_id: str | None = None,
         overwrite: str = "overwrite",
+        output_layout: str = "flat",
+        input_root: Any = None,
         emit_asset: bool = False,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
@@ -131,7 +137,15 @@ class SegmentImageOperator(BaseOperator):
             raise HitPawConfigurationError(
                 "file_url", "give either file_url or source_path, not both or none"
             )
-        output = ResultOutput.checked(output_path, output_conn_id, overwrite, waits=wait_for_completion)
+        output = ResultOutput.checked(
+            output_path,
+            output_conn_id,
+            overwrite,
+            waits=wait_for_completion,
+            output_layout=output_layout,
+            input_root=input_root,
+            root_needed=True,
+        )
         if emit_asset:
             kwargs["outlets"] = [*kwargs.get("outlets", []), output.asset()]
         super().__init__(**kwargs)
@@ -141,6 +155,8 @@ class SegmentImageOperator(BaseOperator):
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
+        self.output_layout = output_layout
+        self.input_root = input_root
         self.hitpaw_conn_id = hitpaw_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -158,9 +174,16 @@ class SegmentImageOperator(BaseOperator):
         return HitPawHook(self.hitpaw_conn_id)
 
     def _output(self) -> ResultOutput:
-        return ResultOutput.checked(
-            self.output_path, self.output_conn_id, self.overwrite, waits=self.wait_for_completion
+        output = ResultOutput.checked(
+            self.output_path,
+            self.output_conn_id,
+            self.overwrite,
+            waits=self.wait_for_completion,
+            output_layout=self.output_layout,
+            input_root=self.input_root,
+            root_needed=True,
         )
+        return output.laid_out(self.output_layout, self.input_root, self.source_conn_id, [self._input_key()])
 
     def _input_key(self) -> str:
         """What identifies the input across tries and runs: the URL, or the source's URI (its upload gets
@@ -281,6 +304,7 @@ class SegmentImageOperator(BaseOperator):
             conn_id=self.output_conn_id,
             fingerprint=fingerprint,
             own_job_id=own_job_id,
+            layout=self._output().layout,
         )
 
     def _upload(self, hook: HitPawHook, source: Any) -> str:

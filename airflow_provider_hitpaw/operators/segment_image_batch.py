@@ -177,6 +177,10 @@ class SegmentImageBatchOperator(BaseOperator):
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
     :param overwrite: when results exist already: ``overwrite``, ``fail`` or ``skip`` (inputs an earlier
         run kept there are not submitted: ``consume_coins: 0``, ``reused: True``).
+    :param output_layout: ``flat`` (``<stem>-<hash>.png``, every result in ``output_path`` itself) or
+        ``mirror`` (each input's folders kept: ``raw/sku-1/main.jpg`` gives ``sku-1/main.png``).
+    :param input_root: with ``mirror``: the folder (or URL prefix) below which the inputs' paths are
+        mirrored (templated); by default their deepest common folder, which moves when the inputs do.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
     :param poll_interval: seconds between two polls of the same job (at least 1).
@@ -193,7 +197,7 @@ class SegmentImageBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
-    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path")
+    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path", "input_root")
     ui_color = "#aed6f1"
     _costs: dict[str, int | None]
     _created: list[str | None]
@@ -201,6 +205,8 @@ class SegmentImageBatchOperator(BaseOperator):
     _stop: threading.Event
     #: Each source's identity, and the source as given (an ObjectStoragePath keeps its conn_id).
     _source_items: dict[str, Any]
+    #: The output with its result names resolved, once per try (see :meth:`_output`).
+    _laid_out: ResultOutput | None = None
 
     def __init__(
         self,
@@ -211,6 +217,8 @@ class SegmentImageBatchOperator(BaseOperator):
         output_path: Any = None,
         output_conn_id: str | None = None,
         overwrite: str = "overwrite",
+        output_layout: str = "flat",
+        input_root: Any = None,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         max_in_flight: int = 8,
         poll_interval: float = 3,
@@ -226,7 +234,14 @@ class SegmentImageBatchOperator(BaseOperator):
             raise HitPawConfigurationError(
                 "file_urls", "give either file_urls or source_paths, not both or none"
             )
-        ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
+        ResultOutput.checked(
+            output_path,
+            output_conn_id,
+            overwrite,
+            waits=True,
+            output_layout=output_layout,
+            input_root=input_root,
+        )
         super().__init__(**kwargs)
         self.file_urls = file_urls
         self.source_paths = source_paths
@@ -234,6 +249,8 @@ class SegmentImageBatchOperator(BaseOperator):
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
+        self.output_layout = output_layout
+        self.input_root = input_root
         self.hitpaw_conn_id = hitpaw_conn_id
         self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
         self.poll_interval = validate_poll_interval(poll_interval)
@@ -256,7 +273,36 @@ class SegmentImageBatchOperator(BaseOperator):
         return HitPawHook(self.hitpaw_conn_id, pool_size=self.max_in_flight)
 
     def _output(self) -> ResultOutput:
-        return ResultOutput.checked(self.output_path, self.output_conn_id, self.overwrite, waits=True)
+        """The output, its names resolved once per try from every input given (a source missing on this
+        try counts too, so that the common folder, and every name, stays put when it appears)."""
+        if self._laid_out is None:
+            output = ResultOutput.checked(
+                self.output_path,
+                self.output_conn_id,
+                self.overwrite,
+                waits=True,
+                output_layout=self.output_layout,
+                input_root=self.input_root,
+            )
+            self._laid_out = output.laid_out(
+                self.output_layout, self.input_root, self.source_conn_id, self._given_identities()
+            )
+        return self._laid_out
+
+    def _given_identities(self) -> list[str]:
+        from airflow_provider_hitpaw import storage
+
+        given = self.file_urls if self.source_paths is None else self.source_paths
+        found: list[str] = []
+        for item in given if isinstance(given, list | tuple) else ():
+            if self.source_paths is None:
+                found.append(str(item).strip())
+                continue
+            try:
+                found.append(storage.input_identity(item, self.source_conn_id))
+            except HitPawConfigurationError:
+                continue  # refused as an input, with its reason, before anything is paid
+        return found
 
     # -- submitting ------------------------------------------------------------------------------------
 
@@ -359,7 +405,7 @@ class SegmentImageBatchOperator(BaseOperator):
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
 
-            storage.check_unique_names(inputs.identities)
+            storage.check_unique_names(inputs.identities, self._output().layout)
         return inputs
 
     def _check_refusals(self, inputs: _Inputs) -> None:
@@ -1050,6 +1096,7 @@ class SegmentImageBatchOperator(BaseOperator):
                         overwrite=self.overwrite,
                         conn_id=self.output_conn_id,
                         fingerprint=inputs.fingerprints.get(source),
+                        layout=self._output().layout,
                     )
                 )
             except Exception as err:  # a storage error (permissions, credentials) is this image's alone

@@ -75,9 +75,11 @@ class SegmentationSensor(BaseSensorOperator):
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
     :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already; ``fail``
         refuses at the first look, not once the job completed (files this very job kept are accepted).
+    :param output_layout: ``flat`` or ``mirror``, as ``SegmentImageOperator`` names results; ``mirror``
+        needs ``file_url`` (folders are never named by an answer) and ``input_root`` (templated).
     """
 
-    template_fields: Sequence[str] = ("job_id", "file_url", "output_path")
+    template_fields: Sequence[str] = ("job_id", "file_url", "output_path", "input_root")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -92,9 +94,23 @@ class SegmentationSensor(BaseSensorOperator):
         output_conn_id: str | None = None,
         overwrite: str = "overwrite",
         file_url: str | None = None,
+        output_layout: str = "flat",
+        input_root: str | None = None,
         **kwargs: Any,
     ) -> None:
-        ResultOutput.checked(output_path, output_conn_id, overwrite, waits=True)
+        ResultOutput.checked(
+            output_path,
+            output_conn_id,
+            overwrite,
+            waits=True,
+            output_layout=output_layout,
+            input_root=input_root,
+            root_needed=True,
+        )
+        if output_layout == "mirror" and file_url is None:
+            raise HitPawConfigurationError(
+                "file_url", "output_layout='mirror' names folders after the submitted image: give it"
+            )
         if file_url is not None and not isinstance(file_url, str):
             raise HitPawConfigurationError("file_url", f"must be a URL, got {type(file_url).__name__}")
         # Checked first, so that a bad value is reported under its own name, not as Airflow's poke_interval.
@@ -114,12 +130,25 @@ class SegmentationSensor(BaseSensorOperator):
         self.output_conn_id = output_conn_id
         self.overwrite = overwrite
         self.file_url = file_url
+        self.output_layout = output_layout
+        self.input_root = input_root
         self._looked_for_results = False
 
     operator_extra_links = result_links()
 
     def _output(self) -> ResultOutput:
-        return ResultOutput.checked(self.output_path, self.output_conn_id, self.overwrite, waits=True)
+        output = ResultOutput.checked(
+            self.output_path,
+            self.output_conn_id,
+            self.overwrite,
+            waits=True,
+            output_layout=self.output_layout,
+            input_root=self.input_root,
+            root_needed=True,
+        )
+        if self.output_layout == "mirror" and self._submitted_url() is None:
+            raise HitPawConfigurationError("file_url", "rendered to nothing; output_layout='mirror' needs it")
+        return output.laid_out(self.output_layout, self.input_root, None, [self._submitted_url() or ""])
 
     def _submitted_url(self) -> str | None:
         """The image submitted as this job, when the DAG said (a template may render to nothing)."""
@@ -143,6 +172,7 @@ class SegmentationSensor(BaseSensorOperator):
             self._source(status),
             conn_id=self.output_conn_id,
             own_job_id=str(status.get("job_id") or self.job_id),
+            layout=self._output().layout,
         )
         self._looked_for_results = True
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from airflow_provider_hitpaw import _api, storage
+from airflow_provider_hitpaw import _api, _names, storage
 from airflow_provider_hitpaw._kept import record_name
 from airflow_provider_hitpaw._png import PNG_SIGNATURE
 from airflow_provider_hitpaw._settings import ConnectionSettings
@@ -350,7 +350,7 @@ def test_no_two_inputs_share_a_file_as_real_catalogues_name_them() -> None:
 
 
 def test_a_name_clash_is_found_before_anything_is_paid_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage, "_HASH_DIGITS", 0)  # as if two inputs shared their hash
+    monkeypatch.setattr(_names, "_HASH_DIGITS", 0)  # as if two inputs shared their hash
     check_unique_names(["https://x/a/main.jpg", "https://x/a/main.jpg"])  # one input twice is no clash
     with pytest.raises(HitPawConfigurationError, match="would both be kept as") as raised:
         check_unique_names(["https://x/a/main.jpg", "https://x/b/main.jpg"])

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 from airflow_provider_hitpaw._api import SegmentationJob, TaskStatus
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
+    HitPawConfigurationError,
     HitPawInsufficientCoinsError,
     HitPawInvalidRequestError,
     HitPawJobFailedError,
@@ -26,7 +27,7 @@ from airflow_provider_hitpaw.exceptions import (
 )
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
 from airflow_provider_hitpaw.triggers.hitpaw import SegmentationTrigger
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, run_deferred
 from tests.unit.fakes import TIMED_OUT, FakeClock, FakeStateStore, task_context
 
 URL = "https://images.example.test/shoe-042.jpg"
@@ -947,3 +948,23 @@ class TestTheFailureRuleAfterPaying:
             )
         assert "saving its record to Airflow's task state store failed" in str(raised.value)
         assert "not retried automatically: job 'job-1'" in str(raised.value)
+
+
+class TestCatalogueFolders:
+    def test_a_mapped_sku_keeps_its_folder_and_is_reused_by_the_next_run(
+        self, hitpaw_emulator: Any, tmp_path: Any
+    ) -> None:
+        url = hitpaw_emulator.sample_url("shoe.jpg")
+        root = url.rsplit("/", 2)[0]
+        kwargs = {"output_path": str(tmp_path), "output_layout": "mirror", "input_root": root}
+        result = run_deferred(one_image(hitpaw_emulator, **kwargs, overwrite="skip"), task_context())
+        below = url.removeprefix(root).lstrip("/").rsplit(".", 1)[0]
+        assert result["res_path"] == (tmp_path / f"{below}.png").as_uri()
+        assert (tmp_path / f"{below}_mask.png").exists()
+        again = one_image(hitpaw_emulator, **kwargs, overwrite="skip").execute(task_context(run_id="run-2"))
+        assert again["reused"] is True
+        assert len(hitpaw_emulator.state()["jobs"]) == 1
+
+    def test_one_input_must_name_the_root_it_is_mirrored_below(self) -> None:
+        with pytest.raises(HitPawConfigurationError, match="input_root"):
+            operator(output_path="/data/out", output_layout="mirror")

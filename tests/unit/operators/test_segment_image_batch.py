@@ -444,3 +444,115 @@ class TestWhatAHostileReviewFound:
         assert reported([again]) == charged(hitpaw_emulator) == 2 * COST
         fails_with_results(batch, task_context(try_number=3), "1 of 1 images")
         assert charged(hitpaw_emulator) == 2 * COST
+
+
+# --- a catalogue's folders kept (output_layout="mirror") -------------------------------------------------
+
+
+class TestCatalogueFolders:
+    def test_each_sku_keeps_its_folder_and_a_second_night_pays_nothing(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        out = tmp_path / "cutouts"
+        kwargs = {"task_id": "b", "source_paths": sources, "output_path": str(out), "overwrite": "skip"}
+        results = run_deferred(SegmentImageBatchOperator(**kwargs, output_layout="mirror"), task_context())
+        for n, result in enumerate(results):
+            assert result["res_path"] == (out / f"sku-{n:03d}" / "main.png").as_uri()
+            assert (out / f"sku-{n:03d}" / "main_mask.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (out / f"sku-{n:03d}" / "main.hitpaw.json").exists()
+        night_2 = SegmentImageBatchOperator(**kwargs, output_layout="mirror")
+        again = night_2.execute(task_context(run_id="night-2"))
+        assert [r["reused"] for r in again] == [True] * 3
+        assert len(jobs_of(hitpaw_emulator)) == 3
+
+    def test_a_sku_that_appears_for_the_retry_keeps_every_name(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """The common folder is taken over every input given, not the ones there on this try: else a
+        missing SKU would move the others' names between tries and runs."""
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        late = tmp_path / "raw" / "sku-009" / "main.jpg"
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            source_paths=[sources[0], str(late)],
+            output_path=str(tmp_path / "out"),
+            output_layout="mirror",
+            fail_on_error=False,
+        )
+        [kept, missing] = run_deferred(batch, task_context())
+        assert kept["res_path"].endswith("/out/sku-000/main.png")
+        assert missing["status"] == "NOT_SUBMITTED"
+
+    def test_urls_mirror_their_path_below_the_root_given(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg"), hitpaw_emulator.sample_url("mug.jpg")]
+        root = inputs[0].rsplit("/", 1)[0]
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            file_urls=inputs,
+            output_path=str(tmp_path),
+            output_layout="mirror",
+            input_root="{{ params.root }}",
+        )
+        batch.input_root = root  # as rendered
+        results = run_deferred(batch, task_context())
+        assert [Path(r["res_path"]).name for r in results] == ["shoe.png", "mug.png"]
+
+    def test_inputs_outside_the_root_are_refused_before_paying(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            source_paths=sources,
+            output_path=str(tmp_path / "out"),
+            output_layout="mirror",
+            input_root=str(tmp_path / "raw" / "sku-000"),
+        )
+        with pytest.raises(AirflowFailException, match="is not below"):
+            batch.execute(task_context())
+        assert jobs_of(hitpaw_emulator) == []
+
+    def test_an_object_store_is_listed_once_below_every_sku(
+        self, hitpaw_emulator: Any, tmp_path: Path, memory_root: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reuse on an object store looks up a mirrored catalogue from one listing of the output."""
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        kwargs = {
+            "task_id": "b",
+            "source_paths": sources,
+            "output_path": f"{memory_root}/cutouts",
+            "overwrite": "skip",
+            "output_layout": "mirror",
+        }
+        run_deferred(SegmentImageBatchOperator(**kwargs), task_context())
+        assert MemoryFileSystem().exists(f"/{memory_root.removeprefix('memory://')}/cutouts/sku-002/main.png")
+        listings: list[str] = []
+        real_find = MemoryFileSystem.find
+
+        def find(self: Any, path: str, *args: Any, **kw: Any) -> Any:
+            listings.append(path)
+            return real_find(self, path, *args, **kw)
+
+        monkeypatch.setattr(MemoryFileSystem, "find", find)
+        again = SegmentImageBatchOperator(**kwargs).execute(task_context(run_id="night-2"))
+        assert [r["reused"] for r in again] == [True] * 3
+        assert len(listings) == 1
+        assert len(jobs_of(hitpaw_emulator)) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"output_layout": "tree"}, "output_layout"),
+        ({"output_layout": "mirror", "output_path": None}, "output_layout"),
+        ({"input_root": "/data/raw"}, "input_root"),
+        ({"output_layout": "mirror", "input_root": " "}, "input_root"),
+    ],
+)
+def test_a_bad_layout_is_refused_when_the_dag_is_parsed(kwargs: dict[str, Any], field: str) -> None:
+    arguments: dict[str, Any] = {"task_id": "b", "file_urls": [URL], "output_path": "/data/out", **kwargs}
+    with pytest.raises(HitPawConfigurationError, match=field):
+        SegmentImageBatchOperator(**arguments)

@@ -16,6 +16,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_hitpaw._api import TaskStatus
 from airflow_provider_hitpaw.exceptions import (
     HitPawAuthenticationError,
+    HitPawConfigurationError,
     HitPawInvalidRequestError,
     HitPawServerError,
 )
@@ -367,3 +368,18 @@ def test_hitpaw_saying_the_job_is_unknown_still_fails_for_good(
     )
     with pytest.raises(AirflowFailException, match="100400002"):
         sensor.execute(task_context(started_at=time.time()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"file_url": "https://h.test/raw/a.jpg"}, "input_root"),
+        ({"input_root": "https://h.test/raw/"}, "file_url"),
+    ],
+)
+def test_mirrored_folders_need_the_image_and_its_root_when_the_dag_is_parsed(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    """Folders are named after the image the DAG submitted, never after what an answer says it was."""
+    with pytest.raises(HitPawConfigurationError, match=field):
+        SegmentationSensor(task_id="w", job_id=JOB, output_path="/data/out", output_layout="mirror", **kwargs)
