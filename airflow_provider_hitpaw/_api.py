@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow_provider_hitpaw._png import PNG_SIGNATURE
 from airflow_provider_hitpaw.exceptions import (
@@ -86,6 +86,8 @@ class SegmentationJob:
 
     job_id: str
     consume_coins: int | None
+    #: Answers lost before this one, each sent again by the hook (HitPaw may have charged for each).
+    resent: int = 0
 
 
 @dataclass(frozen=True)
@@ -676,3 +678,38 @@ def url_without_query(url: str) -> str:
         return "(not a URL)"
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path
+
+
+#: Query parameters that make a URL signed: its query is then a credential, which HitPaw may re-encode.
+_SIGNED_PARAMETER: Final = re.compile(
+    r"(?i)(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|[\w-]*token|[\w-]*key"
+    r"|[\w-]*keyid|[\w-]*secret|[\w-]*credential)"
+)
+
+
+def is_signed_query(query: str) -> bool:
+    return any(
+        _SIGNED_PARAMETER.fullmatch(unquote(item.partition("=")[0])) for item in query.split("&") if item
+    )
+
+
+def url_without_credentials(url: str) -> str:
+    """A URL as XCom, events and records may carry it: no user name or password, and no signed query (a
+    plain one such as ``?v=2`` stays: it names the image)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not a URL)"
+    if not parts.scheme or not parts.netloc:
+        return url
+    query = "" if is_signed_query(parts.query) else parts.query
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, parts.fragment))
+
+
+def without_credentials(result: dict[str, Any]) -> dict[str, Any]:
+    """A result with its ``file_url`` and HitPaw's echo of it (``original_url``) stripped of credentials."""
+    cleaned = dict(result)
+    for name in ("file_url", "original_url"):
+        if isinstance(cleaned.get(name), str):
+            cleaned[name] = url_without_credentials(cleaned[name])
+    return cleaned

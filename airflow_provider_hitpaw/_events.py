@@ -162,7 +162,8 @@ class JobEvent:
             "job_status": self.job_status,
             "res_url": self.res_url,
             "mask_url": self.mask_url,
-            "original_url": self.original_url,
+            # HitPaw's echo of the submitted URL: its credentials must not reach the metadata database.
+            "original_url": _api.url_without_credentials(self.original_url) if self.original_url else None,
         }
         if self.seen_at is not None:
             payload["seen_at"] = self.seen_at
@@ -205,7 +206,7 @@ class JobEvent:
             "job_id": self.job_id,
             "res_url": self.res_url,
             "mask_url": self.mask_url,
-            "original_url": self.original_url,
+            "original_url": _api.url_without_credentials(self.original_url) if self.original_url else None,
             "status": self.job_status,
         }
 

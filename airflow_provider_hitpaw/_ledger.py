@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from airflow_provider_hitpaw import _api
 
-#: The ledger's own format; a payload of another version is not read (nothing is then known: see load).
+#: The ledger's own format; a payload of another version fails the try that reads it (see load).
 LEDGER_VERSION: Final = 1
 
 
@@ -117,16 +117,17 @@ class Ledger:
 
     # -- what happens -----------------------------------------------------------------------------------
 
-    def submitted(self, key: str, job_id: str, coins: int | None, made_for: str | None = None) -> None:
+    def submitted(
+        self, key: str, job_id: str, coins: int | None, made_for: str | None = None, lost: int = 0
+    ) -> None:
         """HitPaw answered a submission for the input ``made_for`` with a job (and its price, when it
-        named one)."""
+        named one); ``lost``: answers lost on the way, each sent again (each may have been charged)."""
         entry = self.entries.get(digest(key))
         if entry is not None and entry.job_id == job_id:
             return  # an answer recorded twice (the hook hands an interrupted answer on again)
         earlier = 0
-        lost = 0
         if entry is not None:
-            lost = entry.lost
+            lost += entry.lost
             earlier = entry.earlier_coins
             if entry.job_id is not None:
                 earlier += entry.coins if entry.coins is not None else _api.COINS_PER_JOB
@@ -271,8 +272,8 @@ class Ledger:
         return bool(self._changed)
 
     def apply(self, changes: Any) -> bool:
-        """Read a saved payload of changes (later ones override earlier ones); unreadable entries are
-        skipped, as if their write had never happened. False when anything was skipped."""
+        """Read a saved payload of changes (later ones override earlier ones). False when any entry is not
+        of this version's shape (it is skipped; the store refuses such a ledger)."""
         if not isinstance(changes, dict):
             return False
         whole = True

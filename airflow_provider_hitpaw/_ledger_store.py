@@ -96,16 +96,26 @@ class LedgerStore:
                 f"the batch's ledger of what earlier tries paid for cannot be read from {self.where} "
                 f"({_words(err)}); not submitting anything rather than paying twice"
             ) from None
-        unreadable = 0
+        unreadable = foreign = 0
         for piece in pieces:
             if isinstance(piece, dict) and piece.get("version") == LEDGER_VERSION:
-                unreadable += not ledger.apply(piece.get("entries"))
+                foreign += not ledger.apply(piece.get("entries"))
+            elif isinstance(piece, dict):
+                foreign += 1
             else:
                 unreadable += 1
+        if foreign:
+            # A whole piece this version cannot read was written by another one (a rolling upgrade, a
+            # downgrade): what it holds may be paid for. Kept as it is, and nothing submitted blindly.
+            raise HitPawStorageError(
+                f"{foreign} piece(s) of the batch's ledger in {self.where} were written by another version "
+                "of this provider; not submitting anything rather than paying twice (run the task's "
+                "retry with that version, or clear the task to start a new ledger)"
+            )
         if unreadable:
             self._log.warning(
-                "%d piece(s) of the ledger in %s could not be read (a save cut off by a crash, or not "
-                "written by this version); what they held is taken as not paid for",
+                "%d piece(s) of the ledger in %s could not be read (a save cut off by a crash); what they "
+                "held is taken as not paid for",
                 unreadable,
                 self.where,
             )

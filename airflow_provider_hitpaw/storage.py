@@ -335,7 +335,7 @@ def same_image_url(submitted: str, original: str) -> bool:
         or _canonical_path(ours.path) != _canonical_path(theirs.path)
     ):
         return False
-    if not ours.query or not theirs.query or _is_signed(ours.query):
+    if not ours.query or not theirs.query or _api.is_signed_query(ours.query):
         return True  # HitPaw may drop a query, and may re-encode a signature: the path names the object
     return _canonical_query(ours.query) == _canonical_query(theirs.query)
 
@@ -357,11 +357,6 @@ def check_answered_for(job_id: str, original_url: str | None, submitted: str) ->
 
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-#: Query parameters that make a URL signed: its query is then a credential, which HitPaw may re-encode.
-_SIGNED_PARAMETER: Final = re.compile(
-    r"(?i)(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|[\w-]*token|[\w-]*key"
-    r"|[\w-]*keyid|[\w-]*secret|[\w-]*credential)"
-)
 
 
 def _port(parts: Any) -> int | None:
@@ -394,12 +389,6 @@ def _canonical_query(query: str) -> list[tuple[str, str]]:
             key, _, value = item.partition("=")
             items.append((_canonical_part(key), _canonical_part(value)))
     return sorted(items)
-
-
-def _is_signed(query: str) -> bool:
-    return any(
-        _SIGNED_PARAMETER.fullmatch(unquote(item.partition("=")[0])) for item in query.split("&") if item
-    )
 
 
 def result_names(source: str, layout: ResultLayout | None = None) -> tuple[str, str]:

@@ -258,6 +258,11 @@ class Attempts:
     _resent: int = 0
     _rate_limited: int = 0
 
+    @property
+    def resent(self) -> int:
+        """Submissions sent again after a lost answer (each may have been charged)."""
+        return self._resent
+
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 

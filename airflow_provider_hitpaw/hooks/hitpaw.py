@@ -10,6 +10,7 @@ for the trigger) never pays for requests, and a worker that never runs a trigger
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import importlib
 import sys
@@ -246,7 +247,8 @@ class HitPawHook(_HitPawHookBase):
         :class:`~airflow_provider_hitpaw.exceptions.HitPawSubmissionUnknownError`).
         """
         attempts = self._attempts("Submitting an image to HitPaw", idempotent=False)
-        return self._call(_api.submit_request(file_url), _api.parse_submission, attempts)
+        job = self._call(_api.submit_request(file_url), _api.parse_submission, attempts)
+        return dataclasses.replace(job, resent=attempts.resent) if attempts.resent else job
 
     def get_task_status(self, job_id: str, *, timeout: float | None = None) -> TaskStatus:
         """The job's status; with ``timeout``, the call (retries included) ends within that many seconds."""
@@ -374,7 +376,8 @@ class HitPawHook(_HitPawHookBase):
                 what="Submitting an image to HitPaw",
                 logger=self.log,
             )
-            return self._call(_api.submit_request(url), _api.parse_submission, attempts)
+            job = self._call(_api.submit_request(url), _api.parse_submission, attempts)
+            return dataclasses.replace(job, resent=attempts.resent) if attempts.resent else job
 
         return _batch.call_many(
             list(file_urls),

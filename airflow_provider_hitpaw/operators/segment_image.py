@@ -225,6 +225,15 @@ class SegmentImageOperator(BaseOperator):
             and earlier.get("input") == self._input_key()
             and _api.is_usable_job_id(earlier.get("job_id"))
         ):
+            if self.source_path is not None:
+                # Named by the source's path alone: whether the file was replaced since cannot be told,
+                # so its job is neither kept as this source's result nor paid for again blindly.
+                raise fail_without_retry(
+                    f"an earlier try (by a version of this provider before its ledger) submitted "
+                    f"{self._shown_input()} as job {earlier['job_id']!r} and kept no fingerprint of the "
+                    "file: whether it changed since cannot be told. Wait for that job with "
+                    "SegmentationSensor(job_id=...), or clear the task to submit the source (and pay) again"
+                )
             price = _price(earlier.get("consume_coins"))
             ledger.submitted(key, earlier["job_id"], price, made_for=self._input_key())
 
@@ -237,16 +246,27 @@ class SegmentImageOperator(BaseOperator):
             try:
                 file_url, source = self._checked_input(hook)
                 fingerprint = fingerprint_of(self.source_path, self.source_conn_id)
-                _, ledger = self._load_ledger(context, self._ledger_key(fingerprint))
-                own_job = ledger.live_job(self._ledger_key(fingerprint))
-                kept = self._output().find_kept(self._input_key(), fingerprint)
-                if kept is not None and own_job is not None and kept.job_id == own_job:
-                    # This clearing's own pair (kept, then the try failed): paid by this run, not reused.
-                    kept = None
+                key = self._ledger_key(fingerprint)
+                _, ledger = self._load_ledger(context, key)
+                own_job = ledger.live_job(key)
+                if own_job is not None and ledger.kept_by_this_clearing(key, self._input_key()):
+                    own = self._output().find_kept(self._input_key(), fingerprint, any_policy=True)
+                    if own is not None and own.job_id == own_job:
+                        return self._kept_before(context, own)  # kept, then the try was lost: no poll
+                # What this clearing paid for is waited for again, never hidden behind another's pair.
+                kept = (
+                    None if own_job is not None else self._output().find_kept(self._input_key(), fingerprint)
+                )
                 if kept is None:
                     self._refuse_existing_results(fingerprint, own_job)
-            except HitPawError as err:  # before paying: a passing fault keeps Airflow's retries
-                raise task_failure(err) from err
+            except HitPawError as err:  # before paying, unless an earlier try of this clearing paid
+                failure = self._failure(err)
+                job = self._paid[1].live_job(self._paid[2]) if self._paid is not None else None
+                if job is not None and isinstance(failure, AirflowFailException) and job not in str(failure):
+                    failure = AirflowFailException(
+                        f"{failure}; job {job!r}, paid for by an earlier try, is not kept"
+                    )
+                raise failure from err
             if kept is not None:
                 return self._reused(context, kept)
             submission: dict[str, Any] | None = None
@@ -318,17 +338,31 @@ class SegmentImageOperator(BaseOperator):
         self.log.info("Uploaded %s (%d bytes) to HitPaw", self._input_key(), size)
         return presigned.access_url
 
-    def _reused(self, context: Context, kept: KeptResult) -> dict[str, Any]:
-        """The result of an input whose results an earlier run kept: nothing submitted, nothing paid."""
+    def _kept_before(self, context: Context, kept: KeptResult) -> dict[str, Any]:
+        """The pair an earlier try of this clearing kept, then lost the try: this run's, at its price."""
         self.log.info(
-            "%s was segmented before (job %r, kept %s); reusing %s, no coin spent",
-            self._shown_input(),
-            kept.job_id,
-            kept.kept_at or "earlier",
-            kept.res_path,
+            "%s was kept by an earlier try (job %r): nothing to do", self._shown_input(), kept.job_id
         )
-        _metrics.count_reused()
-        result: dict[str, Any] = {"file_url": self.file_url, **kept.as_result()}
+        result = self._reused(context, kept, log=False)
+        return {
+            **result,
+            "reused": False,
+            "consume_coins": self._coins_of_this_run({}),
+            **self._maybe_charged(),
+        }
+
+    def _reused(self, context: Context, kept: KeptResult, *, log: bool = True) -> dict[str, Any]:
+        """The result of an input whose results an earlier run kept: nothing submitted, nothing paid."""
+        if log:
+            self.log.info(
+                "%s was segmented before (job %r, kept %s); reusing %s, no coin spent",
+                self._shown_input(),
+                kept.job_id,
+                kept.kept_at or "earlier",
+                kept.res_path,
+            )
+            _metrics.count_reused()
+        result: dict[str, Any] = {"file_url": self._shown_url(), **kept.as_result()}
         if self.source_path is not None:
             result["source_path"] = str(self.source_path)
         from airflow_provider_hitpaw import storage
@@ -401,13 +435,17 @@ class SegmentImageOperator(BaseOperator):
                 ledger.answer_lost(key, made_for=self._input_key())
                 store.save(ledger)
             raise
-        ledger.submitted(key, job.job_id, job.consume_coins, made_for=self._input_key())
+        except BaseException:  # Airflow's execution_timeout or a SIGTERM mid-request: it may have landed
+            ledger.answer_lost(key, made_for=self._input_key())
+            store.save(ledger)
+            raise
+        ledger.submitted(key, job.job_id, job.consume_coins, made_for=self._input_key(), lost=job.resent)
         store.save(ledger)  # at once: a crash from here on must not make the retry pay again
         _metrics.count_submitted(job.consume_coins)
         submission: dict[str, Any] = {
             "job_id": job.job_id,
             "consume_coins": job.consume_coins,
-            "file_url": file_url,
+            "file_url": _api.url_without_credentials(file_url),
             "submitted_at": time.time(),
         }
         if self.source_path is not None:
@@ -437,7 +475,7 @@ class SegmentImageOperator(BaseOperator):
         submission: dict[str, Any] = {
             "job_id": job_id,
             "consume_coins": entry.coins if entry is not None else None,
-            "file_url": file_url,
+            "file_url": _api.url_without_credentials(file_url) if file_url else file_url,
         }
         if self.source_path is not None:
             submission["source_path"] = str(self.source_path)
@@ -550,9 +588,9 @@ class SegmentImageOperator(BaseOperator):
             entry = ledger.entry(key)
         if entry is not None and entry.job_id == job_id:
             self.log.warning("The submission's details were lost on resuming; its price is the ledger's")
-            return {"job_id": job_id, "consume_coins": entry.coins, "file_url": self.file_url}
+            return {"job_id": job_id, "consume_coins": entry.coins, "file_url": self._shown_url()}
         self.log.warning("The submission's details were lost on resuming; the cost is unknown")
-        return {"job_id": job_id, "consume_coins": None, "file_url": self.file_url}
+        return {"job_id": job_id, "consume_coins": None, "file_url": self._shown_url()}
 
     def _job_failed(
         self,
@@ -646,6 +684,18 @@ class SegmentImageOperator(BaseOperator):
             return str(self.source_path)
         return _api.url_without_query(str(self.file_url))
 
+    def _shown_url(self) -> str | None:
+        """``file_url`` as XCom carries it: without the credentials it may hold."""
+        return _api.url_without_credentials(str(self.file_url)) if self.file_url is not None else None
+
+    def _maybe_charged(self) -> dict[str, int]:
+        """``maybe_charged``: what answers lost on the way may have cost besides what HitPaw named."""
+        if self._paid is None:
+            return {}
+        _, ledger, key = self._paid
+        lost = ledger.maybe_charged(key)
+        return {"maybe_charged": lost} if lost else {}
+
     def _coins_of_this_run(self, submission: dict[str, Any]) -> int | None:
         """What this clearing paid HitPaw for the input: every job of it (one that ended in ERROR or that
         HitPaw forgot, and the one that completed), and what an earlier try paid for the source before it
@@ -682,7 +732,7 @@ class SegmentImageOperator(BaseOperator):
             self._check_bound_to_input(job_id, status, submission)
             result = self._output().persist(
                 context,
-                {**submission, **status, "consume_coins": coins, "reused": False},
+                {**submission, **status, "consume_coins": coins, "reused": False, **self._maybe_charged()},
                 source,
                 hook,
                 fingerprint,
@@ -697,10 +747,14 @@ class SegmentImageOperator(BaseOperator):
                 raise
             failure = self._paid_failure(not_kept_failure(err, job_id, status))
             raise failure from failure.__cause__
+        if self._paid is not None and result.get("res_path"):
+            store, ledger, key = self._paid
+            ledger.kept(key, source)
+            store.save(ledger)
         duration = _metrics.seconds_since(submission.get("submitted_at"), seen_at)
         self._count_end(context, str(result["job_id"]), True, duration)
         self._lineage = {"input": source, "outputs": [result.get("res_path"), result.get("mask_path")]}
-        return result
+        return _api.without_credentials(result)
 
     def _paid_failure(self, failure: Exception) -> Exception:
         """A failure built for a paid job (its results not kept), judged by the failure rule: final

@@ -649,7 +649,9 @@ class SegmentImageBatchOperator(BaseOperator):
                     stopping.append(result)
             else:
                 jobs[index] = result.job_id
-                ledger.submitted(key, result.job_id, result.consume_coins, made_for=shown_as[key])
+                ledger.submitted(
+                    key, result.job_id, result.consume_coins, made_for=shown_as[key], lost=result.resent
+                )
                 created[result.job_id] = result.consume_coins
                 self._submitted_at.setdefault(result.job_id, round(time.time(), 1))
                 if first_time:
@@ -978,7 +980,7 @@ class SegmentImageBatchOperator(BaseOperator):
                     result["file_url"] = None
             if self.source_paths is not None:
                 result["source_path"] = item
-            results.append(result)
+            results.append(_api.without_credentials(result))
         return self._report(context, results, ledger, store)
 
     def _answered_for_another(

@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_hitpaw import _deferral, _metrics, _state_store
+from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import JobEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
@@ -196,7 +196,7 @@ class SegmentationSensor(BaseSensorOperator):
             raise failure from failure.__cause__
         # Counted once the results are kept; the sensor does not know when the job was submitted.
         _metrics.count_end_once(context, str(status.get("job_id")), True)
-        return result
+        return _api.without_credentials(result)
 
     def _check_bound_to_input(self, job_id: str, status: dict[str, Any]) -> None:
         """The job's ``original_url`` must be the image submitted, when ``file_url`` says which."""

@@ -23,6 +23,7 @@ from airflow_provider_hitpaw.exceptions import (
     HitPawJobFailedError,
     HitPawResponseError,
     HitPawServerError,
+    HitPawStorageError,
     HitPawTimeoutError,
 )
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageOperator
@@ -571,7 +572,7 @@ class TestFailOnExistingResults:
         operator(output_path=str(tmp_path), overwrite="fail", deferrable=False).execute(task_context())
         with pytest.raises(AirflowFailException, match="already exists"):
             operator(output_path=str(tmp_path), overwrite="fail").execute(
-                task_context(store=FakeStateStore())
+                task_context(store=FakeStateStore(), run_id="run-2")
             )
         assert downloads.submit_segmentation.call_count == 1
 
@@ -968,3 +969,169 @@ class TestCatalogueFolders:
     def test_one_input_must_name_the_root_it_is_mirrored_below(self) -> None:
         with pytest.raises(HitPawConfigurationError, match="input_root"):
             operator(output_path="/data/out", output_layout="mirror")
+
+
+# --- what a hostile review of the one-image ledger found (each failed on 307b836) -------------------------
+
+
+def mapped_context(map_index: int, try_number: int = 1) -> dict[str, Any]:
+    context = task_context(try_number=try_number)
+    context["ti"].map_index = map_index
+    return context
+
+
+@pytest.mark.usefixtures("fast_retries")
+class TestWhatAReviewOfTheOneImageLedgerFound:
+    @pytest.mark.parametrize("how", ["a-version-2-piece", "an-entry-with-a-ninth-field"])
+    def test_a_ledger_of_another_version_fails_the_retry_and_is_kept(
+        self, hitpaw_emulator: Any, tmp_path: Any, how: str
+    ) -> None:
+        """A rolling upgrade: the retry took the other version's piece as not paid for, paid again, and
+        its compaction deleted that record."""
+        import json
+
+        books = Books(hitpaw_emulator)
+        deferred_job(one_image(hitpaw_emulator, output_path=str(tmp_path)), task_context())
+        [piece] = sorted((tmp_path / ".hitpaw-ledger").rglob("*.json"))
+        saved = json.loads(piece.read_text())
+        if how == "a-version-2-piece":
+            saved["version"] = 2
+        else:
+            for entry in saved["entries"].values():
+                entry.append({"a field": "a later version adds"})
+        piece.write_text(json.dumps(saved))
+        with pytest.raises(HitPawStorageError, match="written by another version"):
+            one_image(hitpaw_emulator, output_path=str(tmp_path)).execute(task_context(try_number=2))
+        assert books.jobs == 1
+        assert json.loads(piece.read_text()) == saved
+
+    @pytest.mark.parametrize("where", ["output_path", "task state store"])
+    def test_an_execution_timeout_during_the_submission_is_not_paid_again(
+        self, hitpaw_emulator: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+        from airflow_provider_hitpaw import _api
+        from airflow_provider_hitpaw.hooks import _transport
+
+        books = Books(hitpaw_emulator)
+        store = FakeStateStore() if where != "output_path" else None
+        output = str(tmp_path) if where == "output_path" else None
+        real_post = _transport.post_json_sync
+
+        def post(session: Any, url: str, body: Any, **kwargs: Any) -> Any:
+            answer = real_post(session, url, body, **kwargs)
+            if url.endswith(_api.SUBMIT_PATH):  # HitPaw charged; the timeout fires before the answer is read
+                monkeypatch.setattr(_transport, "post_json_sync", real_post)
+                raise AirflowTaskTimeout("Timeout, PID: 1234")
+            return answer
+
+        monkeypatch.setattr(_transport, "post_json_sync", post)
+        with pytest.raises(AirflowTaskTimeout):
+            one_image(hitpaw_emulator, output_path=output).execute(task_context(store=store))
+        with pytest.raises(AirflowFailException, match="lost its answer"):
+            one_image(hitpaw_emulator, output_path=output).execute(task_context(store=store, try_number=2))
+        assert books.jobs == 1
+
+    def test_under_skip_a_mapped_retry_reports_what_it_paid_not_another_tasks_pair(
+        self, hitpaw_emulator: Any, tmp_path: Any
+    ) -> None:
+        """``.partial(output_path=..., overwrite="skip").expand(file_url=[u, u])``: map index 1 paid, its
+        worker died, map index 0 kept the pair, and map index 1's retry reported 0 coins, reused."""
+        books = Books(hitpaw_emulator)
+
+        def task(**kwargs: Any) -> SegmentImageOperator:
+            return one_image(hitpaw_emulator, output_path=str(tmp_path), overwrite="skip", **kwargs)
+
+        paid_by_1 = deferred_job(task(), mapped_context(1))
+        done_0 = task(deferrable=False).execute(mapped_context(0))
+        retry_1 = task(deferrable=False).execute(mapped_context(1, try_number=2))
+        assert retry_1["job_id"] == paid_by_1
+        assert retry_1["reused"] is False
+        assert done_0["consume_coins"] + retry_1["consume_coins"] == books.charged == 2 * COST
+
+    def test_under_fail_a_retry_refused_after_paying_names_the_job(
+        self, hitpaw_emulator: Any, tmp_path: Any
+    ) -> None:
+        def task(**kwargs: Any) -> SegmentImageOperator:
+            return one_image(hitpaw_emulator, output_path=str(tmp_path), overwrite="fail", **kwargs)
+
+        paid_by_1 = deferred_job(task(), mapped_context(1))
+        task(deferrable=False).execute(mapped_context(0))
+        with pytest.raises(AirflowFailException, match=paid_by_1):
+            task().execute(mapped_context(1, try_number=2))
+
+    @pytest.mark.parametrize("overwrite", ["skip", "overwrite", "fail"])
+    def test_a_retry_after_keeping_reports_the_pair_though_hitpaw_forgot_the_job(
+        self, hitpaw_emulator: Any, tmp_path: Any, overwrite: str
+    ) -> None:
+        """The pair was never marked kept: the retry asked HitPaw again, and a forgotten job was paid
+        again (``skip``, ``overwrite``) or its own pair refused (``fail``)."""
+        books = Books(hitpaw_emulator)
+
+        def task() -> SegmentImageOperator:
+            return one_image(
+                hitpaw_emulator, output_path=str(tmp_path), overwrite=overwrite, deferrable=False
+            )
+
+        first = task().execute(task_context())  # kept; the worker is lost before Airflow hears of it
+        assert hitpaw_emulator.expire_job(first["job_id"])
+        again = task().execute(task_context(try_number=2))
+        assert (again["job_id"], again["res_path"], again["reused"]) == (
+            first["job_id"],
+            first["res_path"],
+            False,
+        )
+        assert again["consume_coins"] == books.charged == COST
+
+    def test_an_old_record_of_a_source_is_neither_kept_nor_paid_again(
+        self, hitpaw_emulator: Any, tmp_path: Any
+    ) -> None:
+        """A record of the version before the ledger names a source by its path only: adopted, the job
+        made from the old bytes was kept as the edited file's result."""
+        import requests
+
+        from airflow_provider_hitpaw import storage
+        from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+        source = tmp_path / "in" / "photo.jpg"
+        source.parent.mkdir()
+        old_bytes = requests.get(hitpaw_emulator.sample_url("shoe.jpg"), timeout=10).content
+        source.write_bytes(old_bytes)
+        with HitPawHook() as hook:
+            old_job = hook.submit_segmentation(hitpaw_emulator.sample_url("shoe.jpg"))
+        store = FakeStateStore()
+        old = {"job_id": old_job.job_id, "consume_coins": 20, "input": storage.input_identity(str(source))}
+        context = task_context(store=store, try_number=2)
+        store.set("hitpaw_submitted_job", {"value": old, "max_tries": context["ti"].max_tries})
+        source.write_bytes(old_bytes + b"edited")
+        task = SegmentImageOperator(
+            task_id="segment", source_path=str(source), output_path=str(tmp_path / "out"), deferrable=False
+        )
+        with pytest.raises(AirflowFailException, match=old_job.job_id):
+            task.execute(context)
+        assert len(hitpaw_emulator.state()["jobs"]) == 1
+        assert not list((tmp_path / "out").glob("*.png"))
+
+    def test_a_file_urls_credentials_stay_out_of_xcom_and_the_deferral(self, hitpaw_emulator: Any) -> None:
+        import json
+
+        url = hitpaw_emulator.sample_url("shoe.jpg").replace("http://", "http://reader:URL-SECRET@", 1)
+        context = task_context()
+        with pytest.raises(TaskDeferred) as deferred:
+            SegmentImageOperator(task_id="segment", file_url=url).execute(context)
+        assert "URL-SECRET" not in json.dumps(context["ti"].xcom)
+        assert "URL-SECRET" not in json.dumps(deferred.value.kwargs)
+        result = run_deferred(
+            SegmentImageOperator(task_id="segment", file_url=url), task_context(run_id="r2")
+        )
+        assert "URL-SECRET" not in json.dumps(result)
+
+    def test_a_submission_sent_again_reports_what_its_lost_answer_may_have_cost(
+        self, hitpaw_emulator: Any
+    ) -> None:
+        hitpaw_emulator.set_faults(["drop:first_n=1,after_commit=true,paths=/api/image-segmentation"])
+        books = Books(hitpaw_emulator)
+        result = one_image(hitpaw_emulator, deferrable=False).execute(task_context())
+        assert books.charged == 2 * COST
+        assert (result["consume_coins"], result["maybe_charged"]) == (COST, 1)
