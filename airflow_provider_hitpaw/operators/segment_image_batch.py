@@ -6,6 +6,7 @@ DAG files import this module on every parse, so it imports neither HTTP clients 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,20 +111,64 @@ class _Inputs:
         return {self.key_of(identity) for identity in self.identities if identity not in self.kept}
 
     def to_xcom(self) -> dict[str, Any]:
+        """What the resumed task needs of the inputs, without their text (a URL may carry credentials):
+        digests of what was given, and the rest by the position of the first input it belongs to. The
+        resumed task reads the inputs again from its own rendered fields (:meth:`from_carried`)."""
+        first = self._first_positions()
         carried: dict[str, Any] = {
-            "inputs": self.given,
-            "rejected": self.rejected,
-            "identities": self.identity_of,
+            "given": [_digest(item) for item in self.given],
+            "rejected": {
+                str(i): self.rejected[item] for i, item in enumerate(self.given) if item in self.rejected
+            },
         }
         if self.fingerprints:
-            carried["fingerprints"] = self.fingerprints
+            carried["fingerprints"] = {str(first[k]): v for k, v in self.fingerprints.items() if k in first}
         if self.kept:
-            carried["kept"] = self.kept
+            carried["kept"] = {str(first[k]): v for k, v in self.kept.items() if k in first}
         if self.own:
-            carried["own"] = sorted(self.own)
+            carried["own"] = sorted(first[k] for k in self.own if k in first)
         if self.uploaded:
             carried["uploaded"] = [self.uploaded.get(key) for key in self.unique]
         return carried
+
+    def _first_positions(self) -> dict[str, int]:
+        """Each identity's first position in ``given``."""
+        found: dict[str, int] = {}
+        for position, item in enumerate(self.given):
+            if item in self.identity_of:
+                found.setdefault(self.identity_of[item], position)
+        return found
+
+    @classmethod
+    def from_carried(
+        cls, carried: dict[str, Any], given: list[str], identity_of: dict[str, str]
+    ) -> _Inputs | None:
+        """The inputs as the submitting try judged them, from what it carried and the inputs as rendered
+        again (``given``, with the identities of those not refused); None if they are not the same."""
+        if carried.get("given") != [_digest(item) for item in given]:
+            return None
+        at = dict(enumerate(given))
+        rejected = {at[int(i)]: str(reason) for i, reason in (carried.get("rejected") or {}).items()}
+        accepted = {item: identity for item, identity in identity_of.items() if item not in rejected}
+
+        def by_identity(value: Any) -> dict[str, Any]:
+            if not isinstance(value, dict):
+                return {}
+            return {accepted[at[int(i)]]: v for i, v in value.items() if at.get(int(i)) in accepted}
+
+        own = carried.get("own")
+        judged = cls(
+            list(given),
+            rejected,
+            accepted,
+            fingerprints=by_identity(carried.get("fingerprints")),
+            kept=by_identity(carried.get("kept")),
+            own={accepted[at[i]] for i in own if at.get(i) in accepted} if isinstance(own, list) else set(),
+        )
+        uploaded = carried.get("uploaded")
+        if isinstance(uploaded, list) and len(uploaded) == len(judged.unique):
+            judged.uploaded = {key: url for key, url in zip(judged.unique, uploaded, strict=True) if url}
+        return judged
 
     @classmethod
     def from_xcom(
@@ -149,6 +194,10 @@ class _Inputs:
         if isinstance(uploaded, list) and len(uploaded) == len(judged.unique):
             judged.uploaded = {key: url for key, url in zip(judged.unique, uploaded, strict=True) if url}
         return judged
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 #: Why a batch that paid nothing still fails for good where no ledger is kept across tries.
@@ -817,7 +866,7 @@ class SegmentImageBatchOperator(BaseOperator):
     ) -> list[dict[str, Any]]:
         """Resume with what the submission found (``carried``: its inputs and jobs), rather than reading
         every source again: one may have changed or gone meanwhile, and the jobs were paid for."""
-        if not all(isinstance(carried.get(name), list) for name in ("jobs", "inputs")):
+        if not isinstance(carried.get("jobs"), list):
             ti = context["ti"]
             pushed = ti.xcom_pull(task_ids=ti.task_id, key=SUBMISSION_XCOM_KEY, map_indexes=ti.map_index)
             if not isinstance(pushed, dict) or not isinstance(pushed.get("jobs"), list):
@@ -833,15 +882,12 @@ class SegmentImageBatchOperator(BaseOperator):
         except HitPawError as err:
             raise self._failure(err, ledger, store) from err
         self._submitted_at = dict(carried.get("submitted_at") or {})
-        judged = _Inputs.from_xcom(
-            carried["inputs"],
-            carried.get("rejected") or {},
-            carried.get("identities"),
-            carried.get("fingerprints"),
-            carried.get("kept"),
-            carried.get("own"),
-            carried.get("uploaded"),
-        )
+        judged = self._carried_inputs(carried)
+        if judged is None:
+            changed = HitPawConfigurationError(
+                self._field, "rendered to other inputs on resuming than when submitting; nothing is kept"
+            )
+            raise self._failure(changed, ledger, store) from None
         with self._hook() as hook:
             try:
                 return self._finish(context, hook, judged, list(carried["jobs"]), outcome, ledger, store)
@@ -863,17 +909,10 @@ class SegmentImageBatchOperator(BaseOperator):
         if isinstance(carried.get("ledger"), dict):
             ledger.apply(carried["ledger"])
             ledger.mark_all_changed()
-        jobs, inputs = carried.get("jobs"), carried.get("inputs")
-        if isinstance(jobs, list) and isinstance(inputs, list):
+        jobs = carried.get("jobs")
+        judged = self._carried_inputs(carried) if isinstance(jobs, list) else None
+        if isinstance(jobs, list) and judged is not None:
             # The jobs the submitting try carried are paid for, whatever the ledger lacks.
-            judged = _Inputs.from_xcom(
-                inputs,
-                carried.get("rejected") or {},
-                carried.get("identities"),
-                carried.get("fingerprints"),
-                carried.get("kept"),
-                carried.get("own"),
-            )
             known = ledger.job_ids()
             if len(judged.unique) == len(jobs):
                 for key, job in zip(judged.unique, jobs, strict=True):
@@ -881,6 +920,39 @@ class SegmentImageBatchOperator(BaseOperator):
                         ledger.submitted(key, job, None)
         store.save(ledger)
         return store, ledger
+
+    def _carried_inputs(self, carried: dict[str, Any]) -> _Inputs | None:
+        """The submitting try's inputs: from the carried digests and this task's rendered fields (or, as
+        an earlier version carried them, verbatim)."""
+        if isinstance(carried.get("inputs"), list):
+            return _Inputs.from_xcom(
+                carried["inputs"],
+                carried.get("rejected") or {},
+                carried.get("identities"),
+                carried.get("fingerprints"),
+                carried.get("kept"),
+                carried.get("own"),
+                carried.get("uploaded"),
+            )
+        given = self.file_urls if self.source_paths is None else self.source_paths
+        if not isinstance(given, list | tuple):
+            return None
+        items = [item.strip() if isinstance(item, str) else item for item in given]
+        identity_of: dict[str, str] = {}
+        self._source_items = {}
+        for item in items:
+            if self.source_paths is None:
+                identity_of[str(item)] = str(item)
+                continue
+            from airflow_provider_hitpaw import storage
+
+            try:
+                identity = storage.input_identity(item, self.source_conn_id)
+            except HitPawConfigurationError:
+                continue
+            identity_of[str(item)] = identity
+            self._source_items.setdefault(identity, item)
+        return _Inputs.from_carried(carried, [str(item) for item in items], identity_of)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral that Airflow ended (its timeout, a trigger that failed) fails the task; by the one
