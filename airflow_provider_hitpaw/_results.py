@@ -245,7 +245,7 @@ def result_links() -> tuple[Any, ...]:
 
 
 def folder_links() -> tuple[Any, ...]:
-    """The extra link of a batch: the folder its results were kept in."""
-    from airflow_provider_hitpaw.links import HitPawOutputFolderLink
+    """The extra links of a batch: the folder its results were kept in, and its contact sheet."""
+    from airflow_provider_hitpaw.links import HitPawContactSheetLink, HitPawOutputFolderLink
 
-    return (HitPawOutputFolderLink(),)
+    return (HitPawOutputFolderLink(), HitPawContactSheetLink())

@@ -25,6 +25,7 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_hitpaw.links.HitPawCutoutLink",
             "airflow_provider_hitpaw.links.HitPawMaskLink",
             "airflow_provider_hitpaw.links.HitPawOutputFolderLink",
+            "airflow_provider_hitpaw.links.HitPawContactSheetLink",
         ],
         "config": {
             "hitpaw": {

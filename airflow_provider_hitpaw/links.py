@@ -195,3 +195,10 @@ class HitPawOutputFolderLink(_HitPawResultLink):
 
     name = "HitPaw results folder"
     entry = "folder"
+
+
+class HitPawContactSheetLink(_HitPawResultLink):
+    """Opens the first page of a batch's contact sheet (when it has a browsable address)."""
+
+    name = "HitPaw contact sheet"
+    entry = "contact_sheet"

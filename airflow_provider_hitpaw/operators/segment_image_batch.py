@@ -200,6 +200,17 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+#: Where a batch's contact sheets go in ``output_path`` (a hidden name: no mirrored folder can be it).
+_CONTACT_SHEETS: Final = ".hitpaw-contact-sheets"
+_SHEET_READ_BYTES: Final = 40 * 1024 * 1024
+
+
+def _folder_link(folder: Any) -> str:
+    from airflow_provider_hitpaw.links import folder_address
+
+    return folder_address(folder)
+
+
 #: Why a batch that paid nothing still fails for good where no ledger is kept across tries.
 _NOTHING_PAID_NO_RETRY: Final = (
     "no coin was spent. Not retried automatically: on this Airflow a retry could not tell whether an "
@@ -230,6 +241,9 @@ class SegmentImageBatchOperator(BaseOperator):
         ``mirror`` (each input's folders kept: ``raw/sku-1/main.jpg`` gives ``sku-1/main.png``).
     :param input_root: with ``mirror``: the folder (or URL prefix) below which the inputs' paths are
         mirrored (templated); by default their deepest common folder, which moves when the inputs do.
+    :param contact_sheet: with ``output_path``, write a contact sheet of the results (input, cut-out on a
+        checkerboard, first finish; suspects first) in JPEG pages under ``.hitpaw-contact-sheets/``, linked
+        from the task (needs Pillow: the ``[finish]`` extra; without it, skipped with a note in the log).
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param max_in_flight: submissions (and, on the worker, status requests) in flight at once.
     :param poll_interval: seconds between two polls of the same job (at least 1).
@@ -268,6 +282,7 @@ class SegmentImageBatchOperator(BaseOperator):
         overwrite: str = "overwrite",
         output_layout: str = "flat",
         input_root: Any = None,
+        contact_sheet: bool = True,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         max_in_flight: int = 8,
         poll_interval: float = 3,
@@ -300,6 +315,7 @@ class SegmentImageBatchOperator(BaseOperator):
         self.overwrite = overwrite
         self.output_layout = output_layout
         self.input_root = input_root
+        self.contact_sheet = contact_sheet
         self.hitpaw_conn_id = hitpaw_conn_id
         self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
         self.poll_interval = validate_poll_interval(poll_interval)
@@ -1053,7 +1069,71 @@ class SegmentImageBatchOperator(BaseOperator):
             if self.source_paths is not None:
                 result["source_path"] = item
             results.append(_api.without_credentials(result))
+        self._write_contact_sheet(context, results)
         return self._report(context, results, ledger, store)
+
+    def _write_contact_sheet(self, context: Context, results: list[dict[str, Any]]) -> None:
+        """Pages of the results for a person to look at, beside them; never a reason to fail a paid batch."""
+        if self.output_path is None or not self.contact_sheet:
+            return
+        try:
+            import PIL  # noqa: F401  (the [finish] extra)
+        except ImportError:
+            self.log.info("No contact sheet: it needs Pillow (pip install 'airflow-provider-hitpaw[finish]')")
+            return
+        from airflow_provider_hitpaw import _contact_sheet, storage
+        from airflow_provider_hitpaw._names import safe_segment
+        from airflow_provider_hitpaw._results import push_links
+        from airflow_provider_hitpaw.links import storage_address
+
+        folder = storage.as_storage_path(self.output_path, self.output_conn_id, field="output_path")
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        task = f"{ti.task_id}-{map_index}" if isinstance(map_index, int) and map_index >= 0 else ti.task_id
+        where = folder / _CONTACT_SHEETS
+        for part in (ti.dag_id, task, getattr(ti, "run_id", None) or "run"):
+            where = where / (safe_segment([str(part)], strip_extension=False) or "_")
+        try:
+            entries = _contact_sheet.sheet_entries(results, *self._sheet_readers())
+            written = []
+            for number, page in enumerate(_contact_sheet.pages(entries), start=1):
+                target = where / f"page-{number:03d}.jpg"
+                if storage.is_local(target):
+                    where.mkdir(parents=True, exist_ok=True)
+                target.fs.pipe_file(str(target.path), page)
+                written.append(storage.storage_uri(target))
+        except Exception as err:  # the results are kept and paid for: a sheet is a convenience
+            self.log.warning("The contact sheet could not be written (%s)", storage.store_words(err))
+            return
+        if written:
+            self.log.info("Contact sheet: %d page(s), the first at %s", len(written), written[0])
+            fs = getattr(folder, "fs", None)
+            push_links(
+                context,
+                {"folder": _folder_link(folder), "contact_sheet": storage_address(written[0], fs)},
+            )
+
+    def _sheet_readers(self) -> tuple[Any, Any]:
+        """What a sheet shows is read through the output's connection (kept files) and the sources'
+        (inputs as given, each with its own connection), at most a few MB each."""
+        from airflow_provider_hitpaw import storage
+
+        def capped(opener: Any) -> bytes | None:
+            try:
+                with opener() as stream:
+                    data = stream.read(_SHEET_READ_BYTES + 1)
+            except Exception:  # a panel that cannot be read is drawn grey
+                return None
+            return data if len(data) <= _SHEET_READ_BYTES else None
+
+        def kept(uri: str) -> bytes | None:
+            return capped(lambda: storage.as_storage_path(uri, self.output_conn_id).open("rb"))
+
+        def source(item: str) -> bytes | None:
+            given = next((v for v in self._source_items.values() if str(v) == item), item)
+            return capped(lambda: storage.open_source(given, conn_id=self.source_conn_id))
+
+        return kept, source
 
     def _answered_for_another(
         self, job: Any, key: str, status: Any, inputs: _Inputs

@@ -57,7 +57,7 @@ def test_results_are_copied_next_to_each_other_named_after_the_input(
     assert result["mask_path"] == f"file://{out}/{mask}"
     assert (out / res).read_bytes() == requests.get(result["res_url"], timeout=10).content
     assert (out / mask).read_bytes().startswith(PNG)
-    names = sorted(p.name for p in out.iterdir() if p.name != ".hitpaw-ledger")
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(".hitpaw-"))
     assert names == sorted([res, mask, record_name(res)]), "a partial file was left"
     # file:// has no public URL: the links point at HitPaw's own copies.
     assert ctx["ti"].xcom[LINKS_XCOM_KEY] == {"cutout": result["res_url"], "mask": result["mask_url"]}
@@ -120,7 +120,7 @@ def test_source_from_local_storage_is_uploaded_and_segmented(hitpaw_emulator: An
     assert result["status"] == "COMPLETED"
     kept = result_names(input_identity(str(source)))
     assert kept[0].startswith("shoe-042-")
-    assert sorted(p.name for p in out.iterdir() if p.name != ".hitpaw-ledger") == sorted(
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".hitpaw-")) == sorted(
         [*kept, record_name(kept[0])]
     )
     state = hitpaw_emulator.state()
@@ -281,7 +281,10 @@ def test_one_job_id_answered_for_two_images_keeps_nothing_for_the_second(
         )
     assert isinstance(raised.value.__cause__, HitPawUntrustedAnswerError)
     assert "/samples/shoe.jpg" in str(raised.value)
-    assert not second_out.exists() or [p for p in second_out.iterdir() if p.name != ".hitpaw-ledger"] == []
+    assert (
+        not second_out.exists()
+        or [p for p in second_out.iterdir() if not p.name.startswith(".hitpaw-")] == []
+    )
 
 
 def test_the_sensor_told_the_submitted_image_refuses_another(hitpaw_emulator: Any, tmp_path: Path) -> None:

@@ -117,10 +117,11 @@ class Store:
         return self.raw.get(bucket, key)
 
     def keys(self, bucket: str, prefix: str = "", *, ledgers: bool = False) -> list[str]:
-        """The objects under ``prefix``; without the tasks' ledgers (``.hitpaw-ledger/``) unless asked."""
+        """The objects under ``prefix``; without the tasks' ledgers and contact sheets (``.hitpaw-*/``)
+        unless asked."""
         assert self.raw is not None
         found = self.raw.keys(bucket, prefix)
-        return sorted(key for key in found if ledgers or "/.hitpaw-ledger/" not in f"/{key}")
+        return sorted(key for key in found if ledgers or "/.hitpaw-" not in f"/{key}")
 
     def on_write(
         self, bucket: str, key: str, action: Callable[[], None]

@@ -97,7 +97,8 @@ def test_extra_links_are_registered_for_airflow_2(tmp_path: Path, monkeypatch: p
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True
     )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+    assert sorted(json.loads(out.stdout.strip().splitlines()[-1])) == [
+        "airflow_provider_hitpaw.links.HitPawContactSheetLink",
         "airflow_provider_hitpaw.links.HitPawCutoutLink",
         "airflow_provider_hitpaw.links.HitPawMaskLink",
         "airflow_provider_hitpaw.links.HitPawOutputFolderLink",

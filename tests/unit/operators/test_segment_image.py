@@ -519,7 +519,7 @@ def crashed_after_keeping(task: SegmentImageOperator, context: Any, monkeypatch:
 
 def outside_the_ledger(folder: Any) -> list[Any]:
     """What a folder holds beside the ledger a failed try leaves for its retry."""
-    return [path for path in folder.iterdir() if path.name != ".hitpaw-ledger"]
+    return [path for path in folder.iterdir() if not path.name.startswith(".hitpaw-")]
 
 
 class TestFailOnExistingResults:

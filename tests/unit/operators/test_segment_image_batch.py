@@ -632,3 +632,48 @@ class TestWhatTheDeferralCarries:
 
         [result] = batch.execute_complete(task_context(), asyncio.run(first()), **old)
         assert result["status"] == "COMPLETED"
+
+
+class TestContactSheet:
+    def test_a_batch_writes_pages_of_its_results_and_links_them(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        from PIL import Image
+
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        context = task_context()
+        batch = SegmentImageBatchOperator(
+            task_id="b", source_paths=sources, output_path=str(tmp_path / "out"), output_layout="mirror"
+        )
+        run_deferred(batch, context)
+        [page] = sorted((tmp_path / "out" / ".hitpaw-contact-sheets").rglob("page-*.jpg"))
+        ti = context["ti"]
+        assert page.parent == tmp_path / "out" / ".hitpaw-contact-sheets" / ti.dag_id / ti.task_id / ti.run_id
+        with Image.open(page) as sheet:
+            assert sheet.format == "JPEG"
+            assert sheet.width > 1000
+        assert "contact_sheet" in context["ti"].xcom["hitpaw_links"]
+
+    def test_no_sheet_when_asked_for_none(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg")]
+        batch = SegmentImageBatchOperator(
+            task_id="b", file_urls=inputs, output_path=str(tmp_path), contact_sheet=False
+        )
+        run_deferred(batch, task_context())
+        assert not (tmp_path / ".hitpaw-contact-sheets").exists()
+
+    def test_a_sheet_that_cannot_be_written_fails_nothing(
+        self, hitpaw_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from airflow_provider_hitpaw import _contact_sheet
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(_contact_sheet, "pages", broken)
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg")]
+        [result] = run_deferred(
+            SegmentImageBatchOperator(task_id="b", file_urls=inputs, output_path=str(tmp_path)),
+            task_context(),
+        )
+        assert result["status"] == "COMPLETED"
