@@ -308,3 +308,20 @@ def forget_record(directory: ObjectStoragePath, cutout_name: str) -> None:
 
 def _normal(identity: str) -> str:
     return unicodedata.normalize("NFC", str(identity).strip())
+
+
+def read_record(directory: ObjectStoragePath, cutout_name: str) -> dict[str, Any] | None:
+    """The record beside a kept cut-out, or None when there is none readable."""
+    try:
+        with (directory / record_name(cutout_name)).open("rb") as stream:
+            raw = stream.read(MAX_RECORD_BYTES + 1)
+        record = json.loads(raw) if len(raw) <= MAX_RECORD_BYTES else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def note_in_record(directory: ObjectStoragePath, record: dict[str, Any], **fields: Any) -> None:
+    """Add what was made from a kept pair (its finishes, its mask's figures) to the pair's record, so a
+    later run neither makes nor measures it again."""
+    _write(directory, {**record, **fields})

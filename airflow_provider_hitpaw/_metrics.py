@@ -34,6 +34,7 @@ SUBMITTED: Final = "hitpaw.jobs_submitted"
 COMPLETED: Final = "hitpaw.jobs_completed"
 FAILED: Final = "hitpaw.jobs_failed"
 REUSED: Final = "hitpaw.jobs_reused"
+SUSPECTS: Final = "hitpaw.cutouts_suspect"
 COINS: Final = "hitpaw.coins_consumed"
 DURATION: Final = "hitpaw.job_duration"
 #: The job whose end a single-job task counted (3.3's task state store), so that a retry does not recount.
@@ -66,6 +67,12 @@ def count_reused(inputs: int = 1) -> None:
     """Inputs answered from kept results: no job, no coin."""
     if inputs > 0:
         _send(REUSED, lambda stats: stats.incr(REUSED, inputs))
+
+
+def count_suspects(results: int = 1) -> None:
+    """Cut-outs whose mask looks wrong (flagged, or failed under ``suspects="fail"``)."""
+    if results > 0:
+        _send(SUSPECTS, lambda stats: stats.incr(SUSPECTS, results))
 
 
 def count_ended(completed: int = 0, failed: int = 0, durations: list[float] | None = None) -> None:

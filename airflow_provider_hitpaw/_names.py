@@ -11,11 +11,14 @@ import posixpath
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_hitpaw._api import url_without_query
 from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: ``output_layout`` values: every result in ``output_path`` itself, or below the input's folders.
 FLAT: Final = "flat"
@@ -52,11 +55,15 @@ class ResultLayout:
             return flat_names(identity)
         return mirrored_names(identity, self.root)
 
-    def check_unique(self, identities: list[str]) -> None:
-        """Refuse inputs two of which would share a result file (before anything is paid for)."""
+    def check_unique(
+        self, identities: list[str], finish_names: Callable[[str], list[str]] | None = None
+    ) -> None:
+        """Refuse inputs two of which would share a result file (before anything is paid for);
+        ``finish_names`` gives the files made beside a cut-out, which must not be another input's."""
         seen: dict[str, str] = {}
         for identity in dict.fromkeys(identities):
-            for name in self.names(identity):
+            cutout, mask = self.names(identity)
+            for name in (cutout, mask, *(finish_names(cutout) if finish_names else ())):
                 other = seen.setdefault(name.casefold(), identity)
                 if other != identity:
                     raise HitPawConfigurationError(

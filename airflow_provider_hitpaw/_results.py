@@ -14,8 +14,11 @@ from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
 from airflow_provider_hitpaw.validation import validate_overwrite
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_hitpaw._finish import Finish
     from airflow_provider_hitpaw._kept import KeptResult
     from airflow_provider_hitpaw._ledger_store import LedgerStore
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
@@ -29,6 +32,8 @@ class ResultOutput:
     conn_id: str | None
     overwrite: str
     layout: ResultLayout = field(default_factory=ResultLayout)
+    #: What is made from each kept cut-out on the worker (see :mod:`._finish`).
+    finishes: tuple[Finish, ...] = ()
 
     @classmethod
     def checked(
@@ -41,10 +46,14 @@ class ResultOutput:
         output_layout: str = FLAT,
         input_root: Any = None,
         root_needed: bool = False,
+        finish: Any = None,
+        has_original: bool = True,
     ) -> ResultOutput:
         """Checks that need no storage and no template rendering, so they can run when the DAG is parsed.
 
         ``root_needed``: a task of one input has no common folder to mirror below, so it must name one.
+        ``finish`` (templated) is judged here unless it still holds a template; ``has_original``: whether
+        the task can read the photo it sent (a stored source), which a blurred background needs.
         """
         validate_overwrite(overwrite)
         if output_layout not in LAYOUTS:
@@ -69,7 +78,12 @@ class ResultOutput:
             )
         if isinstance(path, str) and not path.strip():
             raise HitPawConfigurationError("output_path", "is empty")
-        return cls(path=path, conn_id=conn_id, overwrite=overwrite)
+        finishes = _checked_finishes(finish, has_original)
+        if finishes and path is None:
+            raise HitPawConfigurationError(
+                "finish", "finishes are written beside the kept cut-out: give output_path"
+            )
+        return cls(path=path, conn_id=conn_id, overwrite=overwrite, finishes=finishes)
 
     def laid_out(
         self, output_layout: str, input_root: Any, root_conn_id: str | None, inputs: list[str]
@@ -88,7 +102,12 @@ class ResultOutput:
 
     def check_storage(self) -> None:
         """Resolve the (rendered) path before anything is paid for: an unknown scheme, a relative path or
-        a missing filesystem then fails the task up front, not after the job was paid for."""
+        a missing filesystem then fails the task up front, not after the job was paid for; so does a
+        finish without Pillow to make it."""
+        if self.finishes and not has_pillow():
+            raise HitPawConfigurationError(
+                "finish", "making finishes needs Pillow: pip install 'airflow-provider-hitpaw[finish]'"
+            )
         if self.path is not None:
             from airflow_provider_hitpaw import storage
 
@@ -249,3 +268,109 @@ def folder_links() -> tuple[Any, ...]:
     from airflow_provider_hitpaw.links import HitPawContactSheetLink, HitPawOutputFolderLink
 
     return (HitPawOutputFolderLink(), HitPawContactSheetLink())
+
+
+def _checked_finishes(value: Any, has_original: bool) -> tuple[Finish, ...]:
+    """The finishes asked for, or () while they still hold a template (judged again once rendered)."""
+    if value is None or "{{" in repr(value):
+        return ()
+    from airflow_provider_hitpaw._finish import BLUR, parse_finishes
+
+    finishes = parse_finishes(value)
+    blurred = [finish.name for finish in finishes if finish.background == BLUR]
+    if blurred and not has_original:
+        raise HitPawConfigurationError(
+            "finish", f"{blurred[0]!r}: a blurred background needs the original photo: give source_path(s)"
+        )
+    return finishes
+
+
+def made_from_kept(
+    output: ResultOutput,
+    result: dict[str, Any],
+    original: Callable[[], bytes | None] | None = None,
+) -> dict[str, Any]:
+    """What the worker makes from a kept pair: its finishes (made again only when their options changed)
+    and its mask's figures with a ``suspect`` reason, both noted in the pair's record; {} without Pillow
+    (finishes then refused before paying, by :meth:`ResultOutput.check_tools`)."""
+    cutout_uri, mask_uri = result.get("res_path"), result.get("mask_path")
+    if output.path is None or not isinstance(cutout_uri, str) or not isinstance(mask_uri, str):
+        return {}
+    if not has_pillow():
+        return {}
+    from airflow_provider_hitpaw import _finish, _kept, _quality, storage
+
+    cutout = storage.as_storage_path(cutout_uri, output.conn_id)
+    mask = storage.as_storage_path(mask_uri, output.conn_id)
+    folder, cutout_name = cutout.parent, str(cutout.name)
+    record = _kept.read_record(folder, cutout_name) or {}
+    made = dict(record.get("finishes") or {}) if isinstance(record.get("finishes"), dict) else {}
+    pair: list[bytes] = []
+
+    def read_pair() -> list[bytes]:
+        if not pair:
+            pair.extend(_read_capped(path) for path in (cutout, mask))
+        return pair
+
+    files: dict[str, str] = {}
+    todo = []
+    for finish in output.finishes:
+        target = folder / _finish.finish_name(cutout_name, finish)
+        files[finish.name] = storage.storage_uri(target)
+        if made.get(finish.name) != finish.digest() or not storage.exists(target):
+            todo.append(finish)
+    if todo:
+        photo = (
+            original() if original is not None and any(f.background == _finish.BLUR for f in todo) else None
+        )
+        cutout_bytes, mask_bytes = read_pair()
+        rendered = _finish.apply_finishes(todo, cutout_bytes, mask_bytes, photo)
+        for finish in todo:
+            _write_atomically(folder / _finish.finish_name(cutout_name, finish), rendered[finish.name])
+            made[finish.name] = finish.digest()
+    quality = record.get("quality")
+    if not isinstance(quality, dict) or quality.get("version") != _quality.FIGURES_VERSION:
+        figures = _quality.measure_mask(read_pair()[1])
+        quality = {**_quality.figures_as_dict(figures), "version": _quality.FIGURES_VERSION}
+    if record and (todo or quality is not record.get("quality")):
+        _kept.note_in_record(folder, record, finishes=made, quality=quality)
+    figures_dict = {k: v for k, v in quality.items() if k != "version"}
+    found: dict[str, Any] = {"quality": figures_dict, "suspect": _quality.suspect_reason_of(figures_dict)}
+    if files:
+        found["finishes"] = files
+    return found
+
+
+def has_pillow() -> bool:
+    try:
+        import PIL  # noqa: F401  (the [finish] extra)
+    except ImportError:
+        return False
+    return True
+
+
+#: A kept cut-out is read back for finishing whole; anything larger than this was not HitPaw's.
+_MAX_KEPT_BYTES = 256 * 1024 * 1024
+
+
+def _read_capped(path: Any) -> bytes:
+    with path.open("rb") as stream:
+        data: bytes = stream.read(_MAX_KEPT_BYTES + 1)
+    if len(data) > _MAX_KEPT_BYTES:
+        raise HitPawConfigurationError("output_path", f"{path} is larger than a cut-out can be")
+    return data
+
+
+def _write_atomically(target: Any, data: bytes) -> None:
+    """A finish lands whole or not at all: written beside, then moved onto its name."""
+    import uuid
+
+    from airflow_provider_hitpaw import storage
+
+    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        with partial.open("wb") as out:
+            out.write(data)
+        storage.move_replacing(partial, target)
+    finally:
+        storage.remove_quietly(partial)

@@ -407,9 +407,20 @@ def result_folder(
     return (directory / below if below else directory), (cutout_name, mask.rpartition("/")[2])
 
 
-def check_unique_names(sources: list[str], layout: ResultLayout | None = None) -> None:
-    """Refuse a set of inputs two of which would share a result file (before anything is paid for)."""
-    (layout or ResultLayout()).check_unique(sources)
+def check_unique_names(
+    sources: list[str], layout: ResultLayout | None = None, finishes: tuple[Any, ...] = ()
+) -> None:
+    """Refuse a set of inputs two of which would share a result file, finishes included (before anything
+    is paid for)."""
+    if finishes:
+        from airflow_provider_hitpaw._finish import finish_name
+
+        def made_beside(cutout: str) -> list[str]:
+            return [finish_name(cutout, finish) for finish in finishes]
+
+        (layout or ResultLayout()).check_unique(sources, made_beside)
+    else:
+        (layout or ResultLayout()).check_unique(sources)
 
 
 # --- results: download and keep ------------------------------------------------------------------------

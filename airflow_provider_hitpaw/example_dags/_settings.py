@@ -26,3 +26,6 @@ BATCH_OUTPUT_DIR = os.environ.get("HITPAW_EXAMPLE_BATCH_OUTPUT_DIR", "file:///tm
 #: For the folder example: where the images are, and where their cut-outs go (any ObjectStoragePath URI).
 INPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_INPUT_FOLDER", "file:///tmp/hitpaw-example/in")
 OUTPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_OUTPUT_FOLDER", "file:///tmp/hitpaw-example/out")
+#: For the catalogue example: a folder of ``<sku>/main.*`` photos, and where the storefront images go.
+CATALOGUE_FOLDER = os.environ.get("HITPAW_EXAMPLE_CATALOGUE", "file:///tmp/hitpaw-example/catalogue")
+CATALOGUE_OUTPUT = os.environ.get("HITPAW_EXAMPLE_CATALOGUE_OUTPUT", "file:///tmp/hitpaw-example/storefront")

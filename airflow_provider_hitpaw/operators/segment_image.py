@@ -17,7 +17,13 @@ from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import ErrorInfo, JobEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
 from airflow_provider_hitpaw._lineage import lineage
-from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, push_links, result_links
+from airflow_provider_hitpaw._results import (
+    ResultOutput,
+    fingerprint_of,
+    made_from_kept,
+    push_links,
+    result_links,
+)
 from airflow_provider_hitpaw._state_store import first_try_of_clearing
 from airflow_provider_hitpaw._wait import is_unreadable_poll
 from airflow_provider_hitpaw.exceptions import (
@@ -97,6 +103,8 @@ class SegmentImageOperator(BaseOperator):
         input's folders below ``input_root`` kept: ``raw/sku-1/main.jpg`` gives ``sku-1/main.png``).
     :param input_root: with ``mirror``: the folder (or URL prefix) below which the input's path is
         mirrored (templated).
+    :param finish: storefront images made on the worker from the kept cut-out (templated), as
+        ``SegmentImageBatchOperator``'s ``finish``; results gain ``finishes``, ``quality`` and ``suspect``.
     :param emit_asset: declare ``output_path`` as an Asset (a Dataset on Airflow 2); needs a fixed path.
     :param hitpaw_conn_id: the ``hitpaw`` connection.
     :param wait_for_completion: wait for the job to end (True) or return right after submitting.
@@ -108,7 +116,7 @@ class SegmentImageOperator(BaseOperator):
         ``CONVERTING`` for more than 15 minutes under load.
     """
 
-    template_fields: Sequence[str] = ("file_url", "source_path", "output_path", "input_root")
+    template_fields: Sequence[str] = ("file_url", "source_path", "output_path", "input_root", "finish")
     ui_color = "#aed6f1"
     #: The ledger of this try, once loaded: its store, the ledger, and this input's key in it.
     _paid: tuple[LedgerStore, Ledger, str] | None = None
@@ -124,6 +132,7 @@ class SegmentImageOperator(BaseOperator):
         overwrite: str = "overwrite",
         output_layout: str = "flat",
         input_root: Any = None,
+        finish: Any = None,
         emit_asset: bool = False,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
@@ -145,6 +154,8 @@ class SegmentImageOperator(BaseOperator):
             output_layout=output_layout,
             input_root=input_root,
             root_needed=True,
+            finish=finish,
+            has_original=source_path is not None,
         )
         if emit_asset:
             kwargs["outlets"] = [*kwargs.get("outlets", []), output.asset()]
@@ -157,6 +168,7 @@ class SegmentImageOperator(BaseOperator):
         self.overwrite = overwrite
         self.output_layout = output_layout
         self.input_root = input_root
+        self.finish = finish
         self.hitpaw_conn_id = hitpaw_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -182,6 +194,8 @@ class SegmentImageOperator(BaseOperator):
             output_layout=self.output_layout,
             input_root=self.input_root,
             root_needed=True,
+            finish=self.finish,
+            has_original=self.source_path is not None,
         )
         return output.laid_out(self.output_layout, self.input_root, self.source_conn_id, [self._input_key()])
 
@@ -363,6 +377,7 @@ class SegmentImageOperator(BaseOperator):
             )
             _metrics.count_reused()
         result: dict[str, Any] = {"file_url": self._shown_url(), **kept.as_result()}
+        result.update(made_from_kept(self._output(), result, self._original()))
         if self.source_path is not None:
             result["source_path"] = str(self.source_path)
         from airflow_provider_hitpaw import storage
@@ -684,6 +699,19 @@ class SegmentImageOperator(BaseOperator):
             return str(self.source_path)
         return _api.url_without_query(str(self.file_url))
 
+    def _original(self) -> Any:
+        """Reads the photo sent (a stored source) for a blurred background; None for a URL input."""
+        if self.source_path is None:
+            return None
+        from airflow_provider_hitpaw import storage
+
+        def read() -> bytes:
+            with storage.open_source(self.source_path, conn_id=self.source_conn_id) as stream:
+                data: bytes = stream.read()
+            return data
+
+        return read
+
     def _shown_url(self) -> str | None:
         """``file_url`` as XCom carries it: without the credentials it may hold."""
         return _api.url_without_credentials(str(self.file_url)) if self.file_url is not None else None
@@ -737,6 +765,7 @@ class SegmentImageOperator(BaseOperator):
                 hook,
                 fingerprint,
             )
+            result.update(made_from_kept(self._output(), result, self._original()))
         except HitPawStorageError as err:
             failure = self._paid_failure(not_kept_failure(err, job_id, status))
             raise failure from failure.__cause__

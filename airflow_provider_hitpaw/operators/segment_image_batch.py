@@ -18,7 +18,7 @@ from airflow_provider_hitpaw import _api, _deferral, _metrics
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import BatchEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
-from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, folder_links
+from airflow_provider_hitpaw._results import ResultOutput, fingerprint_of, folder_links, made_from_kept
 from airflow_provider_hitpaw._state_store import first_try_of_clearing
 from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
 from airflow_provider_hitpaw.exceptions import (
@@ -241,6 +241,13 @@ class SegmentImageBatchOperator(BaseOperator):
         ``mirror`` (each input's folders kept: ``raw/sku-1/main.jpg`` gives ``sku-1/main.png``).
     :param input_root: with ``mirror``: the folder (or URL prefix) below which the inputs' paths are
         mirrored (templated); by default their deepest common folder, which moves when the inputs do.
+    :param finish: storefront images made on the worker from each kept cut-out (templated): one dict, a
+        list, or a dict of name to dict of ``background``, ``crop``, ``margin``, ``canvas``, ``fill``,
+        ``format``, ``quality``, ``lossless``, ``max_side`` (README: "Storefront-ready"); needs the
+        ``[finish]`` extra. A changed finish is made again from the kept cut-out, without paying HitPaw.
+    :param suspects: what a cut-out whose mask looks wrong (nearly empty, nearly everything, cut by the
+        frame, in many pieces) does: ``flag`` (its result says why) or ``fail`` (judged as a failure,
+        under ``max_failed``).
     :param contact_sheet: with ``output_path``, write a contact sheet of the results (input, cut-out on a
         checkerboard, first finish; suspects first) in JPEG pages under ``.hitpaw-contact-sheets/``, linked
         from the task (needs Pillow: the ``[finish]`` extra; without it, skipped with a note in the log).
@@ -260,7 +267,7 @@ class SegmentImageBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer (True) or poll from this worker (False).
     """
 
-    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path", "input_root")
+    template_fields: Sequence[str] = ("file_urls", "source_paths", "output_path", "input_root", "finish")
     ui_color = "#aed6f1"
     _costs: dict[str, int | None]
     _created: list[str | None]
@@ -282,6 +289,8 @@ class SegmentImageBatchOperator(BaseOperator):
         overwrite: str = "overwrite",
         output_layout: str = "flat",
         input_root: Any = None,
+        finish: Any = None,
+        suspects: str = "flag",
         contact_sheet: bool = True,
         hitpaw_conn_id: str = DEFAULT_CONN_ID,
         max_in_flight: int = 8,
@@ -305,7 +314,11 @@ class SegmentImageBatchOperator(BaseOperator):
             waits=True,
             output_layout=output_layout,
             input_root=input_root,
+            finish=finish,
+            has_original=source_paths is not None,
         )
+        if suspects not in ("flag", "fail"):
+            raise HitPawConfigurationError("suspects", f"must be 'flag' or 'fail', not {suspects!r}")
         super().__init__(**kwargs)
         self.file_urls = file_urls
         self.source_paths = source_paths
@@ -315,6 +328,8 @@ class SegmentImageBatchOperator(BaseOperator):
         self.overwrite = overwrite
         self.output_layout = output_layout
         self.input_root = input_root
+        self.finish = finish
+        self.suspects = suspects
         self.contact_sheet = contact_sheet
         self.hitpaw_conn_id = hitpaw_conn_id
         self.max_in_flight = validate_positive_int(max_in_flight, "max_in_flight")
@@ -348,6 +363,8 @@ class SegmentImageBatchOperator(BaseOperator):
                 waits=True,
                 output_layout=self.output_layout,
                 input_root=self.input_root,
+                finish=self.finish,
+                has_original=self.source_paths is not None,
             )
             self._laid_out = output.laid_out(
                 self.output_layout, self.input_root, self.source_conn_id, self._given_identities()
@@ -470,7 +487,8 @@ class SegmentImageBatchOperator(BaseOperator):
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
 
-            storage.check_unique_names(inputs.identities, self._output().layout)
+            output = self._output()
+            storage.check_unique_names(inputs.identities, output.layout, output.finishes)
         return inputs
 
     def _check_refusals(self, inputs: _Inputs) -> None:
@@ -1238,41 +1256,59 @@ class SegmentImageBatchOperator(BaseOperator):
 
         from airflow_provider_hitpaw import storage
 
+        output = self._output()
+        persisted: set[str] = set()
+        read_source = self._sheet_readers()[1]
+
         def keep(item: tuple[str, dict[str, Any]]) -> None:
             source, result = item
             try:
-                result.update(
-                    storage.persist_job_results(
-                        result,
-                        source,
-                        self.output_path,
-                        hook=hook,
-                        overwrite=self.overwrite,
-                        conn_id=self.output_conn_id,
-                        fingerprint=inputs.fingerprints.get(source),
-                        layout=self._output().layout,
+                if source not in inputs.kept:
+                    result.update(
+                        storage.persist_job_results(
+                            result,
+                            source,
+                            self.output_path,
+                            hook=hook,
+                            overwrite=self.overwrite,
+                            conn_id=self.output_conn_id,
+                            fingerprint=inputs.fingerprints.get(source),
+                            layout=output.layout,
+                        )
                     )
-                )
+                    persisted.add(source)
+                given = self._source_items.get(source)
+                original = (lambda: read_source(str(given))) if given is not None else None
+                result.update(made_from_kept(output, result, original))
             except Exception as err:  # a storage error (permissions, credentials) is this image's alone
                 failure = err if isinstance(err, HitPawError) else HitPawError(f"{type(err).__name__}: {err}")
                 result["error"] = {
                     k: v for k, v in _error_dict(failure).items() if k in ("type", "code", "message")
                 }
+                return
+            if result.get("suspect") and self.suspects == "fail":
+                result["error"] = {
+                    "type": "HitPawSuspectCutoutError",
+                    "code": None,
+                    "message": f"the cut-out looks wrong: {result['suspect']}",
+                }
 
         completed = [
-            (source, r)
-            for source, r in by_input.items()
-            if r["status"] == "COMPLETED" and not r.get("error") and source not in inputs.kept
+            (source, r) for source, r in by_input.items() if r["status"] == "COMPLETED" and not r.get("error")
         ]
         kept: list[str] = []
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="hitpaw-keep") as pool:
             # As each pair lands, the ledger says so (saved every few seconds): a crash midway leaves a
             # retry knowing which files are this run's own.
-            for (source, result), _ in zip(completed, pool.map(keep, completed), strict=True):
-                if not result.get("error"):
+            for (source, _), _ in zip(completed, pool.map(keep, completed), strict=True):
+                if source in persisted:
                     kept.append(source)
                     ledger.kept(inputs.key_of(source), source)
                     store.save_if_due(ledger)
+        suspects = sum(1 for _, result in completed if result.get("suspect"))
+        if suspects:
+            _metrics.count_suspects(suspects)
+            self.log.warning("%d cut-out(s) look wrong (see each result's 'suspect')", suspects)
         self.log.info("Kept %d cut-outs and masks in %s", len(kept), _shown(self.output_path))
         if len(inputs.kept) > len(inputs.own):
             self.log.info(

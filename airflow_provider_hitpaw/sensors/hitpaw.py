@@ -16,7 +16,7 @@ from airflow_provider_hitpaw import _api, _deferral, _metrics, _state_store
 from airflow_provider_hitpaw._connection_form import DEFAULT_CONN_ID
 from airflow_provider_hitpaw._events import JobEvent, Outcome
 from airflow_provider_hitpaw._failures import fail_without_retry, task_failure
-from airflow_provider_hitpaw._results import ResultOutput, push_links, result_links
+from airflow_provider_hitpaw._results import ResultOutput, made_from_kept, push_links, result_links
 from airflow_provider_hitpaw._wait import is_unreadable_poll
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
@@ -75,11 +75,13 @@ class SegmentationSensor(BaseSensorOperator):
     :param output_conn_id: the connection of ``output_path``'s storage, when it needs one.
     :param overwrite: ``overwrite``, ``skip`` or ``fail`` when a result file exists already; ``fail``
         refuses at the first look, not once the job completed (files this very job kept are accepted).
+    :param finish: storefront images made from the kept cut-out (templated), as the operators' ``finish``
+        (no blurred background: the sensor cannot read the photo sent).
     :param output_layout: ``flat`` or ``mirror``, as ``SegmentImageOperator`` names results; ``mirror``
         needs ``file_url`` (folders are never named by an answer) and ``input_root`` (templated).
     """
 
-    template_fields: Sequence[str] = ("job_id", "file_url", "output_path", "input_root")
+    template_fields: Sequence[str] = ("job_id", "file_url", "output_path", "input_root", "finish")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -96,6 +98,7 @@ class SegmentationSensor(BaseSensorOperator):
         file_url: str | None = None,
         output_layout: str = "flat",
         input_root: str | None = None,
+        finish: Any = None,
         **kwargs: Any,
     ) -> None:
         ResultOutput.checked(
@@ -106,6 +109,8 @@ class SegmentationSensor(BaseSensorOperator):
             output_layout=output_layout,
             input_root=input_root,
             root_needed=True,
+            finish=finish,
+            has_original=False,
         )
         if output_layout == "mirror" and file_url is None:
             raise HitPawConfigurationError(
@@ -132,6 +137,7 @@ class SegmentationSensor(BaseSensorOperator):
         self.file_url = file_url
         self.output_layout = output_layout
         self.input_root = input_root
+        self.finish = finish
         self._looked_for_results = False
 
     operator_extra_links = result_links()
@@ -145,6 +151,8 @@ class SegmentationSensor(BaseSensorOperator):
             output_layout=self.output_layout,
             input_root=self.input_root,
             root_needed=True,
+            finish=self.finish,
+            has_original=False,
         )
         if self.output_layout == "mirror" and self._submitted_url() is None:
             raise HitPawConfigurationError("file_url", "rendered to nothing; output_layout='mirror' needs it")
@@ -184,6 +192,7 @@ class SegmentationSensor(BaseSensorOperator):
             self._check_bound_to_input(job_id, status)
             with self._hook() as hook:
                 result = self._output().persist(context, status, self._source(status), hook)
+                result.update(made_from_kept(self._output(), result))
         except HitPawStorageError as err:
             failure = not_kept_failure(err, job_id, status)
             raise failure from failure.__cause__

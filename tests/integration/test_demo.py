@@ -12,7 +12,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_writes_a_cutout_and_a_mask_per_sample(tmp_path: Path) -> None:
+def test_demo_turns_a_catalogue_into_storefront_images_and_a_contact_sheet(tmp_path: Path) -> None:
     out = tmp_path / "demo-output"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py")],
@@ -23,13 +23,11 @@ def test_demo_writes_a_cutout_and_a_mask_per_sample(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "4 jobs cost 80 coins" in result.stdout
-    from airflow_provider_hitpaw.storage import result_names
-
-    base = result.stdout.split("HitPaw emulator running at ", 1)[1].split()[0]
-    for name in ("shoe.jpg", "portrait.png", "product.webp", "mug.jpg"):
-        res, mask_name = result_names(f"{base}/samples/{name}")
-        with Image.open(out / res) as cutout, Image.open(out / mask_name) as mask:
+    assert "1 suspect(s); 5 jobs cost 100 coins" in result.stdout
+    assert "sku-005/main.jpg: cut by the frame's left edge" in result.stdout
+    for sku in ("sku-001", "sku-002", "sku-003", "sku-004", "sku-005"):
+        folder = out / sku
+        with Image.open(folder / "main.png") as cutout, Image.open(folder / "main_mask.png") as mask:
             assert cutout.mode == "RGBA"
             assert mask.mode == "L"
             assert cutout.size == mask.size
@@ -37,3 +35,10 @@ def test_demo_writes_a_cutout_and_a_mask_per_sample(tmp_path: Path) -> None:
             # A cut-out: some pixels kept, some made transparent, exactly where the mask says.
             assert alpha.getextrema() == (0, 255)
             assert list(alpha.getdata()) == list(mask.getdata())
+        with Image.open(folder / "main.storefront.jpg") as storefront:
+            assert (storefront.format, storefront.size) == ("JPEG", (2000, 2000))
+            assert storefront.getpixel((0, 0)) == (255, 255, 255)
+        with Image.open(folder / "main.thumb.webp") as thumb:
+            assert max(thumb.size) == 400
+    [sheet] = list(out.glob(".hitpaw-contact-sheets/**/page-001.jpg"))
+    assert f"Contact sheet: {sheet}" in result.stdout

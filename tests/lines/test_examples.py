@@ -94,3 +94,30 @@ def test_batch(run: Any, hitpaw_emulator: Any, tmp_path: Path) -> None:
     result = run("example_hitpaw_batch", conf={"image_urls": urls}, env=kept)
     assert len(hitpaw_emulator.state()["jobs"]) == 20
     assert "Batch done: 20/20 completed" in result.output
+
+
+def test_catalogue_to_storefront(run: Any, hitpaw_emulator: Any, tmp_path: Path) -> None:
+    """The catalogue example on this line: SKU folders kept, finishes beside each cut-out, a sheet."""
+    catalogue, out = tmp_path / "catalogue", tmp_path / "storefront"
+    for number, name in enumerate(("shoe.jpg", "mug.jpg"), start=1):
+        (catalogue / f"sku-{number}").mkdir(parents=True)
+        photo = requests.get(hitpaw_emulator.sample_url(name), timeout=10).content
+        (catalogue / f"sku-{number}" / "main.jpg").write_bytes(photo)
+    env = {
+        "HITPAW_EXAMPLE_CATALOGUE": f"file://{catalogue}",
+        "HITPAW_EXAMPLE_CATALOGUE_OUTPUT": f"file://{out}",
+    }
+    result = run("example_hitpaw_catalogue", env=env)
+    assert "0 suspect(s); 2 jobs cost 40 coins" in result.output
+    for sku in ("sku-1", "sku-2"):
+        names = sorted(p.name for p in (out / sku).iterdir())
+        assert names == [
+            "main.hitpaw.json",
+            "main.png",
+            "main.storefront.jpg",
+            "main.thumb.webp",
+            "main_mask.png",
+        ]
+    assert list(out.glob(".hitpaw-contact-sheets/**/page-001.jpg"))
+    again = run("example_hitpaw_catalogue", env=env)
+    assert "0 jobs cost 0 coins" in again.output

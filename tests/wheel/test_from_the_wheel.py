@@ -29,8 +29,9 @@ def test_hitpaw_demo_runs_a_shipped_example(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "4 jobs cost 80 coins" in run.stdout
-    assert len(list((tmp_path / "out").glob("*.png"))) == 8
+    assert "5 jobs cost 100 coins" in run.stdout
+    assert len(list((tmp_path / "out").glob("sku-*/main*.png"))) == 10
+    assert len(list((tmp_path / "out").glob("sku-*/main.storefront.jpg"))) == 5
 
 
 def test_hitpaw_demo_runs_the_folder_example_as_the_readme_says(tmp_path: Path) -> None:

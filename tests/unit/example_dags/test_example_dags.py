@@ -36,6 +36,7 @@ def test_no_import_errors(dagbag: object) -> None:
         ("example_hitpaw_mapped", {"image_urls", "segment", "report"}),
         ("example_hitpaw_batch", {"segment_all"}),
         ("example_hitpaw_folder", {"images_in_folder", "segment"}),
+        ("example_hitpaw_catalogue", {"catalogue_photos", "segment_catalogue", "review"}),
     ],
 )
 def test_shapes(dagbag: object, dag_id: str, task_ids: set[str]) -> None:
@@ -47,6 +48,7 @@ def test_only_dags_are_parsed(dagbag: object) -> None:
     """The settings module and the package marker are no DAG files (.airflowignore)."""
     assert sorted(dagbag.dags) == [  # type: ignore[attr-defined]
         "example_hitpaw_batch",
+        "example_hitpaw_catalogue",
         "example_hitpaw_folder",
         "example_hitpaw_mapped",
         "example_hitpaw_one_task",

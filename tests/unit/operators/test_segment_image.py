@@ -1135,3 +1135,29 @@ class TestWhatAReviewOfTheOneImageLedgerFound:
         result = one_image(hitpaw_emulator, deferrable=False).execute(task_context())
         assert books.charged == 2 * COST
         assert (result["consume_coins"], result["maybe_charged"]) == (COST, 1)
+
+
+class TestFinishes:
+    def test_one_image_is_finished_and_refinished_without_paying(
+        self, hitpaw_emulator: Any, tmp_path: Any
+    ) -> None:
+        from PIL import Image
+
+        finish = {"storefront": {"background": "white", "canvas": "1:1", "format": "jpeg", "max_side": 600}}
+        result = run_deferred(
+            one_image(hitpaw_emulator, output_path=str(tmp_path), overwrite="skip", finish=finish),
+            task_context(),
+        )
+        path = result["finishes"]["storefront"].removeprefix("file://")
+        with Image.open(path) as image:
+            assert image.format == "JPEG"
+            assert image.width == image.height <= 600
+        assert result["suspect"] is None
+        bigger = {"storefront": {**finish["storefront"], "max_side": 300}}
+        again = one_image(
+            hitpaw_emulator, output_path=str(tmp_path), overwrite="skip", finish=bigger
+        ).execute(task_context(run_id="run-2"))
+        assert again["reused"] is True
+        with Image.open(path) as image:
+            assert image.width <= 300
+        assert len(hitpaw_emulator.state()["jobs"]) == 1

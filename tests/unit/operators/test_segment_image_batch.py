@@ -677,3 +677,159 @@ class TestContactSheet:
             task_context(),
         )
         assert result["status"] == "COMPLETED"
+
+
+def picture(path: Path, draw: Any) -> str:
+    """A photo made for a test: a plain grey ground, and what ``draw`` puts on it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (400, 300), (235, 235, 235))
+    draw(ImageDraw.Draw(image))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=95)
+    return str(path)
+
+
+STOREFRONT = {
+    "storefront": {
+        "background": "white",
+        "crop": True,
+        "margin": "5%",
+        "canvas": "1000x1000",
+        "fill": 0.85,
+        "format": "jpeg",
+    },
+    "thumb": {"format": "webp", "max_side": 200},
+}
+
+
+class TestFinishes:
+    def test_finishes_land_beside_each_cut_out_and_are_not_made_twice(
+        self, hitpaw_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from PIL import Image
+
+        from airflow_provider_hitpaw import _finish
+
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        kwargs: dict[str, Any] = {
+            "task_id": "b",
+            "source_paths": sources,
+            "output_path": str(tmp_path / "out"),
+            "output_layout": "mirror",
+            "overwrite": "skip",
+        }
+        results = run_deferred(SegmentImageBatchOperator(**kwargs, finish=STOREFRONT), task_context())
+        shop = tmp_path / "out" / "sku-000" / "main.storefront.jpg"
+        assert results[0]["finishes"] == {
+            "storefront": shop.as_uri(),
+            "thumb": shop.with_name("main.thumb.webp").as_uri(),
+        }
+        with Image.open(shop) as image:
+            assert (image.format, image.size, image.getpixel((5, 5))) == (
+                "JPEG",
+                (1000, 1000),
+                (255, 255, 255),
+            )
+        with Image.open(shop.with_name("main.thumb.webp")) as image:
+            assert max(image.size) == 200
+        made: list[str] = []
+        real = _finish.apply_finishes
+
+        def counted(finishes: Any, *args: Any) -> Any:
+            made.extend(f.name for f in finishes)
+            return real(finishes, *args)
+
+        monkeypatch.setattr(_finish, "apply_finishes", counted)
+        SegmentImageBatchOperator(**kwargs, finish=STOREFRONT).execute(task_context(run_id="night-2"))
+        assert made == []
+        changed = {**STOREFRONT, "thumb": {"format": "webp", "max_side": 100}}
+        again = SegmentImageBatchOperator(**kwargs, finish=changed).execute(task_context(run_id="night-3"))
+        assert made == ["thumb", "thumb"]
+        assert [r["reused"] for r in again] == [True, True]
+        assert len(jobs_of(hitpaw_emulator)) == 2  # re-finished from the kept cut-outs, not paid again
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"finish": {"format": "png"}, "output_path": None}, "give output_path"),
+            ({"finish": {"background": "blur"}}, "needs the original photo"),
+            ({"finish": {"format": "gif"}}, "format"),
+            ({"suspects": "ignore"}, "suspects"),
+        ],
+    )
+    def test_bad_finishes_are_refused_when_the_dag_is_parsed(
+        self, kwargs: dict[str, Any], match: str
+    ) -> None:
+        arguments: dict[str, Any] = {"task_id": "b", "file_urls": [URL], "output_path": "/data/out", **kwargs}
+        with pytest.raises(HitPawConfigurationError, match=match):
+            SegmentImageBatchOperator(**arguments)
+
+    def test_a_templated_finish_is_judged_once_rendered(self) -> None:
+        SegmentImageBatchOperator(
+            task_id="b", file_urls=[URL], output_path="/d", finish="{{ params.finish }}"
+        )
+
+    def test_a_finish_without_pillow_is_refused_before_paying(
+        self, hitpaw_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from airflow_provider_hitpaw import _results
+
+        monkeypatch.setattr(_results, "has_pillow", lambda: False)
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            file_urls=[hitpaw_emulator.sample_url("shoe.jpg")],
+            output_path=str(tmp_path),
+            finish=STOREFRONT,
+        )
+        with pytest.raises(AirflowFailException, match="needs Pillow"):
+            batch.execute(task_context())
+        assert jobs_of(hitpaw_emulator) == []
+
+
+class TestSuspects:
+    def photos_made_wrong(self, folder: Path) -> list[str]:
+        return [
+            picture(folder / "good.jpg", lambda d: d.ellipse((120, 80, 280, 220), fill=(200, 30, 30))),
+            picture(folder / "empty.jpg", lambda d: None),
+            picture(folder / "cut.jpg", lambda d: d.rectangle((0, 0, 150, 120), fill=(30, 30, 200))),
+            picture(
+                folder / "pieces.jpg",
+                lambda d: [
+                    d.ellipse((20 + 60 * n, 130, 50 + 60 * n, 160), fill=(20, 120, 20)) for n in range(6)
+                ],
+            ),
+        ]
+
+    def test_wrong_masks_are_flagged_and_counted(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        sources = self.photos_made_wrong(tmp_path / "raw")
+        batch = SegmentImageBatchOperator(
+            task_id="b", source_paths=sources, output_path=str(tmp_path / "out")
+        )
+        good, empty, cut, pieces = run_deferred(batch, task_context())
+        assert good["suspect"] is None
+        assert good["quality"]["pieces"] == 1
+        assert empty["suspect"].startswith("nearly empty")
+        assert cut["suspect"] == "cut by the frame's top and left edges"
+        assert pieces["suspect"] == "6 separate pieces"
+        assert all(r["error"] is None for r in (good, empty, cut, pieces))
+
+    def test_under_fail_suspects_are_failures_judged_by_max_failed(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        sources = self.photos_made_wrong(tmp_path / "raw")
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            source_paths=sources,
+            output_path=str(tmp_path / "out"),
+            suspects="fail",
+            max_failed=2,
+        )
+        results = fails_with_results(batch, task_context(), "3 of 4 images")
+        assert [r["error"]["type"] if r["error"] else None for r in results] == [
+            None,
+            "HitPawSuspectCutoutError",
+            "HitPawSuspectCutoutError",
+            "HitPawSuspectCutoutError",
+        ]
+        assert Path(results[1]["res_path"].removeprefix("file://")).exists()  # paid for: kept all the same
