@@ -78,6 +78,9 @@ class _Inputs:
     own: set[str] = field(default_factory=set)
     #: The URL each key's upload was submitted as (what its job's ``original_url`` must name).
     uploaded: dict[str, str] = field(default_factory=dict)
+    #: Inputs refused after their identity was known (``overwrite="fail"``): where an earlier try's
+    #: coins for them are reported.
+    refused_identity: dict[str, str] = field(default_factory=dict)
 
     @property
     def identities(self) -> list[str]:
@@ -161,6 +164,7 @@ class _Inputs:
             list(given),
             rejected,
             accepted,
+            refused_identity={item: identity_of[item] for item in rejected if item in identity_of},
             fingerprints=by_identity(carried.get("fingerprints")),
             kept=by_identity(carried.get("kept")),
             own={accepted[at[i]] for i in own if at.get(i) in accepted} if isinstance(own, list) else set(),
@@ -465,8 +469,10 @@ class SegmentImageBatchOperator(BaseOperator):
         identity_of: dict[str, str] = {}
         sources: dict[str, tuple[str, str, int]] = {}
         fingerprints: dict[str, str] = {}
+        refused_identity: dict[str, str] = {}
         for index, item in enumerate(items):
             text = str(item)
+            identity = ""
             try:
                 if self.source_paths is None:
                     validate_file_url(item, field=f"file_urls[{index}]", allow_internal_hosts=allow_internal)
@@ -481,9 +487,12 @@ class SegmentImageBatchOperator(BaseOperator):
                         fingerprints[identity] = fingerprint_of(item, self.source_conn_id) or ""
             except HitPawConfigurationError as refused:
                 rejected[text] = str(refused)
+                if identity:  # a source gone since an earlier try paid for it
+                    refused_identity[text] = identity
             else:
                 identity_of[text] = identity
         inputs = _Inputs([str(item) for item in items], rejected, identity_of, sources, fingerprints)
+        inputs.refused_identity = refused_identity
         if self.output_path is not None:
             from airflow_provider_hitpaw import storage
 
@@ -542,6 +551,7 @@ class SegmentImageBatchOperator(BaseOperator):
             for item, named in list(inputs.identity_of.items()):
                 if named == identity:
                     del inputs.identity_of[item]
+                    inputs.refused_identity[item] = identity
                     inputs.rejected[item] = (
                         f"{shown} exists already and overwrite='fail' keeps it: not submitted"
                     )
@@ -1068,7 +1078,7 @@ class SegmentImageBatchOperator(BaseOperator):
                 by_input[identity] = dict(by_key[inputs.key_of(identity)])
         if self.output_path is not None:
             self._keep_results(hook, inputs, by_input, ledger, store)
-        self._price_results(inputs, by_input, ledger)
+        gone = self._price_results(inputs, by_input, ledger)
         self._count_ends(inputs, by_input, ledger)
         store.save(ledger)
         results = []
@@ -1087,6 +1097,7 @@ class SegmentImageBatchOperator(BaseOperator):
             if self.source_paths is not None:
                 result["source_path"] = item
             results.append(_api.without_credentials(result))
+        self._price_refused(inputs, results, gone)
         self._write_contact_sheet(context, results)
         return self._report(context, results, ledger, store)
 
@@ -1171,7 +1182,9 @@ class SegmentImageBatchOperator(BaseOperator):
             return err
         return None
 
-    def _price_results(self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger) -> None:
+    def _price_results(
+        self, inputs: _Inputs, by_input: dict[str, dict[str, Any]], ledger: Ledger
+    ) -> dict[str | None, int | None]:
         """Each key's coins on the first of its inputs (the others 0, with the same job), as this run
         paid them: every job of the key (an ERROR retried included), and what an earlier try paid for
         an input since edited; reused pairs cost nothing. So the results add up to what HitPaw charged."""
@@ -1193,6 +1206,19 @@ class SegmentImageBatchOperator(BaseOperator):
                 earlier = gone.pop(digest(identity))
                 coins = None if coins is None or earlier is None else coins + earlier
             result["consume_coins"] = coins
+        return gone
+
+    def _price_refused(
+        self, inputs: _Inputs, results: list[dict[str, Any]], gone: dict[str | None, int | None]
+    ) -> None:
+        """What earlier tries of this run paid for an input this try refused (its own files under
+        ``fail``, an edited source) is reported with it; what no input is left to carry, in the log."""
+        from airflow_provider_hitpaw._ledger import digest
+
+        for item, result in zip(inputs.given, results, strict=True):
+            identity = inputs.refused_identity.get(item)
+            if identity is not None and digest(identity) in gone:
+                result["consume_coins"] = gone.pop(digest(identity))
         if gone:
             self.log.warning(
                 "Earlier tries of this run also paid for %d input(s) that are no longer in the batch: %s",

@@ -833,3 +833,45 @@ class TestSuspects:
             "HitPawSuspectCutoutError",
         ]
         assert Path(results[1]["res_path"].removeprefix("file://")).exists()  # paid for: kept all the same
+
+
+@pytest.mark.usefixtures("fast_retries")
+class TestWhatTheMutationRunFound:
+    def test_an_input_refused_by_a_retry_reports_what_its_first_try_paid(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """Under fail, a retry refused a source edited since its first try kept it (its files exist),
+        and reported 0 coins: the run paid 40 and said 20."""
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        store = FakeStateStore()
+        kwargs = {
+            "task_id": "b",
+            "source_paths": sources,
+            "output_path": str(tmp_path / "out"),
+            "overwrite": "fail",
+        }
+        run_deferred(SegmentImageBatchOperator(**kwargs, max_failed=1), task_context(store=store))
+        Path(sources[0]).write_bytes(Path(sources[0]).read_bytes() + b"edited")
+        # The worker was lost after the batch ended well, before Airflow heard of it: a retry runs.
+        again = SegmentImageBatchOperator(**kwargs, max_failed=1).execute(
+            task_context(store=store, try_number=2)
+        )
+        assert again[0]["status"] == "NOT_SUBMITTED"
+        assert reported(again) == charged(hitpaw_emulator) == 2 * COST
+
+    def test_a_source_gone_since_its_first_try_reports_what_it_paid(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        store = FakeStateStore()
+        kwargs = {
+            "task_id": "b",
+            "source_paths": sources,
+            "output_path": str(tmp_path / "out"),
+            "max_failed": 1,
+        }
+        run_deferred(SegmentImageBatchOperator(**kwargs), task_context(store=store))
+        Path(sources[0]).unlink()
+        again = SegmentImageBatchOperator(**kwargs).execute(task_context(store=store, try_number=2))
+        assert again[0]["status"] == "NOT_SUBMITTED"
+        assert reported(again) == charged(hitpaw_emulator) == 2 * COST
