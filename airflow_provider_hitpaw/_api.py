@@ -683,7 +683,8 @@ def url_without_query(url: str) -> str:
 #: Query parameters that make a URL signed: its query is then a credential, which HitPaw may re-encode.
 _SIGNED_PARAMETER: Final = re.compile(
     r"(?i)(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token|[\w-]*token|[\w-]*key"
-    r"|[\w-]*keyid|[\w-]*secret|[\w-]*credential)"
+    r"|[\w-]*keyid|[\w-]*secret|[\w-]*credentials?|[\w-]*pass(word|wd)?|pwd|[\w-]*auth[\w-]*|session[\w-]*"
+    r"|sid|code)"
 )
 
 
@@ -694,8 +695,9 @@ def is_signed_query(query: str) -> bool:
 
 
 def url_without_credentials(url: str) -> str:
-    """A URL as XCom, events and records may carry it: no user name or password, and no signed query (a
-    plain one such as ``?v=2`` stays: it names the image)."""
+    """A URL as XCom, events and records may carry it: no user name or password, no query that holds a
+    credential (a signature, a token, a password, an Azure SAS), no fragment; a plain query such as
+    ``?v=2`` stays: it names the image."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -703,7 +705,8 @@ def url_without_credentials(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     query = "" if is_signed_query(parts.query) else parts.query
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, parts.fragment))
+    # A fragment never reaches the server, and may carry a token (``#access_token=...``): dropped.
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
 
 
 def without_credentials(result: dict[str, Any]) -> dict[str, Any]:

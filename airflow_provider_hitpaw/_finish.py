@@ -27,6 +27,9 @@ RENDERING_VERSION: Final = 1
 #: The most pixels an input may have (cut-out, mask or photo): 50 MP is beyond any product photo, and
 #: decoding one as RGBA already takes 200 MB. Checked from the header, before a pixel is decoded.
 MAX_INPUT_PIXELS: Final = 50_000_000
+#: The most pixels a finish may have: a larger canvas is made smaller, keeping its aspect (a 12,000 px
+#: square as RGBA would take 576 MB, and a batch makes several at once).
+MAX_OUTPUT_PIXELS: Final = 25_000_000
 #: The largest side a canvas or ``max_side`` may ask for, and the smallest.
 MAX_SIDE: Final = 12_000
 MIN_SIDE: Final = 16
@@ -443,6 +446,9 @@ def _layout(
         out_w, out_h, scale = out_w * shrink, out_h * shrink, scale * shrink
     if finish.max_side is not None:
         shrink = min(1.0, finish.max_side / max(out_w, out_h))
+        out_w, out_h, scale = out_w * shrink, out_h * shrink, scale * shrink
+    if out_w * out_h > MAX_OUTPUT_PIXELS:  # an image made is bounded as one read: memory, not only time
+        shrink = (MAX_OUTPUT_PIXELS / (out_w * out_h)) ** 0.5
         out_w, out_h, scale = out_w * shrink, out_h * shrink, scale * shrink
     size_w, size_h = max(1, round(out_w)), max(1, round(out_h))
     if canvas is None:

@@ -33,6 +33,9 @@ _HASH_DIGITS: Final = 12
 _MAX_STEM_BYTES: Final = 120
 #: Folders a mirrored name keeps at most below ``output_path`` (deeper ones are refused before paying).
 _MAX_DEPTH: Final = 32
+#: Bytes a mirrored name may take below ``output_path``: object stores take keys of 1,024 bytes at most,
+#: which leaves room for the output folder's own path and a temporary prefix.
+_MAX_NAME_BYTES: Final = 700
 _UNSAFE: Final = re.compile(r"[^\w.\-]+")
 _MASK_SUFFIX: Final = "_mask"
 _HTTP: Final = frozenset({"http", "https"})
@@ -61,16 +64,25 @@ class ResultLayout:
         """Refuse inputs two of which would share a result file (before anything is paid for);
         ``finish_names`` gives the files made beside a cut-out, which must not be another input's."""
         seen: dict[str, str] = {}
+        folders: dict[str, str] = {}
         for identity in dict.fromkeys(identities):
             cutout, mask = self.names(identity)
             for name in (cutout, mask, *(finish_names(cutout) if finish_names else ())):
                 other = seen.setdefault(name.casefold(), identity)
                 if other != identity:
-                    raise HitPawConfigurationError(
-                        "output_path",
-                        f"{url_without_query(other)} and {url_without_query(identity)} would both be kept "
-                        f"as {name}",
-                    )
+                    raise _clash(other, identity, name)
+                parts = name.casefold().split("/")
+                for depth in range(1, len(parts)):  # a file named as another input's folder, or within it
+                    folders.setdefault("/".join(parts[:depth]), identity)
+        for folder, owner in folders.items():
+            if folder in seen:
+                raise _clash(seen[folder], owner, folder + " (a file, and a folder of results)")
+
+
+def _clash(one: str, other: str, name: str) -> HitPawConfigurationError:
+    return HitPawConfigurationError(
+        "output_path", f"{url_without_query(one)} and {url_without_query(other)} would both be kept as {name}"
+    )
 
 
 def flat_names(identity: str) -> tuple[str, str]:
@@ -105,12 +117,20 @@ def mirrored_names(identity: str, root: str) -> tuple[str, str]:
         stem = flat_names(identity)[0].removesuffix(".png")
     prefix = "/".join(folders)
     prefix = f"{prefix}/" if prefix else ""
-    return f"{prefix}{stem}.png", f"{prefix}{stem}{_MASK_SUFFIX}.png"
+    mask = f"{prefix}{stem}{_MASK_SUFFIX}.png"
+    if len(mask.encode("utf-8")) + 48 > _MAX_NAME_BYTES:  # 48: a finish's name and a temporary prefix
+        raise HitPawConfigurationError(
+            "input_root",
+            f"{url_without_query(identity)} is too deep or long below it to be kept as an object's name "
+            f"(at most {_MAX_NAME_BYTES} bytes)",
+        )
+    return f"{prefix}{stem}.png", mask
 
 
 def common_root(identities: list[str]) -> str:
     """The deepest folder holding every input (what ``output_layout="mirror"`` mirrors below when no
-    ``input_root`` is named). Inputs in different places (hosts, buckets, schemes) have none."""
+    ``input_root`` is named). Inputs in different places (hosts, buckets, schemes), or all in one
+    folder, have none."""
     if not identities:
         raise HitPawConfigurationError("input_root", "there are no inputs to find a common folder of")
     places = {_place(identity)[0] for identity in identities}
@@ -119,6 +139,13 @@ def common_root(identities: list[str]) -> str:
             "input_root", "the inputs are in different places (hosts or buckets): name the root to mirror"
         )
     folders = [_place(identity)[1].rsplit("/", 1)[0].split("/") for identity in identities]
+    if len({tuple(parts) for parts in folders}) < 2:
+        # One folder (one input, a mapped chunk of one SKU) would be kept flat in output_path, where
+        # another task's inputs of the same names land too: only a root named once keeps them apart.
+        raise HitPawConfigurationError(
+            "input_root",
+            "the inputs are all in one folder, which mirrors to nothing: name the root to mirror",
+        )
     common: list[str] = []
     for parts in zip(*folders, strict=False):
         if len(set(parts)) > 1:

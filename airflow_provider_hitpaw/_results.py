@@ -5,12 +5,14 @@ Shared by the operators and the sensor, which all end with a completed job on a 
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hitpaw._names import FLAT, LAYOUTS, MIRROR, ResultLayout
-from airflow_provider_hitpaw.exceptions import HitPawConfigurationError
+from airflow_provider_hitpaw.exceptions import HitPawConfigurationError, HitPawError
 from airflow_provider_hitpaw.validation import validate_overwrite
 
 if TYPE_CHECKING:
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from airflow_provider_hitpaw._kept import KeptResult
     from airflow_provider_hitpaw._ledger_store import LedgerStore
     from airflow_provider_hitpaw.hooks.hitpaw import HitPawHook
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class ResultOutput:
         if isinstance(path, str) and not path.strip():
             raise HitPawConfigurationError("output_path", "is empty")
         finishes = _checked_finishes(finish, has_original)
-        if finishes and path is None:
+        if (finishes or (finish is not None and "{{" in repr(finish))) and path is None:
             raise HitPawConfigurationError(
                 "finish", "finishes are written beside the kept cut-out: give output_path"
             )
@@ -114,6 +119,29 @@ class ResultOutput:
             storage.check_writable_folder(
                 storage.as_storage_path(self.path, self.conn_id, field="output_path")
             )
+
+    def check_not_over_inputs(self, identities: list[str]) -> None:
+        """Refuse, before paying, results that would be written over an input (``output_path`` is the
+        inputs' own folder: a PNG photo's cut-out, or a finish named like another photo)."""
+        if self.path is None or not identities:
+            return
+        from airflow_provider_hitpaw import _finish, _kept, storage
+
+        inputs = {identity.casefold() for identity in identities}
+        directory = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        base = storage.storage_uri(directory).rstrip("/") + "/"
+        for identity in identities:
+            cutout, mask = storage.result_names(identity, self.layout)
+            made = [cutout, mask, *(_finish.finish_name(cutout, finish) for finish in self.finishes)]
+            for name in [
+                *made,
+                cutout.rpartition("/")[0] + "/" + _kept.record_name(cutout.rpartition("/")[2]),
+            ]:
+                if (base + name.lstrip("/")).casefold() in inputs:
+                    raise HitPawConfigurationError(
+                        "output_path",
+                        f"{base + name.lstrip('/')} is an input: its results would be written over it",
+                    )
 
     def ledger_store(self, context: Context, logger: Any) -> LedgerStore:
         """Where a task's ledger lives: beside the results where there are any (every Airflow line), else
@@ -179,12 +207,19 @@ class ResultOutput:
         wanted: set[str] = set()
         for identity in identities:
             cutout, mask = storage.result_names(identity, self.layout)
-            wanted.update((cutout, mask, _kept.record_name(cutout)))
+            wanted.update((cutout, mask, _kept.record_name(cutout), *self._finish_files(cutout)))
         return _kept.list_folder(directory, wanted)
 
+    def _finish_files(self, cutout: str) -> list[str]:
+        if not self.finishes:
+            return []
+        from airflow_provider_hitpaw._finish import finish_name
+
+        return [finish_name(cutout, finish) for finish in self.finishes]
+
     def existing(self, identities: list[str]) -> dict[str, str]:
-        """The inputs whose cut-out or mask is in the output folder already, each with the file's URI:
-        what ``overwrite="fail"`` refuses before paying."""
+        """The inputs whose cut-out, mask or a finish is in the output folder already, each with the file's
+        URI: what ``overwrite="fail"`` refuses before paying."""
         if self.path is None or not identities:
             return {}
         from airflow_provider_hitpaw import storage
@@ -193,7 +228,8 @@ class ResultOutput:
         listing = self.list_kept(identities)
         found: dict[str, str] = {}
         for identity in identities:
-            for name in storage.result_names(identity, self.layout):
+            cutout, mask = storage.result_names(identity, self.layout)
+            for name in (cutout, mask, *self._finish_files(cutout)):
                 target = directory / name
                 if (name in listing) if listing is not None else target.exists():
                     found[identity] = storage.storage_uri(target)
@@ -271,9 +307,23 @@ def folder_links() -> tuple[Any, ...]:
 
 
 def _checked_finishes(value: Any, has_original: bool) -> tuple[Finish, ...]:
-    """The finishes asked for, or () while they still hold a template (judged again once rendered)."""
+    """The finishes asked for, or () while they still hold a template (judged again once rendered). A
+    whole-field template renders to the text of a dict (unless the DAG renders native objects)."""
     if value is None or "{{" in repr(value):
         return ()
+    if isinstance(value, str):
+        import ast
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise HitPawConfigurationError(
+                    "finish", "is text that is no dict or list of finishes"
+                ) from None
     from airflow_provider_hitpaw._finish import BLUR, parse_finishes
 
     finishes = parse_finishes(value)
@@ -324,13 +374,18 @@ def made_from_kept(
             original() if original is not None and any(f.background == _finish.BLUR for f in todo) else None
         )
         cutout_bytes, mask_bytes = read_pair()
-        rendered = _finish.apply_finishes(todo, cutout_bytes, mask_bytes, photo)
+        with _RENDERING:  # a few images' pixels in memory at a time, however many keep in parallel
+            rendered = _finish.apply_finishes(todo, cutout_bytes, mask_bytes, photo)
         for finish in todo:
             _write_atomically(folder / _finish.finish_name(cutout_name, finish), rendered[finish.name])
             made[finish.name] = finish.digest()
     quality = record.get("quality")
     if not isinstance(quality, dict) or quality.get("version") != _quality.FIGURES_VERSION:
-        figures = _quality.measure_mask(read_pair()[1])
+        try:
+            figures = _quality.measure_mask(read_pair()[1])
+        except (HitPawError, OSError, ValueError) as err:  # a paid, kept pair is not failed for a look
+            log.warning("The mask of %s could not be measured (%s); not judged", cutout_uri, err)
+            return {"finishes": files} if files else {}
         quality = {**_quality.figures_as_dict(figures), "version": _quality.FIGURES_VERSION}
     if record and (todo or quality is not record.get("quality")):
         _kept.note_in_record(folder, record, finishes=made, quality=quality)
@@ -349,6 +404,8 @@ def has_pillow() -> bool:
     return True
 
 
+#: Finishes made at once in one worker process (each may hold a few hundred MB of pixels).
+_RENDERING = threading.BoundedSemaphore(2)
 #: A kept cut-out is read back for finishing whole; anything larger than this was not HitPaw's.
 _MAX_KEPT_BYTES = 256 * 1024 * 1024
 

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 "HITPAW_EXAMPLE_INPUT_FOLDER": f"file://{inbox}",
                 "HITPAW_EXAMPLE_CATALOGUE": f"file://{catalogue}",
                 "HITPAW_EXAMPLE_CATALOGUE_OUTPUT": f"file://{output}",
+                "HITPAW_EXAMPLE_PUBLISH_FOLDER": f"file://{output}/shop",
+                # Nobody is there to approve the suspects, and `airflow dags test` would wait for them.
+                "HITPAW_EXAMPLE_APPROVAL": "off",
             },
         )
         elapsed = time.monotonic() - started

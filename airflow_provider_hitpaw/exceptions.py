@@ -252,6 +252,13 @@ class HitPawUntrustedAnswerError(HitPawResponseError):
     retryable = False
 
 
+class HitPawInputsChangedError(HitPawError):
+    """A deferred task resumed with other inputs than it submitted (a template that renders anew): nothing
+    is kept, and a retry judges the inputs afresh, finding what was paid for in the ledger."""
+
+    retryable = True
+
+
 class HitPawStorageError(HitPawError):
     """The user's storage refused to keep a result (or to give an input): a full disk, a permission, a
     name it does not take. ``retryable`` says whether trying again can help (a full disk can clear up,

@@ -29,3 +29,8 @@ OUTPUT_FOLDER = os.environ.get("HITPAW_EXAMPLE_OUTPUT_FOLDER", "file:///tmp/hitp
 #: For the catalogue example: a folder of ``<sku>/main.*`` photos, and where the storefront images go.
 CATALOGUE_FOLDER = os.environ.get("HITPAW_EXAMPLE_CATALOGUE", "file:///tmp/hitpaw-example/catalogue")
 CATALOGUE_OUTPUT = os.environ.get("HITPAW_EXAMPLE_CATALOGUE_OUTPUT", "file:///tmp/hitpaw-example/storefront")
+#: Where the catalogue example publishes its storefront images, and how long a person has to approve.
+PUBLISH_FOLDER = os.environ.get("HITPAW_EXAMPLE_PUBLISH_FOLDER", "file:///tmp/hitpaw-example/shop")
+APPROVAL_HOURS = float(os.environ.get("HITPAW_EXAMPLE_APPROVAL_HOURS", "24"))
+#: "off" leaves the approval out (``airflow dags test`` runs no scheduler to end an unanswered one).
+APPROVAL = os.environ.get("HITPAW_EXAMPLE_APPROVAL", "on")

@@ -2,19 +2,35 @@
 segmented, kept under its own SKU's folder, finished as a white square JPEG for a marketplace and a small
 WebP thumbnail, and checked: cut-outs whose mask looks wrong are flagged, first on a contact sheet a
 person can look through. A nightly run pays only for new or changed photos; a changed finish is made
-again from the kept cut-outs, without paying HitPaw. This is the DAG ``hitpaw-demo`` and ``make demo``
-run against the local emulator. Needs the ``[finish]`` extra (Pillow).
+again from the kept cut-outs, without paying HitPaw. The storefront images are then published: the good
+ones at once; the suspects, on Airflow 3.1 and later, once a person approves them (Airflow's
+human-in-the-loop ApprovalOperator, its default Reject after ``approval_hours``); on earlier lines they
+stay unpublished and the report names them. This is the DAG ``hitpaw-demo`` and ``make demo`` run against
+the local emulator. Needs the ``[finish]`` extra (Pillow).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_hitpaw.example_dags._settings import CATALOGUE_FOLDER, CATALOGUE_OUTPUT
+from airflow_provider_hitpaw.example_dags._settings import (
+    APPROVAL,
+    APPROVAL_HOURS,
+    CATALOGUE_FOLDER,
+    CATALOGUE_OUTPUT,
+    PUBLISH_FOLDER,
+)
 from airflow_provider_hitpaw.operators.hitpaw import SegmentImageBatchOperator
+
+try:  # Airflow 3.1 and later: a person approves the suspects in the UI
+    from airflow.providers.standard.operators.hitl import ApprovalOperator as _Approval
+
+    Approval: Any = _Approval
+except Exception:  # earlier lines (no standard provider, or one that refuses before 3.1): a report
+    Approval = None
 
 #: What a marketplace asks for (a white 2000 x 2000 JPEG, the product filling 85% of it), and a thumbnail.
 FINISHES = {
@@ -35,7 +51,11 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"catalogue": CATALOGUE_FOLDER, "output_folder": CATALOGUE_OUTPUT},
+    params={
+        "catalogue": CATALOGUE_FOLDER,
+        "output_folder": CATALOGUE_OUTPUT,
+        "publish_folder": PUBLISH_FOLDER,
+    },
     tags=["example", "hitpaw"],
 ):
 
@@ -55,8 +75,8 @@ with DAG(
         return sorted(str(photo) for photo in photos)
 
     @task
-    def review(results: list[dict[str, Any]]) -> int:
-        """One line per SKU, the suspects apart (a person looks at them on the contact sheet), the cost."""
+    def review(results: list[dict[str, Any]]) -> str:
+        """One line per SKU, the suspects apart, the cost; returns the suspects as the approval shows them."""
         for result in results:
             finishes = ", ".join(sorted(result.get("finishes") or {}))
             print(f"{result['source_path']} -> job {result['job_id']}: {result['res_path']} ({finishes})")
@@ -65,7 +85,31 @@ with DAG(
             print(f"Suspect: {result['source_path']}: {result['suspect']}")
         coins = sum(r["consume_coins"] or 0 for r in results)
         print(f"{len(suspects)} suspect(s); {sum(not r['reused'] for r in results)} jobs cost {coins} coins")
-        return coins
+        return "\n".join(f"- `{r['source_path']}`: {r['suspect']}" for r in suspects)
+
+    @task
+    def publish(results: list[dict[str, Any]], suspects: bool, params: dict[str, Any] | None = None) -> int:
+        """Copy the storefront images of the good cut-outs (or of the approved suspects) to the shop."""
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        shop = ObjectStoragePath((params or {})["publish_folder"])
+        output = str(ObjectStoragePath((params or {})["output_folder"])).rstrip("/") + "/"
+        published = 0
+        for result in results:
+            storefront = (result.get("finishes") or {}).get("storefront")
+            if not storefront or bool(result.get("suspect")) != suspects:
+                continue
+            source = ObjectStoragePath(storefront)
+            target = shop / str(source).removeprefix(output)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            published += 1
+        print(f"Published {published} storefront image(s){' (approved suspects)' if suspects else ''}")
+        return published
+
+    @task.short_circuit
+    def any_suspects(results: list[dict[str, Any]]) -> bool:
+        return any(r.get("suspect") for r in results)
 
     segmented = SegmentImageBatchOperator(
         task_id="segment_catalogue",
@@ -79,4 +123,20 @@ with DAG(
         timeout=1800,
     )
     # TaskFlow turns the XComArg into the list at run time, which a type checker cannot see.
-    review(segmented.output)  # type: ignore[arg-type]
+    results: Any = segmented.output
+    summary = review(results)
+    publish.override(task_id="publish")(results, suspects=False)
+    if Approval is not None and APPROVAL != "off":
+        approve = Approval(
+            task_id="approve_suspects",
+            subject="Publish the cut-outs that look wrong?",
+            body="Flagged (see the contact sheet):\n\n{{ ti.xcom_pull(task_ids='review') }}",
+            defaults="Reject",
+            response_timeout=timedelta(hours=APPROVAL_HOURS),
+        )
+        (
+            summary
+            >> any_suspects(results)
+            >> approve
+            >> publish.override(task_id="publish_suspects")(results, suspects=True)
+        )

@@ -318,6 +318,7 @@ class SegmentImageOperator(BaseOperator):
         storage. Returns the URL to submit, or the checked source to upload."""
         allow_internal = allows_internal_hosts(hook)
         self._output().check_storage()
+        self._output().check_not_over_inputs([self._input_key()])
         if self.source_path is None:
             return validate_file_url(self.file_url, allow_internal_hosts=allow_internal), None
         from airflow_provider_hitpaw import storage
@@ -340,6 +341,14 @@ class SegmentImageOperator(BaseOperator):
             own_job_id=own_job_id,
             layout=self._output().layout,
         )
+        if own_job_id is None and self._output().finishes:  # a finish file there already is not ours
+            found = self._output().existing([self._input_key()])
+            if found:
+                raise HitPawConfigurationError(
+                    "output_path",
+                    f"{next(iter(found.values()))} already exists (overwrite='fail'); remove it, or set "
+                    "overwrite to 'overwrite' or 'skip'",
+                )
 
     def _upload(self, hook: HitPawHook, source: Any) -> str:
         """Upload the source through HitPaw's pre-signed upload; return the URL to submit."""

@@ -24,6 +24,7 @@ from airflow_provider_hitpaw._wait import BATCH_STOPPING_ERRORS, BatchWatch
 from airflow_provider_hitpaw.exceptions import (
     HitPawConfigurationError,
     HitPawError,
+    HitPawInputsChangedError,
     HitPawJobFailedError,
     HitPawSubmissionUnknownError,
     HitPawTimeoutError,
@@ -382,7 +383,8 @@ class SegmentImageBatchOperator(BaseOperator):
         found: list[str] = []
         for item in given if isinstance(given, list | tuple) else ():
             if self.source_paths is None:
-                found.append(str(item).strip())
+                if str(item).strip().lower().startswith(("http://", "https://")):
+                    found.append(str(item).strip())  # others are refused as inputs, with their reason
                 continue
             try:
                 found.append(storage.input_identity(item, self.source_conn_id))
@@ -498,6 +500,7 @@ class SegmentImageBatchOperator(BaseOperator):
 
             output = self._output()
             storage.check_unique_names(inputs.identities, output.layout, output.finishes)
+            output.check_not_over_inputs(inputs.identities)
         return inputs
 
     def _check_refusals(self, inputs: _Inputs) -> None:
@@ -928,8 +931,9 @@ class SegmentImageBatchOperator(BaseOperator):
         self._submitted_at = dict(carried.get("submitted_at") or {})
         judged = self._carried_inputs(carried)
         if judged is None:
-            changed = HitPawConfigurationError(
-                self._field, "rendered to other inputs on resuming than when submitting; nothing is kept"
+            changed = HitPawInputsChangedError(
+                f"{self._field} rendered to other inputs (or another order) on resuming than when "
+                "submitting; nothing is kept by this try"
             )
             raise self._failure(changed, ledger, store) from None
         with self._hook() as hook:
@@ -968,7 +972,11 @@ class SegmentImageBatchOperator(BaseOperator):
     def _carried_inputs(self, carried: dict[str, Any]) -> _Inputs | None:
         """The submitting try's inputs: from the carried digests and this task's rendered fields (or, as
         an earlier version carried them, verbatim)."""
+        self._source_items = {}
         if isinstance(carried.get("inputs"), list):
+            identities = carried.get("identities")
+            if self.source_paths is not None and isinstance(identities, dict):
+                self._source_items = {str(identity): str(item) for item, identity in identities.items()}
             return _Inputs.from_xcom(
                 carried["inputs"],
                 carried.get("rejected") or {},
@@ -983,7 +991,6 @@ class SegmentImageBatchOperator(BaseOperator):
             return None
         items = [item.strip() if isinstance(item, str) else item for item in given]
         identity_of: dict[str, str] = {}
-        self._source_items = {}
         for item in items:
             if self.source_paths is None:
                 identity_of[str(item)] = str(item)
@@ -1123,7 +1130,9 @@ class SegmentImageBatchOperator(BaseOperator):
         for part in (ti.dag_id, task, getattr(ti, "run_id", None) or "run"):
             where = where / (safe_segment([str(part)], strip_extension=False) or "_")
         try:
-            entries = _contact_sheet.sheet_entries(results, *self._sheet_readers())
+            # What this run kept: a night that pays nothing reads nothing back for a sheet of old news.
+            fresh = [result for result in results if not result.get("reused")]
+            entries = _contact_sheet.sheet_entries(fresh, *self._sheet_readers())
             written = []
             for number, page in enumerate(_contact_sheet.pages(entries), start=1):
                 target = where / f"page-{number:03d}.jpg"

@@ -106,6 +106,8 @@ def test_catalogue_to_storefront(run: Any, hitpaw_emulator: Any, tmp_path: Path)
     env = {
         "HITPAW_EXAMPLE_CATALOGUE": f"file://{catalogue}",
         "HITPAW_EXAMPLE_CATALOGUE_OUTPUT": f"file://{out}",
+        "HITPAW_EXAMPLE_PUBLISH_FOLDER": f"file://{tmp_path}/shop",
+        "HITPAW_EXAMPLE_APPROVAL": "off",  # `airflow dags test` runs no scheduler to end the wait
     }
     result = run("example_hitpaw_catalogue", env=env)
     assert "0 suspect(s); 2 jobs cost 40 coins" in result.output
@@ -119,5 +121,9 @@ def test_catalogue_to_storefront(run: Any, hitpaw_emulator: Any, tmp_path: Path)
             "main_mask.png",
         ]
     assert list(out.glob(".hitpaw-contact-sheets/**/page-001.jpg"))
+    assert sorted(p.parent.name for p in (tmp_path / "shop").glob("*/main.storefront.jpg")) == [
+        "sku-1",
+        "sku-2",
+    ]
     again = run("example_hitpaw_catalogue", env=env)
     assert "0 jobs cost 0 coins" in again.output

@@ -85,6 +85,18 @@ class TestUniqueNames:
         with pytest.raises(HitPawConfigurationError, match="would both be kept"):
             layout.check_unique(["file:///data/raw/A/main.jpg", "file:///data/raw/a/main.jpg"])
 
+    def test_a_cut_out_named_like_another_inputs_folder_is_refused_before_paying(self) -> None:
+        """``raw/a.jpg`` is kept as ``a.png``, and ``raw/a.png/b.jpg`` below a folder ``a.png/``: both were
+        paid for, and one could not be written (a file where a folder must be)."""
+        layout = ResultLayout.mirror(ROOT)
+        with pytest.raises(HitPawConfigurationError, match="a file, and a folder of results"):
+            layout.check_unique(["file:///data/raw/a.jpg", "file:///data/raw/a.png/b.jpg"])
+
+    def test_a_name_too_long_for_an_object_store_is_refused_before_paying(self) -> None:
+        deep = "/".join(["x" * 100] * 8)
+        with pytest.raises(HitPawConfigurationError, match="too deep or long"):
+            mirrored_names(f"https://h.test/raw/{deep}/main.jpg", "https://h.test/raw/")
+
     def test_a_catalogue_is_accepted(self) -> None:
         layout = ResultLayout.mirror(ROOT)
         layout.check_unique([f"file:///data/raw/sku-{n:03d}/main.jpg" for n in range(50)])
@@ -95,8 +107,17 @@ class TestCommonRoot:
         inputs = ["s3://shop/raw/sku-001/main.jpg", "s3://shop/raw/sku-002/side/main.jpg"]
         assert common_root(inputs) == "s3://shop/raw/"
 
-    def test_one_input_is_mirrored_below_its_own_folder(self) -> None:
-        assert common_root(["file:///data/raw/sku-001/main.jpg"]) == "file:///data/raw/sku-001/"
+    @pytest.mark.parametrize(
+        "inputs",
+        [
+            ["file:///data/raw/sku-001/main.jpg"],
+            ["file:///data/raw/sku-001/main.jpg", "file:///data/raw/sku-001/b.jpg"],
+        ],
+    )
+    def test_inputs_in_one_folder_must_name_their_root(self, inputs: list[str]) -> None:
+        """One SKU's batch (or a mapped chunk of one) was kept flat as main.png, over another task's."""
+        with pytest.raises(HitPawConfigurationError, match="all in one folder"):
+            common_root(inputs)
 
     def test_a_url_root_is_a_url_again(self) -> None:
         root = common_root(["https://h.test/a%20b/x/1.jpg", "https://h.test/a%20b/y/2.jpg"])
@@ -135,9 +156,12 @@ def test_mirrored_names_stay_below_the_output_and_never_look_like_another_inputs
         assert not cutout.endswith("_mask.png")
         assert mask == cutout.removesuffix(".png") + "_mask.png"
         kept[identity] = cutout
+    files = [name.casefold() for identity in kept for name in layout.names(identity)]
+    folders = {"/".join(f.split("/")[:depth]) for f in files for depth in range(1, f.count("/") + 1)}
+    clash = len(set(files)) < len(files) or bool(folders & set(files))
     try:
         layout.check_unique(list(kept))
     except HitPawConfigurationError:
-        assert len({name.casefold() for name in kept.values()}) < len(kept)
+        assert clash
     else:
-        assert len({name.casefold() for name in kept.values()}) == len(kept)
+        assert not clash

@@ -607,9 +607,16 @@ class TestWhatTheDeferralCarries:
         )
         kwargs = as_the_database_returns_it(deferred.value.kwargs)
         event = {"status": "success", "jobs": {}}
-        with pytest.raises(AirflowFailException, match="other inputs on resuming"):
+        with pytest.raises(HitPawError, match="other inputs"):  # retried: the ledger in output_path
             resumed.execute_complete(task_context(), event, **kwargs)
         assert not list(tmp_path.glob("*.png"))
+        # The retry judges the inputs afresh and finds the job the ledger holds: nothing paid again.
+        [again] = run_deferred(
+            SegmentImageBatchOperator(task_id="b", file_urls=inputs, output_path=str(tmp_path)),
+            task_context(try_number=2),
+        )
+        assert again["status"] == "COMPLETED"
+        assert len(jobs_of(hitpaw_emulator)) == 1
 
     def test_a_deferral_carried_by_the_version_before_resumes(self, hitpaw_emulator: Any) -> None:
         import asyncio
@@ -630,7 +637,8 @@ class TestWhatTheDeferralCarries:
                 return dict(event.payload)
             raise AssertionError("no event")
 
-        [result] = batch.execute_complete(task_context(), asyncio.run(first()), **old)
+        resumed = SegmentImageBatchOperator(task_id="b", file_urls=[url])  # a new worker resumes it
+        [result] = resumed.execute_complete(task_context(), asyncio.run(first()), **old)
         assert result["status"] == "COMPLETED"
 
 
@@ -875,3 +883,112 @@ class TestWhatTheMutationRunFound:
         again = SegmentImageBatchOperator(**kwargs).execute(task_context(store=store, try_number=2))
         assert again[0]["status"] == "NOT_SUBMITTED"
         assert reported(again) == charged(hitpaw_emulator) == 2 * COST
+
+
+class TestWhatAReviewOfTheCatalogueFound:
+    """Each failed on 7a43bc4."""
+
+    def test_results_are_never_written_over_an_input(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        """output_path the inputs' own folder: a PNG photo's cut-out, or a finish named like another photo,
+        replaced the photo, and every later night paid for it again."""
+        from PIL import Image
+
+        raw = tmp_path / "raw"
+        for sku in ("sku-1", "sku-2"):
+            (raw / sku).mkdir(parents=True)
+            Image.new("RGB", (64, 64), (200, 30, 30)).save(raw / sku / "main.png")
+        kwargs: dict[str, Any] = {"task_id": "b", "output_path": str(raw), "output_layout": "mirror"}
+        pngs = sorted(str(p) for p in raw.glob("*/main.png"))
+        with pytest.raises(AirflowFailException, match="is an input"):
+            SegmentImageBatchOperator(**kwargs, source_paths=pngs).execute(task_context())
+        shop = [str(raw / "sku-1" / "a.jpg"), str(raw / "sku-1" / "a.shop.jpg")]
+        for path in shop:
+            Image.new("RGB", (64, 64), (30, 30, 200)).save(path)
+        finish = {"shop": {"background": "white", "format": "jpeg"}}
+        with pytest.raises(AirflowFailException, match="is an input"):
+            SegmentImageBatchOperator(
+                **kwargs, source_paths=shop, finish=finish, input_root=str(raw)
+            ).execute(task_context())
+        assert jobs_of(hitpaw_emulator) == []
+
+    def test_a_batch_of_one_folder_must_name_its_root(self, hitpaw_emulator: Any, tmp_path: Path) -> None:
+        """Two one-SKU batches were both kept as out/main.png, the second over the first."""
+        [source] = photos(hitpaw_emulator, tmp_path / "raw", 1)
+        batch = SegmentImageBatchOperator(
+            task_id="b", source_paths=[source], output_path=str(tmp_path / "out"), output_layout="mirror"
+        )
+        with pytest.raises(AirflowFailException, match="all in one folder"):
+            batch.execute(task_context())
+        assert jobs_of(hitpaw_emulator) == []
+
+    def test_a_mask_too_large_to_measure_does_not_fail_a_paid_image(
+        self, hitpaw_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from airflow_provider_hitpaw import _finish
+
+        monkeypatch.setattr(_finish, "MAX_INPUT_PIXELS", 100)  # as a 61 MP photo against 50 MP
+        inputs = [hitpaw_emulator.sample_url("shoe.jpg")]
+        [result] = run_deferred(
+            SegmentImageBatchOperator(task_id="b", file_urls=inputs, output_path=str(tmp_path)),
+            task_context(),
+        )
+        assert (result["status"], result["error"]) == ("COMPLETED", None)
+        assert "quality" not in result
+
+    def test_under_fail_a_finish_file_there_already_is_refused_before_paying(
+        self, hitpaw_emulator: Any, tmp_path: Path
+    ) -> None:
+        """A retoucher's hand-made main.shop.jpg was replaced under overwrite='fail'."""
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 2)
+        (tmp_path / "out" / "sku-000").mkdir(parents=True)
+        (tmp_path / "out" / "sku-000" / "main.shop.jpg").write_bytes(b"retouched by hand")
+        batch = SegmentImageBatchOperator(
+            task_id="b",
+            source_paths=sources,
+            output_path=str(tmp_path / "out"),
+            output_layout="mirror",
+            overwrite="fail",
+            finish={"shop": {"background": "white", "format": "jpeg"}},
+            max_failed=1,
+        )
+        results = run_deferred(batch, task_context())
+        assert results[0]["status"] == "NOT_SUBMITTED"
+        assert (tmp_path / "out" / "sku-000" / "main.shop.jpg").read_bytes() == b"retouched by hand"
+        assert len(jobs_of(hitpaw_emulator)) == 1
+
+    @pytest.mark.parametrize(
+        "secret", ["?user=reader&password=URL-SECRET", "#access_token=URL-SECRET", "?sv=1&sig=URL-SECRET"]
+    )
+    def test_a_password_or_a_token_in_a_url_stays_out_of_the_results(
+        self, hitpaw_emulator: Any, secret: str
+    ) -> None:
+        import json
+
+        url = hitpaw_emulator.sample_url("shoe.jpg") + secret
+        [result] = run_deferred(SegmentImageBatchOperator(task_id="b", file_urls=[url]), task_context())
+        assert "URL-SECRET" not in json.dumps(result)
+
+    def test_a_night_that_pays_nothing_reads_nothing_back_for_a_sheet(
+        self, hitpaw_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        sources = photos(hitpaw_emulator, tmp_path / "raw", 3)
+        kwargs = {
+            "task_id": "b",
+            "source_paths": sources,
+            "output_path": str(tmp_path / "out"),
+            "overwrite": "skip",
+        }
+        run_deferred(SegmentImageBatchOperator(**kwargs), task_context())
+        read: list[str] = []
+        real = SegmentImageBatchOperator._sheet_readers
+
+        def counted(self: Any) -> Any:
+            kept, source = real(self)
+            return (lambda uri: read.append(uri) or kept(uri)), (
+                lambda item: read.append(item) or source(item)
+            )
+
+        monkeypatch.setattr(SegmentImageBatchOperator, "_sheet_readers", counted)
+        again = SegmentImageBatchOperator(**kwargs).execute(task_context(run_id="night-2"))
+        assert [r["reused"] for r in again] == [True] * 3
+        assert read == []
