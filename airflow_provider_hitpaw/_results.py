@@ -120,6 +120,17 @@ class ResultOutput:
                 storage.as_storage_path(self.path, self.conn_id, field="output_path")
             )
 
+    def kept_path(self, uri: str) -> Any:
+        """A kept file's path from its URI, through the output folder's own connection (which a URI
+        without it, as results carry them, would lose: ``s3://conn@bucket/`` names it in the path)."""
+        from airflow_provider_hitpaw import storage
+
+        folder = storage.as_storage_path(self.path, self.conn_id, field="output_path")
+        base = storage.storage_uri(folder).rstrip("/") + "/"
+        if uri.startswith(base):
+            return folder / uri[len(base) :]
+        return storage.as_storage_path(uri, self.conn_id)
+
     def check_not_over_inputs(self, identities: list[str]) -> None:
         """Refuse, before paying, results that would be written over an input (``output_path`` is the
         inputs' own folder: a PNG photo's cut-out, or a finish named like another photo)."""
@@ -350,8 +361,7 @@ def made_from_kept(
         return {}
     from airflow_provider_hitpaw import _finish, _kept, _quality, storage
 
-    cutout = storage.as_storage_path(cutout_uri, output.conn_id)
-    mask = storage.as_storage_path(mask_uri, output.conn_id)
+    cutout, mask = output.kept_path(cutout_uri), output.kept_path(mask_uri)
     folder, cutout_name = cutout.parent, str(cutout.name)
     record = _kept.read_record(folder, cutout_name) or {}
     made = dict(record.get("finishes") or {}) if isinstance(record.get("finishes"), dict) else {}

@@ -1164,8 +1164,10 @@ class SegmentImageBatchOperator(BaseOperator):
                 return None
             return data if len(data) <= _SHEET_READ_BYTES else None
 
+        output = self._output()
+
         def kept(uri: str) -> bytes | None:
-            return capped(lambda: storage.as_storage_path(uri, self.output_conn_id).open("rb"))
+            return capped(lambda: output.kept_path(uri).open("rb"))
 
         def source(item: str) -> bytes | None:
             given = next((v for v in self._source_items.values() if str(v) == item), item)

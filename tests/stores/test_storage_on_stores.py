@@ -385,13 +385,18 @@ def test_one_batch_reads_and_writes_through_two_connections_to_two_endpoints(
         output_path=s3_second.path(second, "out"),
         deferrable=False,
         poll_interval=1,
+        finish={"thumb": {"format": "webp", "max_side": 100}},
     )
     before = Books.of(hitpaw_emulator)
     results = operator.execute(context())
     spent = Books.of(hitpaw_emulator).since(before)
     assert [r["status"] for r in results] == ["COMPLETED", "COMPLETED"]
+    assert [r["error"] for r in results] == [None, None]
     assert (len(spent.jobs), spent.uploads) == (2, 2)
     assert len([key for key in s3_second.keys(second, "out/") if key.endswith(".png")]) == 4
+    # What is made from the kept pairs goes through the output's own connection too (a URI loses it).
+    assert len([key for key in s3_second.keys(second, "out/") if key.endswith(".thumb.webp")]) == 2
+    assert [key for key in s3_second.keys(second, "out/", ledgers=True) if key.endswith("page-001.jpg")]
 
 
 # --- links to the kept copies --------------------------------------------------------------------------
