@@ -8,6 +8,8 @@ PYTHON ?= python3.11
 # runs lint, types, the integration suite and the production shape.
 AIRFLOW_LINES := 3.3.2 3.2.2 3.1.8 3.0.6 2.11.2
 NEWEST := 3.3.2
+#: The money invariants run where the ledger's two homes differ: the task state store (3.3) and none (2.11).
+INVARIANT_LINES := $(NEWEST) 2.11.2
 # What an unconstrained resolve must be kept from where it breaks Airflow itself (measured 2026-11/12;
 # cryptography 51 breaks get_fernet on 2.11 to 3.1). Users install Airflow with its constraint files,
 # which pin these and more; they cannot be fetched here. The README lists the same pins.
@@ -40,15 +42,15 @@ UV := $(PYTHON) -m uv
 UV_VERSION := 0.13.10
 
 .PHONY: lock help uv venv venvs chromium redis lint typecheck unit lines integration components-oldest \
-	production stores wheel-check test demo bench clean $(addprefix line-,$(AIRFLOW_LINES))
+	production stores wheel-check test demo bench bench-smoke clean $(addprefix line-,$(AIRFLOW_LINES))
 
 help:
 	@echo "make demo        - segment sample images through the local emulator with a shipped example DAG"
 	@echo "make test        - every check: lint, types, the lines, the wheel, integration, stores, production"
-	@echo "make unit        - the fast inner loop: unit tests and example DAGs on the newest line ($(NEWEST))"
+	@echo "make unit        - the fast inner loop: the unit tests on the newest line ($(NEWEST)), about 3 minutes"
 	@echo "make lint        - ruff check and ruff format --check"
 	@echo "make typecheck   - mypy --strict on the package"
-	@echo "make lines       - the unit tests and example DAGs on every line: $(AIRFLOW_LINES)"
+	@echo "make lines       - the unit tests, example DAGs (and on $(INVARIANT_LINES) the money invariants) on every line: $(AIRFLOW_LINES)"
 	@echo "make line-X      - the same on one line, e.g. make line-2.11.2"
 	@echo "make wheel-check - what a user gets from the wheel alone, outside this repository"
 	@echo "make integration - real servers and Airflow components on the newest line (not the stores)"
@@ -56,6 +58,7 @@ help:
 	@echo "make components-oldest - real Airflow components on 3.0.6"
 	@echo "make production  - PostgreSQL, Celery on Redis, two workers and two triggerers"
 	@echo "make bench       - the per-poll cost benchmark (benchmarks/ has the others)"
+	@echo "make bench-smoke - every benchmark once with --smoke (tiny sizes, about 4 minutes): proves each still runs"
 	@echo "make venv / venvs - the newest line's venv / every line's venv, installed from constraints/"
 	@echo "make lock        - resolve constraints/*.txt anew from today's releases (on purpose; commit the diff)"
 	@echo "make uv / chromium / redis - the tools the targets above install for themselves"
@@ -110,11 +113,14 @@ typecheck: venv
 # Independent of each other: `make -j2 lines` runs two at a time.
 $(addprefix line-,$(AIRFLOW_LINES)): line-%: $$(call venv_of,$$*)/.installed
 	$(call venv_of,$*)/bin/python -m pytest -q -p no:cacheprovider tests/unit \
-		tests/integration/test_hooks_against_emulator.py tests/integration/test_incremental.py tests/lines tests/invariants
+		tests/integration/test_hooks_against_emulator.py tests/integration/test_incremental.py tests/lines \
+		$(if $(filter $*,$(INVARIANT_LINES)),tests/invariants)
 
 lines: $(addprefix line-,$(AIRFLOW_LINES))
 
-unit: line-$(NEWEST)
+# The inner loop: the newest line's unit tests alone (a line's whole set is `make line-<version>`).
+unit: venv
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 # The browser test drives Debian's Chromium (a test tool's own browser download cannot work here).
 chromium:
@@ -124,8 +130,10 @@ chromium:
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server >/dev/null; }
 
+# The benchmarks' smoke runs live in tests/integration but run once, under bench-smoke.
 integration: venv chromium
-	$(VENV)/bin/python -m pytest -q --durations=12 tests/integration --ignore=tests/integration/production
+	$(VENV)/bin/python -m pytest -q --durations=12 tests/integration --ignore=tests/integration/production \
+		--ignore=tests/integration/test_benchmarks_smoke.py
 
 # Real components on the oldest 3.x line too: 3.0's triggerer is where the 3.x triggerer's history starts.
 components-oldest: $(call venv_of,3.0.6)/.installed
@@ -164,7 +172,7 @@ wheel-check: uv
 test: lint typecheck
 	$(MAKE) --no-print-directory -j2 --output-sync=target lines wheel-check
 	$(MAKE) --no-print-directory integration
-	$(MAKE) --no-print-directory stores
+	$(MAKE) --no-print-directory -j2 --output-sync=target bench-smoke stores
 	$(MAKE) --no-print-directory components-oldest
 	$(MAKE) --no-print-directory production
 
@@ -173,6 +181,12 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/python benchmarks/poll_cost.py
+
+# Every benchmark in its smoke mode (tiny sizes, no figure checked), one after another: three of them start
+# real Airflow components. store_reuse.py runs in the object-store venv (moto, s3fs).
+bench-smoke: venv $(STORES_VENV)/.installed
+	HITPAW_STORES_PYTHON=$(CURDIR)/$(STORES_VENV)/bin/python $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		--durations=0 tests/integration/test_benchmarks_smoke.py
 
 clean:
 	rm -rf .venv .venv-* dist .pytest_cache .mypy_cache .ruff_cache demo-output test-artifacts

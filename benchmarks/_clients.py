@@ -10,51 +10,64 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hitpaw import _api
 from airflow_provider_hitpaw.exceptions import HitPawConnectionError, HitPawError
+from airflow_provider_hitpaw.hooks import _transport
 from airflow_provider_hitpaw.hooks.hitpaw import HitPawAsyncHook
+
+if TYPE_CHECKING:
+    from airflow_provider_hitpaw.hooks._transport import Attempts
 
 VARIANTS = ("shared", "per-trigger", "httpx", "session-per-poll")
 
 
 class _RetryingHook(HitPawAsyncHook):
-    """The shipped retry loop around a benchmark's own single attempt."""
+    """The shipped attempt loop (``_transport.retry_async``: retries, back-off, the poll's deadline) around
+    a benchmark's own single attempt, so that only the HTTP client differs from the provider's."""
 
-    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any) -> Any:
+    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any, attempts: Attempts) -> Any:
         raise NotImplementedError
 
-    async def _call(self, request: _api.ApiRequest, parse: Any) -> Any:
-        url = request.url((await self.get_settings()).base_url)
-        attempt = 0
-        while True:
-            attempt += 1
+    async def _call(self, request: _api.ApiRequest, parse: Any, attempts: Attempts) -> Any:
+        settings = await self.get_settings()
+        url = request.url(settings.base_url)
+        attempts.secrets = (*attempts.secrets, settings.api_key)
+
+        async def attempt() -> Any:
             try:
-                return await self._attempt(url, request, parse)
-            except HitPawError as err:
-                error = err
+                # Bounded as the shipped exchange is: its time-outs added up, never past the deadline.
+                async with asyncio.timeout(self._exchange_seconds(attempts)):
+                    return await self._attempt(url, request, parse, attempts)
+            except HitPawError:
+                raise
             except Exception as err:
-                error = HitPawConnectionError(str(err))
-            if not self.retry_policy.should_retry(error, attempt):
-                raise error
-            await asyncio.sleep(self.retry_policy.delay(error, attempt))
+                raise HitPawConnectionError(f"{type(err).__name__}: {err}") from None
+
+        return await _transport.retry_async(attempt, attempts)
+
+    def _exchange_seconds(self, attempts: Attempts) -> float:
+        left = attempts.time_left()
+        whole = self.connect_timeout + self.read_timeout
+        return whole if left is None else min(max(left, 0.001), whole)
 
 
 class HttpxHook(_RetryingHook):
-    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any) -> Any:
+    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any, attempts: Attempts) -> Any:
         import httpx
 
-        if self._client is None:
-            settings = await self.get_settings()
-            self._client = httpx.AsyncClient(  # type: ignore[assignment]
-                verify=settings.verify,
-                timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
-                limits=httpx.Limits(max_connections=32),
-            )
         settings = await self.get_settings()
+        if self._client is None:
+            self._client = httpx.AsyncClient(  # type: ignore[assignment]
+                verify=settings.verify, limits=httpx.Limits(max_connections=32)
+            )
+        connect, read = attempts.timeouts(self.connect_timeout, self.read_timeout)
         response = await self._client.post(  # type: ignore[union-attr]
-            url, json=request.body, headers=_api.request_headers(settings.api_key)
+            url,
+            json=request.body,
+            headers=_api.request_headers(settings.api_key),
+            timeout=httpx.Timeout(read, connect=connect),
         )
         return parse(response.status_code, response.content, response.headers.get("Retry-After"))
 
@@ -67,19 +80,20 @@ class HttpxHook(_RetryingHook):
 class SessionPerPollHook(_RetryingHook):
     _ssl: Any = None
 
-    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any) -> Any:
+    async def _attempt(self, url: str, request: _api.ApiRequest, parse: Any, attempts: Attempts) -> Any:
         import aiohttp
-
-        from airflow_provider_hitpaw.hooks.hitpaw import _ssl_context
 
         settings = await self.get_settings()
         if self._ssl is None:  # built once: the baseline pays handshakes, not CA loading
-            self._ssl = await asyncio.to_thread(_ssl_context, settings.verify)
+            self._ssl = await asyncio.to_thread(_transport.ssl_context, settings.verify)
+        connect, read = attempts.timeouts(self.connect_timeout, self.read_timeout)
         async with (
             aiohttp.ClientSession(
                 headers=_api.request_headers(settings.api_key), connector=aiohttp.TCPConnector(ssl=self._ssl)
             ) as session,
-            session.post(url, json=request.body) as response,
+            session.post(
+                url, json=request.body, timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
+            ) as response,
         ):
             body = await response.read()
             return parse(response.status, body, response.headers.get("Retry-After"))

@@ -12,6 +12,7 @@ tests/integration/production/shape.py starts, every server on 127.0.0.1).
 
     .venv/bin/python benchmarks/batch_vs_mapping.py --images 500
     .venv/bin/python benchmarks/batch_vs_mapping.py --images 500 --shape production
+    .venv/bin/python benchmarks/batch_vs_mapping.py --smoke   # 2 images, jobs of 1 s: about a minute
 """
 
 from __future__ import annotations
@@ -272,7 +273,12 @@ def main() -> None:
         "--slots", type=int, default=4, help="[core] parallelism (the Celery workers have 2 x 2 slots)"
     )
     parser.add_argument("--shape", choices=["sqlite", "production"], default="sqlite")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 images, jobs of 1 s, 2 slots: proves the script runs"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.job_seconds, args.slots = 2, 1.0, 2
     dag_file = ROOT / "tests" / "integration" / "dags" / "hitpaw_integration.py"
     extra = {
         "AIRFLOW__CORE__PARALLELISM": str(args.slots),

@@ -9,6 +9,7 @@ real components (api-server, scheduler, dag-processor, triggerer; SQLite, LocalE
 defaults: 60 mapped tasks, each with a job that ends about a second after its submission, no retries.
 
     .venv/bin/python benchmarks/deferral_race.py --holds 0 3 10 --tasks 60
+    .venv/bin/python benchmarks/deferral_race.py --smoke   # the default hold, 2 tasks: about a minute
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ def main() -> None:
     parser.add_argument("--holds", nargs="+", default=["0", "10"], help="holds in seconds; 'default' too")
     parser.add_argument("--tasks", type=int, default=60)
     parser.add_argument("--job-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one set of components (the default hold), 2 tasks: proves the script runs",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.holds, args.tasks, args.job_seconds = ["default"], 2, 1.0
     rows = []
     for hold in args.holds:
         value = None if hold == "default" else float(hold)

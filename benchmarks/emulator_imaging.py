@@ -4,6 +4,7 @@ The emulator answers a submission only once its image is processed: this is the 
 in tests. Printed per side length: the median and the worst of ``--repeat`` runs, after a warm-up.
 
     .venv/bin/python benchmarks/emulator_imaging.py --sizes 256 1024 2048 --repeat 5
+    .venv/bin/python benchmarks/emulator_imaging.py --smoke   # two small sizes, twice: proves it runs
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="sides 64 and 256, twice each: under a second")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = [64, 256], 2
     print(f"{'side':>6} {'median':>9} {'max':>9}")
     for side in args.sizes:
         row = measure(side, args.repeat)

@@ -6,6 +6,7 @@ side, with the ratio to the first pattern. The patterns are described in ``_clie
 
     .venv/bin/python benchmarks/poll_cost.py                              # aiohttp against httpx
     .venv/bin/python benchmarks/poll_cost.py --variants shared session-per-poll
+    .venv/bin/python benchmarks/poll_cost.py --smoke                      # seconds: proves it runs
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ async def run_triggers(variant: str, job_ids: list[str], interval: float, durati
     polls = 0
     original = HitPawAsyncHook.get_task_status
 
-    async def counted(self: Any, job_id: str) -> Any:
+    async def counted(self: Any, job_id: str, **kwargs: Any) -> Any:
         nonlocal polls
         polls += 1
-        return await original(self, job_id)
+        return await original(self, job_id, **kwargs)
 
     HitPawAsyncHook.get_task_status = counted  # type: ignore[method-assign]
 
@@ -128,9 +129,14 @@ def main(default_variants: tuple[str, ...] = ("per-trigger", "httpx"), title: st
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(default_variants))
     parser.add_argument("--tls", action="store_true", help="serve the emulator over https, as HitPaw is")
+    parser.add_argument(
+        "--smoke", action="store_true", help="20 triggers, every 0.5 s for 2 s: proves the script runs"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--jobs-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke and not args.child:
+        args.triggers, args.interval, args.duration = 20, 0.5, 2.0
     if args.child:
         job_ids = json.loads(Path(args.jobs_file).read_text())
         print(json.dumps(asyncio.run(run_triggers(args.child, job_ids, args.interval, args.duration))))

@@ -6,6 +6,7 @@ to the trigger's event. Printed per poll interval: p50, p95 and max, beside the 
 can do no better than about half an interval on average).
 
     .venv/bin/python benchmarks/reaction_latency.py --jobs 200 --intervals 1 3
+    .venv/bin/python benchmarks/reaction_latency.py --smoke   # 5 jobs of 1 s: proves the script runs
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--job-seconds", type=float, default=4.0)
+    parser.add_argument("--smoke", action="store_true", help="5 jobs of 1 s, intervals 0.5 and 1 s: seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.intervals, args.job_seconds = 5, [0.5, 1.0], 1.0
     rows: list[dict[str, Any]] = []
     with emulator(job_seconds=args.job_seconds) as emu:
         os.environ.update(connection_env(emu.base_url))

@@ -4,8 +4,9 @@ Night 1 segments N images into ``s3://bucket/out`` (a local ``moto_server``, rea
 connection) with ``overwrite="skip"``; night 2 runs the same batch over the unchanged catalogue and reuses
 every kept pair. Both nights are ``catalogue_nights.py``'s own child (``--child``), so the batch is driven
 exactly as there: the operator submits, its trigger waits in the child's event loop, the resumed task
-keeps the results. The output carries the connection in its user part (``s3://aws_bench@bucket/out``,
-Airflow's ``ObjectStoragePath`` form), which is what ``output_conn_id="aws_bench"`` gives the operator.
+keeps the results. The operator is given the connection as ``output_conn_id="aws_bench"``: given only in
+the output's user part (``s3://aws_bench@bucket/out``), it did not reach every object the batch reads and
+writes (the kept records were looked for at AWS's own endpoint).
 
 Beside night 2, in the same run and against the same folder: a bare ``s3fs`` listing (``fs.find`` with
 details: every key with its size and ETag), and that listing followed by one GET of every record
@@ -272,8 +273,15 @@ def main() -> None:
             "BENCH_CONTROL_TOKEN": server.control_token,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         }
-        night = [catalogue_nights.__file__, "--child", server.base_url, str(images)]
-        output = f"s3://{CONN_ID}@{BUCKET}/{FOLDER}"
+        night = [
+            catalogue_nights.__file__,
+            "--output-conn-id",
+            CONN_ID,
+            "--child",
+            server.base_url,
+            str(images),
+        ]
+        output = f"s3://{BUCKET}/{FOLDER}"
         first = run_child(night[0], [*night[1:], output], env)  # not recorded: its PUTs carry images
         print(
             f"night 1: {images:,} images, {first['coins']:,} coins, {first['submissions']:,} submitted, "

@@ -4,7 +4,7 @@ session-per-poll client (the pattern of Airflow's dbt Cloud and HTTP triggers).
 Goals: CPU per poll at most half the baseline's, event-loop lag p99 under 50 ms, at most 32 open
 connections. Same measurement as poll_cost.py, other patterns.
 
-    .venv/bin/python benchmarks/trigger_scale.py
+    .venv/bin/python benchmarks/trigger_scale.py [--tls] [--smoke]
 """
 
 from __future__ import annotations

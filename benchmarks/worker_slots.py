@@ -6,6 +6,7 @@ time of each run, and worker-slot seconds (the number of task instances in state
 0.25 s and summed over time), with their ratios.
 
     .venv/bin/python benchmarks/worker_slots.py --images 8 --job-seconds 10
+    .venv/bin/python benchmarks/worker_slots.py --smoke   # 2 images, jobs of 1 s: about a minute
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--job-seconds", type=float, default=10.0)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="2 images, jobs of 1 s: proves the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.images, args.job_seconds, args.slots = 2, 1.0, 2
 
     dag_file = ROOT / "tests" / "integration" / "dags" / "hitpaw_integration.py"
     slots = {"AIRFLOW__CORE__PARALLELISM": str(args.slots)}
