@@ -1094,8 +1094,10 @@ class SegmentImageBatchOperator(BaseOperator):
             if item in inputs.identity_of:
                 identity = inputs.identity_of[item]
                 result = dict(by_input[identity])
-                if identity in shown and result.get("consume_coins"):
-                    result["consume_coins"] = 0  # an input given twice: its coins on its first result
+                if identity in shown:  # an input given twice: what it cost, on its first result only
+                    if result.get("consume_coins"):
+                        result["consume_coins"] = 0
+                    result.pop("maybe_charged", None)
                 shown.add(identity)
             else:
                 result = _refused(item, inputs.rejected[item])

@@ -59,6 +59,10 @@ class Harness:
     read_logs: Callable[[], str]
     #: Every job id that reached the client in a submission's answer.
     delivered: set[str] = field(default_factory=set)
+    #: The try's submissions as they went out, one per attempt: the ``file_url`` sent, the job id its
+    #: answer carried (None: no answer reached the client, or one without a job id), and whether the
+    #: answer carried one of HitPaw's error codes (which the hook takes as proof that nothing was done).
+    attempts: list[tuple[str, str | None, bool]] = field(default_factory=list)
     interruption: Interruption | None = None
     keep_fails: bool = False
     #: The submission of the try whose job HitPaw is to end in ERROR (its image, say, was unreadable).
@@ -86,6 +90,7 @@ class Harness:
     ) -> None:
         with self._lock:
             self.interruption, self.keep_fails, self.dead, self.calls = interruption, keep_fails, False, {}
+            self.attempts = []
             self.output, self.at_kill, self.fail_nth = output, None, fail_nth
 
     def disarm(self) -> None:
@@ -199,17 +204,28 @@ def _install(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> None:
     real_post = _transport.post_json_sync
 
     def post(session: Any, url: str, body: Any, **kwargs: Any) -> Any:
-        answer = real_post(session, url, body, **kwargs)
-        if url.endswith(_api.SUBMIT_PATH):
+        if not url.endswith(_api.SUBMIT_PATH):
+            return real_post(session, url, body, **kwargs)
+        sent = str(body.get("file_url")) if isinstance(body, dict) else ""
+        job_id: str | None = None
+        coded = False
+        try:
+            answer = real_post(session, url, body, **kwargs)
             try:
-                data = json.loads(answer.body).get("data") or {}
+                parsed = json.loads(answer.body)
+                data = parsed.get("data") or {}
+                coded = isinstance(parsed.get("code"), int) and parsed["code"] != 200
             except (ValueError, AttributeError):
                 data = {}
             if isinstance(data, dict) and isinstance(data.get("job_id"), str):
+                job_id = data["job_id"]
                 with harness._lock:
-                    harness.delivered.add(data["job_id"])
+                    harness.delivered.add(job_id)
                     harness.seen["answers"] = harness.seen.get("answers", 0) + 1
-        return answer
+            return answer
+        finally:
+            with harness._lock:
+                harness.attempts.append((sent, job_id, coded))
 
     monkeypatch.setattr(_transport, "post_json_sync", post)
 

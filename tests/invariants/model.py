@@ -27,6 +27,10 @@ PRICE: Final = 20
 #: run was told of, nor leave that clearing's coins out of its report.
 CLEARINGS_SHARE_A_RUN: Final = False
 
+#: Whether an input given twice may carry its ``maybe_charged`` on both of its results (False: a lost
+#: answer is reported once, on the first, as its coins are).
+MAYBE_CHARGED_ON_COPIES_TOLERATED = False
+
 
 # --- violations ----------------------------------------------------------------------------------------
 
@@ -97,6 +101,14 @@ class Inv2SecondJobInOneTry(InvariantViolation):
     invariant = 2
 
 
+class Inv2PaidJobUnsavedWhenSubmittingEnded(InvariantViolation):
+    invariant = 2
+
+
+class Inv2RetryAllowedAfterAnUnsavedPayment(InvariantViolation):
+    invariant = 2
+
+
 class Inv3RecordNamesNoJob(InvariantViolation):
     invariant = 3
 
@@ -125,6 +137,10 @@ class Inv3ResultFileIsNotTheJobs(InvariantViolation):
     invariant = 3
 
 
+class Inv3CompletedResultNotKept(InvariantViolation):
+    invariant = 3
+
+
 class Inv4OverReported(InvariantViolation):
     invariant = 4
 
@@ -142,6 +158,18 @@ class Inv4ReplacedJobNotReported(InvariantViolation):
 
 
 class Inv4ChargeNotReported(InvariantViolation):
+    invariant = 4
+
+
+class Inv4PaidResultNamesAJobOfAnotherRun(InvariantViolation):
+    invariant = 4
+
+
+class Inv4LostAnswerNotReported(InvariantViolation):
+    invariant = 4
+
+
+class Inv4MaybeChargedOverReported(InvariantViolation):
     invariant = 4
 
 
@@ -183,9 +211,12 @@ class Charge:
     #: try (its API server down): no later try can know the job, and the operator must not let a retry
     #: pay for it again (README: such a failure is final).
     lost_to_store: bool = False
-    #: Whether the try that made the job was killed: what it knew of a lost answer, the kill may have
-    #: taken before it was recorded.
+    #: Whether the try that made the job was killed before its ledger was saved at the end of submitting:
+    #: what it knew of a lost answer, the kill may have taken before it was recorded.
     in_killed_try: bool = False
+    #: Whether the task state store refused every write of the try that made the job (and no output
+    #: folder kept its ledger): what that try knew of a lost answer, no later try can read.
+    in_store_failed_try: bool = False
     status: str = "CONVERTING"
     ended_error_at: float | None = None
     #: The index of the first try that ran after the schedule made HitPaw forget the job.
@@ -198,6 +229,15 @@ class Charge:
         """Whether no later try could know this job: its answer was lost, or the kill or a failing task
         state store took its record."""
         return not self.delivered or self.lost_to_kill or self.lost_to_store
+
+    @property
+    def unknown_to_later_tries(self) -> bool:
+        """Whether a later try of its clearing cannot know of this charge at all, not even as a lost
+        answer its ledger notes: its record, or the note of its lost answer, went with a kill or a
+        failing store."""
+        if self.lost_to_kill or self.lost_to_store:
+            return True
+        return not self.delivered and (self.in_killed_try or self.in_store_failed_try)
 
     def short(self) -> str:
         return f"{self.job_id[:8]} ({self.content[:60]}, {self.made_in}, {self.status})"
@@ -302,6 +342,26 @@ class TryFacts:
     report: list[dict[str, Any]] | None
     #: Every text the try showed: XCom values, exception texts, its logs.
     texts: list[str] = field(default_factory=list)
+    #: Per content: the jobs this try made whose answer was lost on the way (no answer came back, or one
+    #: the hook cannot take as proof that nothing was done): what the try knew may have been charged,
+    #: noted once per content and try in its ledger.
+    lost_answers: dict[str, int] = field(default_factory=dict)
+    #: The jobs this try made whose answer did not bring back their own id, but one that names another
+    #: job (refused, charged at its price): what its budget may overrun by.
+    unanswered: int = 0
+    #: Of those, the ones its ledger does not count (an answer lost twice noted once, an answer carrying
+    #: HitPaw's error code taken as "nothing done"): what a retry's budget cannot know of.
+    unnoted: int = 0
+    #: The try's submission attempts that brought back no job of their own (lost, refused, 5xx, 429):
+    #: the most that may have been charged without the client knowing the job.
+    failed_attempts: int = 0
+    #: Whether what the try learnt while submitting is in a ledger a later try of its clearing reads:
+    #: not a kill before the save at the end of submitting, nor a task state store refusing every write.
+    note_kept: bool = True
+    #: Jobs the try was told of and that are in no record after a kill that came once submitting had
+    #: ended (at a poll or a pair), where a ledger is kept: the save at every end of submitting missed
+    #: them.
+    unsaved: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -375,9 +435,13 @@ class Accounts:
         self._invariant_5(facts)
         self._invariant_1(facts)
         self._invariant_2_jobs(facts)
+        self._invariant_2_saved(facts)
         self._invariant_3(facts)
+        self._invariant_3_kept(facts)
         self._invariant_2_report(facts)
         self._invariant_4(facts)
+        self._invariant_4_runs(facts)
+        self._invariant_4_maybe_charged(facts)
 
     def _invariant_1(self, facts: TryFacts) -> None:
         made_now = [c for c in self.books.charges.values() if c.made_in == facts.ref]
@@ -394,13 +458,7 @@ class Accounts:
                     "overwrite='fail' refuses to replace them"
                 )
         if facts.max_coins is not None:
-            clearing = [c for c in self.books.charges.values() if c.made_in.clearing == facts.ref.clearing]
-            lost = sum(c.lost for c in clearing)
-            if PRICE * len(clearing) > facts.max_coins + PRICE * lost:
-                raise Inv1OverBudget(
-                    f"clearing {facts.ref.clearing} paid {PRICE * len(clearing)} coins for "
-                    f"{len(clearing)} jobs with max_coins={facts.max_coins} and {lost} lost answers"
-                )
+            self._budget(facts, facts.max_coins)
         scope = self.scope(facts.ref)
         charges = self.charges_in(scope)
         contents = self.contents_in(scope)
@@ -420,6 +478,51 @@ class Accounts:
         earlier, later = bad[0]
         cls = _where(earlier, later, Inv1PaidTwiceInOneTry, Inv1PaidAgainInARetry, Inv1PaidAgainAfterAClear)
         raise cls(f"{detail}. First needless: {later.short()} while {earlier.short()} could serve")
+
+    def _budget(self, facts: TryFacts, max_coins: int) -> None:
+        """``max_coins`` (README): what a try spends fits the budget less what the earlier tries of its
+        clearing spent ("counts against the same budget"; a lost answer "the budget counts at the
+        price"), plus one price per lost answer of the try itself ("a lost answer sent again may cost
+        one image more"). The ledger notes an answer lost twice as one possible charge: the second price
+        it does not count is carried to the retry (that resend's "one image more"). Charges an earlier try
+        lost to a kill or to a failing store no later try can count, and are left out."""
+        clearing = [c for c in self.books.charges.values() if c.made_in.clearing == facts.ref.clearing]
+        own = [c for c in clearing if c.made_in == facts.ref]
+        if not own:
+            return
+        earlier = [c for c in clearing if c.made_in.index < facts.ref.index and not c.unknown_to_later_tries]
+        carried = sum(
+            f.unnoted
+            for f in self.tries
+            if f.ref.clearing == facts.ref.clearing and f.ref.index < facts.ref.index and f.note_kept
+        )
+        counted = len(earlier) - carried
+        if PRICE * (counted + len(own)) <= max_coins + PRICE * facts.unanswered:
+            return
+        raise Inv1OverBudget(
+            f"{facts.ref} paid {PRICE * len(own)} coins for {len(own)} jobs ({facts.unanswered} of them "
+            f"with an answer lost) after earlier tries of clearing {facts.ref.clearing} had spent "
+            f"{PRICE * counted} it could count, with max_coins={max_coins}. Jobs: "
+            + "; ".join(c.short() for c in clearing)
+        )
+
+    def _invariant_2_saved(self, facts: TryFacts) -> None:
+        """The ledger is saved at every end of submitting (``_ledger_store``): a kill after that (at a poll,
+        at a pair) finds every job the try was told of recorded; and a try whose store refused to keep
+        a job it paid for fails for good (README: a failure after paying is retried only where the
+        ledger was saved)."""
+        if facts.unsaved:
+            shown = "; ".join(self.books.charges[job_id].short() for job_id in facts.unsaved)
+            raise Inv2PaidJobUnsavedWhenSubmittingEnded(
+                f"{facts.ref} was killed after submitting had ended, and no record names jobs it was "
+                f"told of: {shown}"
+            )
+        unrecorded = [c for c in self.books.charges.values() if c.made_in == facts.ref and c.lost_to_store]
+        if unrecorded and facts.outcome == "failed":
+            raise Inv2RetryAllowedAfterAnUnsavedPayment(
+                f"{facts.ref} failed with a retry allowed, although its store refused to keep jobs it paid "
+                f"for: {'; '.join(c.short() for c in unrecorded)}"
+            )
 
     def _invariant_2_report(self, facts: TryFacts) -> None:
         if facts.report is None:
@@ -484,6 +587,38 @@ class Accounts:
                     raise Inv3ResultFileIsNotTheJobs(
                         f"{facts.ref}: {res_path} is not the cut-out of job {charge.short()}"
                     )
+
+    def _invariant_3_kept(self, facts: TryFacts) -> None:
+        """After a try that succeeded with an output folder, every completed result's pair is kept there:
+        the record of its input names its job, and the files are that job's."""
+        output = self.schedule.output
+        if facts.report is None or facts.outcome != "success" or output is None:
+            return
+        for result in facts.report:
+            job_id = result.get("job_id")
+            identity = _identity_of(result, self.schedule.sources)
+            if result.get("status") != "COMPLETED" or result.get("error") or not isinstance(job_id, str):
+                continue
+            if identity is None or identity not in self.schedule.names:
+                continue
+            cutout_name, mask_name, record_name = self.schedule.names[identity]
+            try:
+                record = json.loads((output / record_name).read_bytes())
+            except (OSError, ValueError):
+                record = None
+            named = record.get("job_id") if isinstance(record, dict) else None
+            charge = self.books.charges.get(job_id)
+            kept = (
+                charge is not None
+                and named == job_id
+                and _read(output / cutout_name) == charge.cutout
+                and _read(output / mask_name) == charge.mask
+            )
+            if not kept:
+                raise Inv3CompletedResultNotKept(
+                    f"{facts.ref} succeeded reporting {identity} as job {job_id[:8]} COMPLETED, but its "
+                    f"record names {named!r} (or the pair is not that job's)"
+                )
 
     def _check_records(self) -> None:
         output = self.schedule.output
@@ -558,6 +693,74 @@ class Accounts:
         if any(c.ended_error_at is not None or c.forgotten_before is not None for c in missing):
             raise Inv4ReplacedJobNotReported(detail)
         raise Inv4ChargeNotReported(detail)
+
+    def _invariant_4_runs(self, facts: TryFacts) -> None:
+        """A result that charges coins and is not reused names a job its run made (a kept pair of another
+        run is reused, at no cost, or not reported at all)."""
+        if facts.report is None:
+            return
+        scope = self.scope(facts.ref)
+        for result in facts.report:
+            job_id = result.get("job_id")
+            if result.get("reused") or _coins(result) <= 0 or not isinstance(job_id, str):
+                continue
+            charge = self.books.charges.get(job_id)
+            if charge is not None and self.scope(charge.made_in) != scope:
+                raise Inv4PaidResultNamesAJobOfAnotherRun(
+                    f"{facts.ref} reports {_coins(result)} coins, not reused, on a result naming job "
+                    f"{charge.short()}, which scope {self.scope(charge.made_in)} made, not {scope}. "
+                    f"Results: {_brief(facts.report)}"
+                )
+
+    def _invariant_4_maybe_charged(self, facts: TryFacts) -> None:
+        """``maybe_charged`` (README: "for the submissions that may have cost a price"; a resend after a
+        lost answer "reports maybe_charged: 1"): each input content still in the batch carries at least
+        one per try of its clearing in which an answer for it was lost, as far as the ledger can know
+        (not a try killed before its save, nor one whose store refused every write); and the report's
+        sum is never more than its clearing's submissions that brought back no job of their own."""
+        if facts.report is None:
+            return
+        tries = [
+            f for f in self.tries if f.ref.clearing == facts.ref.clearing and f.ref.index <= facts.ref.index
+        ]
+        maybe: dict[str, int] = {}
+        eligible: set[str] = set()
+        everything = 0
+        for result in facts.report:
+            count = result.get("maybe_charged")
+            count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+            everything += count
+            identity = _identity_of(result, self.schedule.sources)
+            if identity is None or identity in maybe:
+                continue
+            maybe[identity] = count
+            content = facts.contents.get(identity)
+            refused = (result.get("error") or {}).get("type") == "HitPawConfigurationError"
+            if content is not None and not result.get("reused") and not refused:
+                eligible.add(content)
+        by_content: dict[str, int] = {}
+        for identity, count in maybe.items():
+            content = facts.contents.get(identity)
+            if content is not None:
+                by_content[content] = by_content.get(content, 0) + count
+        for content in sorted(eligible):
+            known = [
+                f.ref.index
+                for f in tries
+                if (f is facts or f.note_kept) and f.lost_answers.get(content, 0) > 0
+            ]
+            if by_content.get(content, 0) < len(known):
+                raise Inv4LostAnswerNotReported(
+                    f"{facts.ref} reports maybe_charged={by_content.get(content, 0)} for {content[:60]}, "
+                    f"whose answer was lost in tries {known} of its clearing. Results: {_brief(facts.report)}"
+                )
+        most = sum(f.failed_attempts for f in tries)
+        reported = sum(maybe.values()) if MAYBE_CHARGED_ON_COPIES_TOLERATED else everything
+        if reported > most:
+            raise Inv4MaybeChargedOverReported(
+                f"{facts.ref} reports maybe_charged={reported} in all; its clearing made only {most} "
+                f"submissions that brought back no job of their own. Results: {_brief(facts.report)}"
+            )
 
     def _invariant_5(self, facts: TryFacts) -> None:
         texts = list(facts.texts)
@@ -649,6 +852,8 @@ def _brief(report: Iterable[Mapping[str, Any]]) -> str:
         job = result.get("job_id")
         shown = job[:8] if isinstance(job, str) else None
         flags = " reused" if result.get("reused") else ""
+        if result.get("maybe_charged"):
+            flags += f" maybe={result.get('maybe_charged')}"
         return f"{shown}:{result.get('status')}:{result.get('consume_coins')}{flags}"
 
     return "[" + ", ".join(one(r) for r in report) + "]"

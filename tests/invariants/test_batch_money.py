@@ -27,10 +27,12 @@ Each example defines one task:
 Between tries the schedule may edit a source (or make a late one appear), make HitPaw forget a job
 (``expire_job``), clear the task, or start a new DAG run. Each try may meet, for itself only: lost
 submission answers (``drop`` or ``500`` with ``after_commit``: HitPaw charged, the answer is lost; the
-hook sends once more), 5xx, gateway 503 and 429 storms on submissions, a 5xx storm on status polls, a
-failed status poll (an answer over the 1 MiB cap, a redirect), a hostile server answering a bad job id or
-the same job id twice (the jobs are created and charged all the same), the n-th new job or every new job
-ending in ERROR, a task state store whose writes fail, an output folder that refuses writes
+hook sends once more, the ``500``, which carries HitPaw's own error code, as if nothing had been done),
+5xx, gateway 503 and 429 storms on submissions, a 5xx storm on status polls, a failed status poll (an
+answer over the 1 MiB cap, a redirect; more often at a retry's first look at the jobs its ledger
+holds), a hostile server answering a bad job id or the same job id twice (the jobs are created and
+charged all the same), the n-th new job or every new job ending in ERROR, a task state store whose
+writes fail (one try in two without an output folder), an output folder that refuses writes
 (``PermissionError`` where the pair is written: the tests run as root, whom a read-only folder does not
 stop), a deadline shorter than the jobs (the batch's own ``timeout``), and an interruption at the n-th
 submission (after HitPaw answered), status request from the worker, or kept pair: Airflow's
@@ -41,7 +43,8 @@ The invariants
 ==============
 
 HitPaw's books (every job with its ``file_url`` and status, the coins, kept here also for the jobs it
-forgets) are the truth. Words used below:
+forgets) are the truth; the harness also sees every submission attempt (what was sent, and the job id
+its answer carried, if any). Words used below:
 
 - the *content* of an input: a URL is its own content (README: "the same input" is, for a URL, the URL);
   a source file's content is its bytes, and a job's content is its ``file_url``, or the bytes of the
@@ -64,34 +67,53 @@ forgets) are the truth. Words used below:
   (README: it refuses to submit blindly).
 
 1. Coins. In each run, the jobs HitPaw charged for number at most: one per distinct input content the
-   run's tries were given, plus one per lost answer, plus one per replaced job. Within a clearing with
-   ``max_coins``, the clearing's charges never exceed ``max_coins`` plus one price per lost answer. And
-   over the whole history: a try never pays for a content whose results it need not or cannot keep —
-   under ``overwrite="skip"`` when every input with that content has its pair kept in ``output_path``,
-   made by a job from that very content (record, job and bytes agree); under ``overwrite="fail"`` when
-   every input with that content already has a result file there.
+   run's tries were given, plus one per lost answer, plus one per replaced job. With ``max_coins``, each
+   try spends at most ``max_coins`` less what the earlier tries of its clearing spent (README: it "counts
+   against the same budget", a lost answer "the budget counts at the price"), plus one price per answer
+   the try itself lost ("a lost answer sent again may cost one image more"); what the earlier tries'
+   ledger cannot count is left out of "spent": charges lost to a kill or a failing store, and the second
+   price of an answer lost twice (noted once) or of one that carried HitPaw's own error code (which the
+   hook takes as "nothing done"). And over the whole history: a try never pays for a content whose
+   results it need not or cannot keep — under ``overwrite="skip"`` when every input with that content
+   has its pair kept in ``output_path``, made by a job from that very content (record, job and bytes
+   agree); under ``overwrite="fail"`` when every input with that content already has a result file
+   there.
 2. Jobs. HitPaw took exactly one price per job it made, and no report counts one job's coins on two
    results. For each input content, a second job in a run is made only if the earlier one was replaced,
    or its answer was lost — and then an answer lost on the way licenses the hook's one resend in the same
    try, or a new start in a later clearing (or any later try, when the try that lost it was killed and
    its note of the loss may have gone with it); one the kill took before it was recorded, a later try;
-   one the store refused, a later clearing (README: that try's failure is final) — never because a retry
-   forgot (or never recorded) a job it had been told of.
+   one the store refused, a later clearing (README: that try's failure is final, so a try that paid for
+   a job its store refused to keep never ends with a retry allowed) — never because a retry forgot (or
+   never recorded) a job it had been told of. The ledger is saved at every end of submitting: a try
+   killed after that (at a poll or a pair, where a ledger is kept and its store did not fail) has every
+   job it was told of recorded, and such a kill licenses nothing.
 3. Data. Every record ``<stem>-<hash>.hitpaw.json`` in ``output_path`` vouches for the job made from its
    own input (for a URL the job's ``file_url`` is that URL; for a source the uploaded bytes are bytes that
    source had, and the record's fingerprint says the same), and the pair beside it is that job's cut-out
    and mask, byte for byte: no record vouches for a file the run did not write. Every result a try reports
    tells the truth: a job it names exists; ``ERROR`` only for a job HitPaw ended in ERROR; a
    ``COMPLETED`` result is the job made from that input as it is now, and its ``res_path`` holds that
-   job's cut-out.
+   job's cut-out; after a try that succeeded with an output folder, every ``COMPLETED`` result's pair is
+   kept there (the record of its input names its job, and the files are that job's).
 4. Reports. The coins a try reports (the sum of ``consume_coins`` over the results it returns, or pushes
    to XCom ``results`` when it fails) equal the coins HitPaw charged in its run up to then, a job shared
    by two inputs counted once — except that a charge no client could know of (a lost answer: its job,
    or a job an earlier try lost to a kill or to a failing store) may be left out: the report lies between
-   what the try could know of and what HitPaw took. Without lost answers, the two are one number.
+   what the try could know of and what HitPaw took. Without lost answers, the two are one number. A
+   result that charges coins and is not ``reused`` names a job of its own run. ``maybe_charged``
+   (README: "for the submissions that may have cost a price"): each input content still in the batch
+   carries at least one per try of its clearing that lost an answer for it (its hook's resend after a
+   lost answer included), as far as the ledger can know (not a try killed before its save, nor one
+   whose store refused every write); and the report's sum (each input once) never exceeds its clearing's
+   submission attempts that brought back no job of their own.
 5. Secrets. The emulator's API key never appears in results, XCom, exception texts or logs.
 
-Today's code fails several of these: that is what the machine is for (see the lead's ledger rewrite).
+Fixed schedules beside the machines pin what the random ones reach too rarely (a retry after an answer
+lost twice, a resumed try that has its ledger only from XCom, a failing store, a retry whose first
+status request fails, a kill after submitting, a retry's budget after a lost answer, another run's
+pair, an input refused by a retry). Today's code fails several of these: that is what the machine is
+for (see the lead's ledger rewrite).
 Failing the task (``AirflowFailException`` and the like) is always allowed: the invariants are about money
 and data, not success. ``HITPAW_INVARIANT_EXAMPLES`` raises the number of examples per test for a deeper
 local run; the default keeps the module within about a minute and a half on two cores.
@@ -103,7 +125,7 @@ import asyncio
 import importlib
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -119,6 +141,7 @@ from hypothesis.stateful import (
 )
 
 from tests.conftest import as_the_database_returns_it
+from tests.invariants import model
 from tests.invariants.conftest import Harness, Interruption, ModelStateStore, ModelTaskInstance
 from tests.invariants.model import (
     Accounts,
@@ -256,18 +279,24 @@ def source_tasks(draw: DrawFn) -> Task:
     return Task(sources=tuple(sources), **options)
 
 
-#: The faults a try draws from: those that cost money (lost answers) come two or three times as often.
+#: The faults a try draws from: those that cost money (lost answers) come two to four times as often, an
+#: answer lost twice (what a retry must not send again) most.
 FAULT_CHOICES: Final = (
     *FAULTS,
     "lost answer",
     "lost answer twice",
     "lost answer twice",
+    "lost answer twice",
     "500 after charging",
 )
+#: What a retry's first look at the jobs it waits for again may meet: a status it cannot read.
+STATUS_FAULTS: Final = ("status over cap", "status redirect")
 
 
 @st.composite
-def try_plans(draw: DrawFn) -> TryPlan:
+def try_plans(draw: DrawFn, output: bool = True) -> TryPlan:
+    """A try's plan; without an output folder the task state store (its only ledger) refuses every write
+    once in two tries, with one once in six."""
     drawn = [draw(st.sampled_from(FAULT_CHOICES)) for _ in range(draw(st.sampled_from([0, 1, 1, 2])))]
     interruption = None
     if _sometimes(draw, 3):
@@ -280,7 +309,7 @@ def try_plans(draw: DrawFn) -> TryPlan:
         faults=tuple(dict.fromkeys(drawn)),
         job_fails=draw(st.integers(1, 3)) if _sometimes(draw, 3) else None,
         jobs_fail=_sometimes(draw, 6),
-        store_fails=_sometimes(draw, 6),
+        store_fails=_sometimes(draw, 6 if output else 2),
         keep_fails=_sometimes(draw, 6),
         deadline=_sometimes(draw, 8),
         interruption=interruption,
@@ -288,6 +317,23 @@ def try_plans(draw: DrawFn) -> TryPlan:
 
 
 # --- the machine -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answers:
+    """What became of one try's submission answers, by HitPaw's books and what reached the client."""
+
+    #: Per content: jobs whose answer was lost on the way (a dropped answer, a 5xx without HitPaw's own
+    #: error code): what the try knew may have been charged, noted in its ledger once per content.
+    lost: dict[str, int] = field(default_factory=dict)
+    #: Jobs whose answer brought no job id at all (lost, or carrying HitPaw's error code); an answer
+    #: naming another job is refused and charged at its price.
+    unanswered: int = 0
+    #: Of those, the ones the try's ledger does not count: beyond the one note of a content's lost
+    #: answer (an answer lost twice), or taken as "nothing done" (HitPaw's error code).
+    unnoted: int = 0
+    #: Attempts that brought back no job of their own.
+    failed: int = 0
 
 
 class BatchMoneyMachine(RuleBasedStateMachine):
@@ -433,10 +479,27 @@ class BatchMoneyMachine(RuleBasedStateMachine):
         self._try(TryPlan())
 
     @precondition(lambda self: self.ti_state in ("fresh", "up_for_retry"))
-    @rule(plan=try_plans())
-    def run_try(self, plan: TryPlan) -> None:
-        """The next try of the current clearing, meeting what ``plan`` says."""
-        self._try(plan)
+    @rule(data=st.data())
+    def run_try(self, data: st.DataObject) -> None:
+        """The next try of the current clearing, meeting what its plan says."""
+        self._try(data.draw(try_plans(self.task.output), label="plan"))
+
+    @precondition(lambda self: self.ti_state == "up_for_retry" and self._live_jobs())
+    @rule(fault=st.sampled_from(STATUS_FAULTS))
+    def retry_meets_a_failing_status(self, fault: str) -> None:
+        """A retry whose first status request for the jobs its ledger holds fails (not a job HitPaw
+        forgot: it must not pay again)."""
+        self._try(TryPlan(faults=(fault,)))
+
+    def _live_jobs(self) -> bool:
+        """Whether the current clearing made a job its tries were told of that may still end well."""
+        return any(
+            c.made_in.clearing == self.clearing
+            and not c.lost
+            and c.ended_error_at is None
+            and c.forgotten_before is None
+            for c in self.books.charges.values()
+        )
 
     def _try(self, plan: TryPlan) -> None:
         harness = self.harness
@@ -470,15 +533,29 @@ class BatchMoneyMachine(RuleBasedStateMachine):
                 self.store.writes_fail = False
         killed = harness.dead
         self.books.sync(ref, self._delivered())
-        if killed or (plan.store_fails and self.store is not None):
+        with harness._lock:
+            attempts = list(harness.attempts)
+        # A ledger is kept (the output folder, else the task state store) and saved at every end of
+        # submitting: a kill at a poll or a pair comes after that save (a poll before submitting, in a
+        # retry's first look at its jobs, comes before this try paid for anything).
+        store_failed = plan.store_fails and self.store is not None and not self.task.output
+        ledger_kept = self.task.output or self.store is not None
+        after_submitting = plan.interruption is not None and plan.interruption.at in ("poll", "keep")
+        saved = ledger_kept and not store_failed and after_submitting
+        unsaved: list[str] = []
+        if killed or store_failed:
             # What no later try can know: answers the kill, or a store refusing every write, kept out of
             # every place a later try reads (the task state store, the output folder).
             recorded = self._recorded()
             for charge in self.books.charges.values():
                 if charge.made_in != ref:
                     continue
-                charge.in_killed_try = killed
+                charge.in_killed_try = killed and not saved
+                charge.in_store_failed_try = store_failed
                 if charge.delivered and charge.job_id not in recorded:
+                    if killed and saved:
+                        unsaved.append(charge.job_id)  # not a license to pay again: a violation
+                        continue
                     charge.lost_to_kill = killed
                     charge.lost_to_store = not killed
         outcome = self._advance(ref, error, killed)
@@ -487,9 +564,56 @@ class BatchMoneyMachine(RuleBasedStateMachine):
             report = pushed if isinstance(pushed, list) else None
         texts = [harness.read_logs(), json.dumps(ti.xcom, default=str)]
         texts.extend(_exception_texts(error))
+        answers = self._answers(ref, attempts)
         self.accounts.check_try(
-            TryFacts(ref, contents, needless, self.task.max_coins, outcome, report, texts)
+            TryFacts(
+                ref,
+                contents,
+                needless,
+                self.task.max_coins,
+                outcome,
+                report,
+                texts,
+                lost_answers=answers.lost,
+                unanswered=answers.unanswered,
+                unnoted=answers.unnoted,
+                failed_attempts=answers.failed,
+                note_kept=not store_failed and (not killed or saved),
+                unsaved=unsaved,
+            )
         )
+
+    def _answers(self, ref: TryRef, attempts: list[tuple[str, str | None, bool]]) -> Answers:
+        """What became of the answers to the try's submissions (see :class:`Answers`)."""
+        charges = self.books.charges
+        made = [c for c in charges.values() if c.made_in == ref]
+        refused: dict[str, int] = {}
+        coded: dict[str, int] = {}
+        answers = Answers()
+        for sent, job_id, error_code in attempts:
+            answered = charges.get(job_id) if job_id is not None else None
+            if answered is not None and answered.file_url == sent and answered.made_in == ref:
+                continue
+            answers.failed += 1
+            if job_id is not None:  # an answer came, naming a job that is not the one this made
+                refused[sent] = refused.get(sent, 0) + 1
+            elif error_code:
+                coded[sent] = coded.get(sent, 0) + 1
+        missing: dict[str, int] = {}
+        content_of: dict[str, str] = {}
+        for charge in made:
+            if not charge.delivered:
+                missing[charge.file_url] = missing.get(charge.file_url, 0) + 1
+                content_of[charge.file_url] = charge.content
+        for file_url, count in missing.items():
+            unanswered = max(0, count - refused.get(file_url, 0))
+            lost = max(0, unanswered - coded.get(file_url, 0))
+            if lost:
+                content = content_of[file_url]
+                answers.lost[content] = answers.lost.get(content, 0) + lost
+            answers.unanswered += unanswered
+            answers.unnoted += max(0, unanswered - min(1, lost))
+        return answers
 
     def _execute(
         self, context: dict[str, Any], plan: TryPlan
@@ -733,3 +857,174 @@ def test_money_and_data_with_sources(invariant_harness: Harness) -> None:
 def test_money_and_data_over_retries(invariant_harness: Harness) -> None:
     _run(invariant_harness, RetriedSourceBatchMachine, examples=30)
     _check_the_taps(invariant_harness)
+
+
+# --- fixed schedules: what the random ones reach too rarely ----------------------------------------------
+
+
+def _machine(harness: Harness, kind: type[BatchMoneyMachine], task: Task) -> BatchMoneyMachine:
+    """A machine of ``kind`` with ``task`` defined, driven by hand (its checks run after every try)."""
+    bound: type[BatchMoneyMachine] = type(kind.__name__, (kind,), {"harness": harness})
+    machine = bound()
+    machine.define_task(task)
+    return machine
+
+
+def _needs_a_store(harness: Harness) -> None:
+    if not harness.has_store:
+        pytest.skip("a task state store (Airflow 3.3) is what this schedule is about")
+
+
+SHOE_AND_MUG: Final = (("shoe.jpg", 0), ("mug.jpg", 1))
+KILLED_AT_THE_FIRST_POLL: Final = Interruption("kill", "poll", 1)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("output", [True, False], ids=["output", "no-output"])
+def test_a_retry_never_resends_an_answer_lost_twice(invariant_harness: Harness, output: bool) -> None:
+    """``[shoe, mug]``: try 1 loses shoe's answer twice (two charges, ``maybe_charged``); the retry must
+    not send shoe again (its ledger entry says "answer lost"), and reports what may have been charged."""
+    if not output:
+        _needs_a_store(invariant_harness)
+    machine = _machine(invariant_harness, UrlBatchMachine, Task(urls=SHOE_AND_MUG, output=output))
+    try:
+        machine._try(TryPlan(faults=("lost answer twice",)))
+        assert machine.ti_state == "up_for_retry", "try 1 was meant to fail with a retry"
+        machine.run_quiet_try()
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_resend_after_a_lost_answer_reports_maybe_charged(invariant_harness: Harness) -> None:
+    """One URL whose first answer is lost: the hook's resend is answered; the result says the lost
+    answer may have been charged (``maybe_charged: 1``)."""
+    machine = _machine(invariant_harness, UrlBatchMachine, Task(urls=SHOE_AND_MUG[:1]))
+    try:
+        machine._try(TryPlan(faults=("lost answer",)))
+        assert machine.ti_state == "success"
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_resumed_try_keeps_the_ledger_it_carried(invariant_harness: Harness) -> None:
+    """One URL, deferrable, no output folder, its ledger store refusing every write (or, before 3.3, no
+    store at all) and its answer lost once: the resumed half has the ledger only from the XCom the
+    deferral carried, and must report the job's coins and the lost answer from it."""
+    machine = _machine(invariant_harness, UrlBatchMachine, Task(urls=SHOE_AND_MUG[:1], deferrable=True))
+    try:
+        machine._try(TryPlan(faults=("lost answer",), store_fails=True))
+        assert machine.ti_state == "success"
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_after_an_unsaved_payment_is_final(invariant_harness: Harness) -> None:
+    """``[shoe, mug]`` without an output folder, the task state store refusing every write, mug's job
+    ending in ERROR: the try fails having paid for shoe's job that no later try can find, so its
+    failure must be final (a retry would pay for shoe again)."""
+    _needs_a_store(invariant_harness)
+    machine = _machine(invariant_harness, UrlBatchMachine, Task(urls=SHOE_AND_MUG))
+    try:
+        machine._try(TryPlan(store_fails=True, job_fails=2))
+        if machine.ti_state == "up_for_retry":
+            machine.run_quiet_try()
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", STATUS_FAULTS)
+def test_a_retry_that_cannot_read_a_status_does_not_pay_again(invariant_harness: Harness, fault: str) -> None:
+    """One URL, waited for on the worker, killed at its first poll (its job saved when submitting ended):
+    the retry's first status request for that job fails (an answer over the cap, a redirect); that is no
+    proof HitPaw forgot the job, so the retry must not submit again."""
+    task = Task(urls=SHOE_AND_MUG[:1], output=True, deferrable=False)
+    machine = _machine(invariant_harness, UrlBatchMachine, task)
+    try:
+        machine._try(TryPlan(interruption=KILLED_AT_THE_FIRST_POLL))
+        assert machine.ti_state == "up_for_retry"
+        machine.retry_meets_a_failing_status(fault)
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_kill_after_submitting_finds_the_jobs_saved(invariant_harness: Harness) -> None:
+    """``[shoe, mug]`` waited for on the worker, killed at its first poll: submitting had ended, and with
+    it the ledger was saved, so both jobs are recorded (and the retry waits for them)."""
+    task = Task(urls=SHOE_AND_MUG, output=True, deferrable=False)
+    machine = _machine(invariant_harness, UrlBatchMachine, task)
+    try:
+        machine._try(TryPlan(interruption=KILLED_AT_THE_FIRST_POLL))
+        machine.run_quiet_try()
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_an_input_given_twice_reports_a_lost_answer_once(
+    invariant_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same URL given twice, its first answer lost (the resend answered): one job, one lost answer;
+    the report's ``maybe_charged``, summed over its results as its coins are, says 1."""
+    monkeypatch.setattr(model, "MAYBE_CHARGED_ON_COPIES_TOLERATED", False)
+    machine = _machine(invariant_harness, UrlBatchMachine, Task(urls=SHOE_AND_MUG[:1] * 2))
+    try:
+        machine._try(TryPlan(faults=("lost answer",)))
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_retry_budget_counts_an_earlier_lost_answer(invariant_harness: Harness) -> None:
+    """``[shoe, mug, portrait]`` with ``max_coins=60``: try 1 pays twice for shoe (its first answer lost,
+    the resend answered), then an execution timeout stops it before mug; the retry starts from 40 coins
+    spent (the lost answer counted at the price), so it can afford mug alone."""
+    urls = (*SHOE_AND_MUG, ("portrait.png", 2))
+    task = Task(urls=urls, output=True, max_coins=60)
+    machine = _machine(invariant_harness, UrlBatchMachine, task)
+    try:
+        machine._try(TryPlan(faults=("lost answer",), interruption=Interruption("timeout", "submit", 2)))
+        assert machine.ti_state == "up_for_retry"
+        machine.run_quiet_try()
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_retry_does_not_take_another_runs_pair_as_its_own(invariant_harness: Harness) -> None:
+    """One URL kept by DAG run 1 (job A); DAG run 2 pays for job B and is killed at its first poll; its
+    retry finds run 1's pair (its record names A): not its own, since its ledger holds B. It waits for B
+    and keeps B's pair, rather than reporting A with B's coins."""
+    task = Task(urls=SHOE_AND_MUG[:1], output=True, deferrable=False)
+    machine = _machine(invariant_harness, UrlBatchMachine, task)
+    try:
+        machine.run_quiet_try()
+        machine.new_dag_run()
+        machine._try(TryPlan(interruption=KILLED_AT_THE_FIRST_POLL))
+        assert machine.ti_state == "up_for_retry"
+        machine.run_quiet_try()
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.timeout(120)
+def test_a_retry_reports_what_it_paid_for_an_input_it_now_refuses(invariant_harness: Harness) -> None:
+    """Sources ``[img0 late, img1, img2]`` into an output folder under ``overwrite="fail"``, with
+    ``max_coins=20`` and ``max_failed=1``: try 1 pays for img1 (img0 is not there yet, the budget leaves
+    img2 out) and fails; img0 appears and img1 is edited; the retry refuses img1 (its try-1 files are
+    there), and must still report the 20 coins the run paid for it."""
+    sources = (Source(0, 0, late=True), Source(1, 1), Source(2, 2))
+    task = Task(sources=sources, output=True, overwrite="fail", max_coins=20, max_failed=1)
+    machine = _machine(invariant_harness, RetriedSourceBatchMachine, task)
+    try:
+        machine.run_quiet_try()
+        assert machine.ti_state == "up_for_retry"
+        machine.edit_a_source_before_the_retry(0)  # img0 appears
+        machine.edit_a_source_before_the_retry(1)  # img1 is edited
+        machine.run_quiet_try()
+    finally:
+        machine.teardown()
