@@ -472,6 +472,8 @@ class SegmentImageOperator(BaseOperator):
             "file_url": _api.url_without_credentials(file_url),
             "submitted_at": time.time(),
         }
+        if job.resent:  # the ledger may not be saved: the resumed half must still know what it may cost
+            submission["resent"] = job.resent
         if self.source_path is not None:
             submission["source_path"] = str(self.source_path)
             submission["source_fingerprint"] = fingerprint
@@ -573,7 +575,8 @@ class SegmentImageOperator(BaseOperator):
         job_id = submission.get("job_id") if isinstance(submission, dict) else None
         if _api.is_usable_job_id(job_id) and job_id not in ledger.job_ids():
             price = _price(submission.get("consume_coins") if isinstance(submission, dict) else None)
-            ledger.submitted(key, str(job_id), price, made_for=self._input_key())
+            lost = _price(submission.get("resent") if isinstance(submission, dict) else None) or 0
+            ledger.submitted(key, str(job_id), price, made_for=self._input_key(), lost=lost)
         if ledger.has_changes:
             store.save(ledger)
 

@@ -1161,3 +1161,11 @@ class TestFinishes:
         with Image.open(path) as image:
             assert image.width <= 300
         assert len(hitpaw_emulator.state()["jobs"]) == 1
+
+
+def test_a_resumed_try_reports_a_lost_answer_its_ledger_could_not_keep(hitpaw_emulator: Any) -> None:
+    """Found by the one-image state machine: deferrable, no output_path, a store refusing writes (before
+    3.3: none at all), the answer lost once and sent again: the resumed try reported no maybe_charged."""
+    hitpaw_emulator.set_faults(["drop:first_n=1,after_commit=true,paths=/api/image-segmentation"])
+    result = run_deferred(one_image(hitpaw_emulator), task_context())
+    assert (result["consume_coins"], result.get("maybe_charged")) == (COST, 1)
