@@ -276,12 +276,21 @@ class Attempts:
 
     def begin(self) -> None:
         if self.stop is not None and self.stop.is_set():
-            raise HitPawNotSentError(f"{self.what} was not sent: the work was interrupted")
+            raise self._last(HitPawNotSentError(f"{self.what} was not sent: the work was interrupted"))
         self.number += 1
 
     def succeeded(self) -> None:
         if self.gate is not None:
             self.gate.passed()
+
+    def _last(self, error: HitPawError) -> HitPawError:
+        """What giving up after ``error`` amounts to: a submission whose earlier answer was lost may have
+        been charged whatever the last attempt said, so the caller must not send it again."""
+        if not self.idempotent and self._resent:
+            unknown = unknown_submission(error)
+            unknown.__cause__ = error
+            return unknown
+        return error
 
     def failed(self, error: HitPawError) -> float:
         """The pause before the next attempt; raises ``error`` (or what it amounts to) when there is none."""
@@ -298,18 +307,18 @@ class Attempts:
         if self.gate is not None and isinstance(error, HitPawRateLimitError):
             self._rate_limited += 1
             if self._rate_limited > RATE_LIMIT_BUDGET:
-                raise error
+                raise self._last(error)
             self.number -= 1
             self.gate.hold(error)
             return 0.0
         if not self.policy.should_retry(error, self.number):
-            raise error
+            raise self._last(error)
         delay = self.policy.delay(error, self.number)
         left = self.time_left()
         if left is not None and left <= delay:
-            raise error  # no time for another attempt: the caller hears the last fault
+            raise self._last(error)  # no time for another attempt: the caller hears the last fault
         if self.stop is not None and self.stop.is_set():
-            raise error
+            raise self._last(error)
         self.logger.warning(
             "%s failed (%s); attempt %d of %d, retrying in %.1f s",
             self.what,
@@ -359,7 +368,8 @@ async def retry_async(attempt: Callable[[], Awaitable[T]], attempts: Attempts) -
 
 def unknown_submission(error: HitPawError) -> HitPawSubmissionUnknownError:
     return HitPawSubmissionUnknownError(
-        f"the answer to a submission was lost twice ({error}); HitPaw may have accepted the image and "
+        f"the answer to a submission was lost, and sending it again brought none back ({error}); HitPaw "
+        "may have accepted the image and "
         "charged for it, and its API offers no way to look the job up. To know, compare the account's "
         "coin balance in HitPaw's dashboard with what the task logs say was paid: "
         "if it dropped by more, HitPaw has the job (its support can find it). Running the task again "

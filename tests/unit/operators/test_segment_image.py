@@ -1169,3 +1169,24 @@ def test_a_resumed_try_reports_a_lost_answer_its_ledger_could_not_keep(hitpaw_em
     hitpaw_emulator.set_faults(["drop:first_n=1,after_commit=true,paths=/api/image-segmentation"])
     result = run_deferred(one_image(hitpaw_emulator), task_context())
     assert (result["consume_coins"], result.get("maybe_charged")) == (COST, 1)
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_a_lost_answer_whose_resend_meets_an_outage_is_not_sent_again_by_a_retry(
+    hitpaw_emulator: Any, tmp_path: Any
+) -> None:
+    """Found by the one-image state machine: the answer was lost after HitPaw charged, the resend met a
+    5xx storm, and the hook ended with a plain server error: the retry submitted (and paid) again."""
+    hitpaw_emulator.set_faults(
+        [
+            "drop:after_commit=true,first_n=1,paths=/api/image-segmentation",
+            "500:first_n=20,paths=/api/image-segmentation",
+        ]
+    )
+    books = Books(hitpaw_emulator)
+    with pytest.raises(AirflowFailException, match="sending it again brought none back"):
+        one_image(hitpaw_emulator, output_path=str(tmp_path)).execute(task_context())
+    hitpaw_emulator.clear_faults()
+    with pytest.raises(AirflowFailException, match="lost its answer"):
+        one_image(hitpaw_emulator, output_path=str(tmp_path)).execute(task_context(try_number=2))
+    assert books.jobs == 1
