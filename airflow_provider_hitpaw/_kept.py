@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -287,13 +286,7 @@ def _write(directory: ObjectStoragePath, record: dict[str, Any]) -> None:
     from airflow_provider_hitpaw import storage
 
     target = directory / record_name(str(record["cutout"]))
-    partial = directory / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        with partial.open("wb") as out:
-            out.write(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-        storage.move_replacing(partial, target)
-    finally:
-        storage.remove_quietly(partial)
+    storage.write_replacing(target, json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
 
 def forget_record(directory: ObjectStoragePath, cutout_name: str) -> None:

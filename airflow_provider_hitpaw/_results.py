@@ -387,7 +387,7 @@ def made_from_kept(
         with _RENDERING:  # a few images' pixels in memory at a time, however many keep in parallel
             rendered = _finish.apply_finishes(todo, cutout_bytes, mask_bytes, photo)
         for finish in todo:
-            _write_atomically(folder / _finish.finish_name(cutout_name, finish), rendered[finish.name])
+            storage.write_replacing(folder / _finish.finish_name(cutout_name, finish), rendered[finish.name])
             made[finish.name] = finish.digest()
     quality = record.get("quality")
     if not isinstance(quality, dict) or quality.get("version") != _quality.FIGURES_VERSION:
@@ -426,18 +426,3 @@ def _read_capped(path: Any) -> bytes:
     if len(data) > _MAX_KEPT_BYTES:
         raise HitPawConfigurationError("output_path", f"{path} is larger than a cut-out can be")
     return data
-
-
-def _write_atomically(target: Any, data: bytes) -> None:
-    """A finish lands whole or not at all: written beside, then moved onto its name."""
-    import uuid
-
-    from airflow_provider_hitpaw import storage
-
-    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        with partial.open("wb") as out:
-            out.write(data)
-        storage.move_replacing(partial, target)
-    finally:
-        storage.remove_quietly(partial)

@@ -707,6 +707,17 @@ def _replace_pair(partials: list[ObjectStoragePath], targets: list[ObjectStorage
         remove_quietly(backup)
 
 
+def write_replacing(target: ObjectStoragePath, data: bytes) -> None:
+    """Write ``data`` to ``target`` whole or not at all: into a hidden sibling, then moved onto its name."""
+    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        with partial.open("wb") as out:
+            out.write(data)
+        move_replacing(partial, target)
+    finally:
+        remove_quietly(partial)
+
+
 def move_replacing(partial: ObjectStoragePath, target: ObjectStoragePath) -> None:
     """Move a finished hidden sibling onto ``target``, replacing what is there (atomically on a local disk;
     on an object store a copy on the server, whole or not at all, then the sibling removed)."""

@@ -6,7 +6,6 @@ DAG files import this module on every parse, so it imports neither HTTP clients 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -202,7 +201,9 @@ class _Inputs:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    from airflow_provider_hitpaw._ledger import digest
+
+    return digest(text)
 
 
 #: Where a batch's contact sheets go in ``output_path`` (a hidden name: no mirrored folder can be it).
